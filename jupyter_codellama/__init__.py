@@ -1,0 +1,38 @@
+"""jupyter-codellama: a Code Llama assistant inside the Jupyter kernel.
+
+Importing this package is cheap: torch and transformers are imported only when the engine is
+first used, so ``%load_ext jupyter_codellama`` stays fast.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .engine.generation import GenerationResult
+    from .engine.worker import Engine
+
+__all__ = ["__version__", "get_engine", "generate", "load", "status"]
+
+
+def get_engine() -> "Engine":
+    """The kernel's single engine (one model, one worker thread)."""
+    from .engine.worker import get_engine as _get_engine
+
+    return _get_engine()
+
+
+def load(model: str | None = None, *, wait: bool = True, **options: Any) -> dict[str, Any]:
+    """Load ``model`` (catalogue name, hub id or folder); returns the engine status."""
+    handle = get_engine().load(model, **options)
+    return handle.wait() if wait else get_engine().status()
+
+
+def generate(prompt: Any = None, **kwargs: Any) -> "GenerationResult":
+    """Blocking generation with the loaded (or default) model; see ``Engine.generate``."""
+    return get_engine().generate(prompt, **kwargs)
+
+
+def status() -> dict[str, Any]:
+    return get_engine().status()

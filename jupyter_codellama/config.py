@@ -1,0 +1,116 @@
+"""User configuration: one traitlets ``Configurable`` named ``CodeLlama``.
+
+``%config CodeLlama.max_new_tokens = 512`` and ``c.CodeLlama.model = "13b-instruct"`` in
+``ipython_config.py`` both land here. Environment variables (``JUPYTER_CODELLAMA_MODEL`` …)
+provide defaults, so a JupyterLab started with them set needs no notebook code at all.
+"""
+from __future__ import annotations
+
+import os
+
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, Unicode, default
+from traitlets.config import Configurable
+
+
+def _env(name: str, fallback: str = "") -> str:
+    return os.environ.get(f"JUPYTER_CODELLAMA_{name}", fallback)
+
+
+class CodeLlama(Configurable):
+    """Settings of the in-kernel Code Llama assistant."""
+
+    model = Unicode(
+        help="Model to load: a catalogue name ('7b-instruct', 'embedded'…), a hub id or a folder. "
+        "Empty: 7b-instruct on a CUDA GPU, the embedded SmolLM2 model otherwise.",
+    ).tag(config=True)
+
+    quantization = CaselessStrEnum(
+        ["auto", "4bit", "8bit", "none"],
+        help="Weights on a GPU: '4bit' (NF4, double quantisation), '8bit', 'none'. "
+        "'auto' is 4bit on CUDA and none on a CPU.",
+    ).tag(config=True)
+
+    dtype = CaselessStrEnum(
+        ["auto", "float32", "bfloat16", "float16"],
+        help="Compute dtype; 'auto' picks bf16 on GPUs that support it (else fp16), and on a CPU "
+        "fp32 for small models, bf16 for large ones where the CPU has bf16 instructions.",
+    ).tag(config=True)
+
+    device = Unicode(
+        help="'auto' (default: CUDA if present, else CPU), 'cpu', 'cuda' or 'cuda:N'.",
+    ).tag(config=True)
+
+    gpu_memory = Unicode(
+        help="Most GPU memory the weights may use, e.g. '6GiB'; the rest is offloaded to the CPU.",
+    ).tag(config=True)
+
+    cpu_memory = Unicode(
+        help="Most CPU memory offloaded weights may use, e.g. '24GiB'; the rest goes to disk.",
+    ).tag(config=True)
+
+    max_memory = Dict(
+        help="Full accelerate max_memory mapping ({0: '6GiB', 'cpu': '24GiB'}); overrides "
+        "gpu_memory/cpu_memory.",
+    ).tag(config=True)
+
+    offload_folder = Unicode(
+        help="Folder for weights offloaded to disk (default: inside the cache directory).",
+    ).tag(config=True)
+
+    cache_dir = Unicode(
+        help="Where jupyter-codellama keeps converted models and offload files.",
+    ).tag(config=True)
+
+    max_new_tokens = Int(512, help="Longest answer, in tokens.").tag(config=True)
+    temperature = Float(0.2, help="Sampling temperature; 0 is greedy.").tag(config=True)
+    top_p = Float(0.95, help="Nucleus sampling threshold (used when temperature > 0).").tag(config=True)
+    max_time = Float(120.0, help="Seconds a chat or magic answer may take.").tag(config=True)
+    prefill_chunk_tokens = Int(
+        256, help="Prompt tokens processed per step; cancel checks happen between chunks."
+    ).tag(config=True)
+    prefix_cache_mb = Int(
+        512, help="Memory for KV caches of recent prompts, reused when a prompt shares a prefix."
+    ).tag(config=True)
+    local_files_only = Bool(
+        False, help="Never contact the model hub (as HF_HUB_OFFLINE=1)."
+    ).tag(config=True)
+
+    @default("model")
+    def _model_default(self) -> str:
+        return _env("MODEL")
+
+    @default("quantization")
+    def _quantization_default(self) -> str:
+        return _env("QUANTIZATION", "auto").lower()
+
+    @default("dtype")
+    def _dtype_default(self) -> str:
+        return _env("DTYPE", "auto").lower()
+
+    @default("device")
+    def _device_default(self) -> str:
+        return _env("DEVICE", "auto")
+
+    @default("gpu_memory")
+    def _gpu_memory_default(self) -> str:
+        return _env("GPU_MEMORY")
+
+    @default("cpu_memory")
+    def _cpu_memory_default(self) -> str:
+        return _env("CPU_MEMORY")
+
+    @default("cache_dir")
+    def _cache_dir_default(self) -> str:
+        return str(default_cache_dir())
+
+
+def default_cache_dir() -> "os.PathLike[str]":
+    """``$JUPYTER_CODELLAMA_CACHE``, else ``$XDG_CACHE_HOME/jupyter_codellama``, else ``~/.cache/…``."""
+    from pathlib import Path
+
+    explicit = os.environ.get("JUPYTER_CODELLAMA_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "jupyter_codellama"

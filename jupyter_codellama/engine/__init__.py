@@ -1,0 +1,1 @@
+"""The in-kernel engine: model loading, the worker thread, streaming generation."""

@@ -1,0 +1,419 @@
+"""Streaming generation: chunked prefill → decode one token at a time, with a KV prefix cache.
+
+The loop is ours rather than ``model.generate`` because everything the product needs sits
+between two decode steps: a cancel check, a time limit, stop strings, incremental
+detokenisation for streaming, and handing the KV cache back for reuse by the next prompt.
+
+    generate_stream
+      ├─ PrefixCache.lookup      reuse the KV of the longest cached common prefix
+      ├─ prefill                 the rest of the prompt, in chunks (cancellable between chunks)
+      └─ decode loop             sample → detokenise → stop rules → decode_one_token
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Sequence
+
+import torch
+
+StopReason = Literal["eos", "stop", "length", "time", "cancelled", "error"]
+TextCallback = Callable[[str], None]
+
+
+class Cancelled(Exception):
+    """Raised inside the loop when the job's cancel event is set (never escapes the module)."""
+
+
+@dataclass
+class GenerationRequest:
+    """What to generate. ``prompt_ids`` already contain any BOS / special tokens."""
+
+    prompt_ids: list[int]
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    max_time: float | None = None
+    seed: int | None = None
+    use_prefix_cache: bool = True
+
+    def validate(self) -> None:
+        if not self.prompt_ids:
+            raise ValueError("The prompt is empty: there is nothing to continue.")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}.")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
+        if self.max_time is not None and self.max_time <= 0:
+            raise ValueError(f"max_time must be positive, got {self.max_time}.")
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    stop_reason: StopReason
+    tokens: list[int] = field(default_factory=list)
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "stop_reason": self.stop_reason,
+            "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
+            "generated_tokens": len(self.tokens),
+            "timings": dict(self.timings),
+            **({"error": self.error} if self.error else {}),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Text side: incremental detokenisation and stop strings
+
+
+class IncrementalDetokenizer:
+    """Turns a stream of token ids into text deltas whose concatenation is the decoded text.
+
+    Decoding one token alone is wrong for SentencePiece vocabularies (the leading '▁' becomes a
+    space only after another piece) and for byte-fallback pieces (one UTF-8 character spans
+    several tokens). So we decode a short window twice — before and after the new token — and
+    emit the difference once it no longer ends in a partial character.
+    """
+
+    def __init__(self, tokenizer, context_ids: Sequence[int] = ()) -> None:
+        self._tokenizer = tokenizer
+        # A few prompt tokens as left context so the first generated piece gets its space.
+        self._ids: list[int] = list(context_ids[-4:])
+        self._prefix_offset = 0
+        self._read_offset = len(self._ids)
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(
+            ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+
+    def push(self, token_id: int) -> str:
+        self._ids.append(token_id)
+        prefix_text = self._decode(self._ids[self._prefix_offset : self._read_offset])
+        new_text = self._decode(self._ids[self._prefix_offset :])
+        if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
+            delta = new_text[len(prefix_text) :]
+            self._prefix_offset = self._read_offset
+            self._read_offset = len(self._ids)
+            return delta
+        return ""
+
+    def flush(self) -> str:
+        """Whatever is still held back (an incomplete character at the very end)."""
+        prefix_text = self._decode(self._ids[self._prefix_offset : self._read_offset])
+        new_text = self._decode(self._ids[self._prefix_offset :])
+        self._prefix_offset = self._read_offset = len(self._ids)
+        return new_text[len(prefix_text) :] if len(new_text) > len(prefix_text) else ""
+
+
+class StopMatcher:
+    """Finds stop strings in streamed text and holds back text that might start one."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self._stops = tuple(s for s in stops if s)
+        self.text = ""
+        self._emitted = 0
+
+    def feed(self, delta: str) -> tuple[str, bool]:
+        """Add ``delta``; return (text safe to emit now, whether a stop string was found)."""
+        search_from = max(0, self._emitted - max((len(s) for s in self._stops), default=0))
+        self.text += delta
+        cut = min(
+            (i for i in (self.text.find(s, search_from) for s in self._stops) if i >= 0),
+            default=-1,
+        )
+        if cut >= 0:
+            self.text = self.text[:cut]
+            return self._take(len(self.text)), True
+        return self._take(len(self.text) - self._held_back()), False
+
+    def finish(self) -> str:
+        return self._take(len(self.text))
+
+    def _held_back(self) -> int:
+        """Length of the longest suffix of the text that is a proper prefix of a stop string."""
+        best = 0
+        for stop in self._stops:
+            for n in range(min(len(stop) - 1, len(self.text)), best, -1):
+                if self.text.endswith(stop[:n]):
+                    best = n
+                    break
+        return best
+
+    def _take(self, upto: int) -> str:
+        upto = max(upto, self._emitted)
+        out = self.text[self._emitted : upto]
+        self._emitted = upto
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# KV prefix cache
+
+
+def _new_cache(model):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+def cache_seq_length(cache) -> int:
+    return int(cache.get_seq_length()) if cache is not None else 0
+
+
+def cache_nbytes(cache) -> int:
+    total = 0
+    for layer in getattr(cache, "layers", ()):
+        for name in ("keys", "values"):
+            t = getattr(layer, name, None)
+            if isinstance(t, torch.Tensor):
+                total += t.numel() * t.element_size()
+    return total
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class PrefixCache:
+    """Recent prompts' KV caches, bounded by bytes, looked up by longest common token prefix.
+
+    An entry that is wholly a prefix of the new prompt is *taken* (no copy: the new prompt's
+    cache will extend it and be stored in its place); a partial match is deep-copied and cropped
+    so the entry stays intact for other branches (another chat sharing the system prompt).
+    """
+
+    def __init__(self, max_bytes: int, min_reuse: int = 1) -> None:
+        self.max_bytes = max_bytes
+        self.min_reuse = min_reuse
+        self._entries: OrderedDict[tuple[int, ...], object] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(cache_nbytes(c) for c in self._entries.values())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def lookup(self, ids: Sequence[int]):
+        """Return ``(cache, n_reused)``; ``cache`` is None when nothing useful is stored."""
+        with self._lock:
+            best_key, best_len = None, 0
+            for key in self._entries:
+                n = _common_prefix(key, ids)
+                if n > best_len:
+                    best_key, best_len = key, n
+            # At least one prompt token must be left for the forward pass that yields logits.
+            keep = min(best_len, len(ids) - 1)
+            if best_key is None or keep < self.min_reuse:
+                self.misses += 1
+                return None, 0
+            self.hits += 1
+            if keep == len(best_key):
+                cache = self._entries.pop(best_key)
+            else:
+                cache = copy.deepcopy(self._entries[best_key])
+                self._entries.move_to_end(best_key)
+        seq = cache_seq_length(cache)
+        if seq > keep:
+            cache.crop(-(seq - keep))
+        return cache, keep
+
+    def store(self, ids: Sequence[int], cache) -> None:
+        key = tuple(ids)
+        if cache is None or not key or cache_seq_length(cache) != len(key):
+            return
+        size = cache_nbytes(cache)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            # Entries the new one extends are now redundant.
+            for old in [k for k in self._entries if _common_prefix(k, key) == len(k)]:
+                del self._entries[old]
+            self._entries[key] = cache
+            total = sum(cache_nbytes(c) for c in self._entries.values())
+            while total > self.max_bytes and len(self._entries) > 1:
+                _, evicted = self._entries.popitem(last=False)
+                total -= cache_nbytes(evicted)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model side: prefill, one decode step, sampling
+
+
+def input_device(model) -> torch.device:
+    """Where input ids must live (the embedding's device, also for dispatched models)."""
+    return model.get_input_embeddings().weight.device
+
+
+@torch.inference_mode()
+def prefill(model, ids: Sequence[int], cache, *, chunk: int, should_stop: Callable[[], bool]):
+    """Run ``ids`` through the model into ``cache``; return the last position's logits: [V]."""
+    assert ids, "prefill needs at least one token"
+    device = input_device(model)
+    logits = None
+    for start in range(0, len(ids), chunk):
+        if start and should_stop():
+            raise Cancelled
+        piece = torch.tensor([ids[start : start + chunk]], device=device)  # [1, S]
+        out = model(input_ids=piece, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        logits = out.logits[0, -1]  # [V]
+    return logits
+
+
+@torch.inference_mode()
+def decode_one_token(model, token: int, cache):
+    piece = torch.tensor([[token]], device=input_device(model))  # [1, 1]
+    out = model(input_ids=piece, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return out.logits[0, -1]  # [V]
+
+
+def sample(logits: torch.Tensor, *, temperature: float, top_p: float, generator) -> int:
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < top_p
+        sorted_probs = sorted_probs * keep
+        choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=generator)
+        return int(order[choice])
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def generate_stream(
+    model,
+    tokenizer,
+    request: GenerationRequest,
+    *,
+    eos_token_ids: Sequence[int],
+    prefix_cache: PrefixCache | None = None,
+    prefill_chunk: int = 256,
+    cancel: threading.Event | None = None,
+    on_text: TextCallback | None = None,
+) -> GenerationResult:
+    """Generate for ``request``, calling ``on_text`` with each new piece of text.
+
+    Never raises for cancellation or time-out: those end with a ``stop_reason``.
+    """
+    request.validate()
+    cancel = cancel or threading.Event()
+    emit = on_text or (lambda _text: None)
+    t_start = time.perf_counter()
+    deadline = t_start + request.max_time if request.max_time else None
+    ids = list(request.prompt_ids)
+    stop_ids = set(eos_token_ids) | set(request.stop_token_ids)
+    generator = None
+    if request.temperature > 0:
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(request.seed if request.seed is not None else int(time.time_ns()))
+
+    def timed_out() -> bool:
+        return deadline is not None and time.perf_counter() > deadline
+
+    cache, n_cached = (None, 0)
+    if prefix_cache is not None and request.use_prefix_cache:
+        cache, n_cached = prefix_cache.lookup(ids)
+    if cache is None:
+        cache, n_cached = _new_cache(model), 0
+
+    detok = IncrementalDetokenizer(tokenizer, ids)
+    stops = StopMatcher(request.stop)
+    pieces: list[str] = []
+    generated: list[int] = []
+    timings: dict[str, float] = {}
+    reason: StopReason = "length"
+
+    def deliver(text: str) -> None:
+        if text:
+            pieces.append(text)
+            emit(text)
+
+    try:
+        logits = prefill(
+            model,
+            ids[n_cached:],
+            cache,
+            chunk=max(1, prefill_chunk),
+            should_stop=lambda: cancel.is_set() or timed_out(),
+        )
+        timings["prefill_s"] = time.perf_counter() - t_start
+        while True:
+            token = sample(logits, temperature=request.temperature, top_p=request.top_p,
+                           generator=generator)
+            generated.append(token)
+            if len(generated) == 1:
+                timings["first_token_s"] = time.perf_counter() - t_start
+            if token in stop_ids:
+                reason = "eos"
+                break
+            safe, hit_stop = stops.feed(detok.push(token))
+            deliver(safe)
+            if hit_stop:
+                reason = "stop"
+                break
+            if len(generated) >= request.max_new_tokens:
+                reason = "length"
+                break
+            if cancel.is_set():
+                reason = "cancelled"
+                break
+            if timed_out():
+                reason = "time"
+                break
+            logits = decode_one_token(model, token, cache)
+    except Cancelled:
+        reason = "cancelled" if cancel.is_set() else "time"
+    if reason not in ("stop",):
+        tail, hit_stop = stops.feed(detok.flush())
+        deliver(tail)
+        deliver(stops.finish() if not hit_stop else "")
+        if hit_stop:
+            reason = "stop"
+
+    total = time.perf_counter() - t_start
+    timings["total_s"] = total
+    decode_time = total - timings.get("first_token_s", total)
+    timings["tokens_per_s"] = (len(generated) - 1) / decode_time if decode_time > 0 else 0.0
+
+    if prefix_cache is not None and request.use_prefix_cache:
+        seen = (ids + generated)[: cache_seq_length(cache)]
+        prefix_cache.store(seen, cache)
+    return GenerationResult(
+        text="".join(pieces),
+        stop_reason=reason,
+        tokens=generated,
+        prompt_tokens=len(ids),
+        cached_tokens=n_cached,
+        timings=timings,
+    )

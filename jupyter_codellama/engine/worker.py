@@ -1,0 +1,444 @@
+"""The engine: one thread owns the model; everything else talks to it through jobs.
+
+Comm handlers and magics call :meth:`Engine.submit` (never blocking) and get a :class:`Job`
+back; text arrives through ``on_chunk`` from the worker thread. Scheduling rules:
+
+* jobs run one at a time, in order of submission;
+* a new ``completion`` job cancels every earlier completion job (only the latest keystroke
+  matters);
+* completions never wait behind chat/generation work or a load: they end at once with the
+  ``busy`` error, because a completion that arrives late is worse than none;
+* chat/generation jobs are never cancelled by anything but their own ``cancel()``.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Sequence
+
+from ..config import CodeLlama
+from .generation import GenerationRequest, GenerationResult, PrefixCache, generate_stream
+from .loading import LoadedModel, LoadOptions, ModelLoadError, free_model, load_model
+
+log = logging.getLogger(__name__)
+
+JobKind = Literal["completion", "chat", "generate"]
+State = Literal["unloaded", "loading", "ready", "error"]
+PromptSource = str | Sequence[int] | Callable[[LoadedModel], Sequence[int]]
+
+_ids = itertools.count(1)
+
+
+class EngineError(RuntimeError):
+    """Raised by the blocking API when a job ends in error; ``code`` is machine-readable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Job:
+    """A generation request on its way through the engine; safe to use from any thread."""
+
+    kind: JobKind
+    prompt: PromptSource | None = None
+    messages: list[dict] | None = None
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    max_time: float | None = None
+    seed: int | None = None
+    use_prefix_cache: bool = True
+    on_chunk: Callable[[str], None] | None = None
+    on_done: Callable[["Job"], None] | None = None
+    request_id: str = field(default_factory=lambda: f"job-{next(_ids)}")
+    result: GenerationResult | None = None
+    error_code: str | None = None
+    submitted_at: float = field(default_factory=time.perf_counter)
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _done: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> GenerationResult:
+        """Block until the job ends; the result always has a ``stop_reason``."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"{self.request_id} did not finish within {timeout} s")
+        assert self.result is not None
+        return self.result
+
+    def _finish(self, result: GenerationResult, error_code: str | None = None) -> None:
+        result.timings.setdefault("queue_s", 0.0)
+        self.result, self.error_code = result, error_code
+        self._done.set()
+        if self.on_done is not None:
+            try:
+                self.on_done(self)
+            except Exception:  # noqa: BLE001 - a listener's bug must not kill the worker
+                log.exception("on_done callback of %s failed", self.request_id)
+
+
+@dataclass
+class _LoadJob:
+    options: LoadOptions
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class LoadHandle:
+    """Returned by :meth:`Engine.load`: ``wait()`` blocks until loaded, raising its error."""
+
+    def __init__(self, engine: "Engine", job: _LoadJob) -> None:
+        self._engine, self._job = engine, job
+
+    @property
+    def done(self) -> bool:
+        return self._job.done.is_set()
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        if not self._job.done.wait(timeout):
+            raise TimeoutError(f"the model did not finish loading within {timeout} s")
+        if self._job.error is not None:
+            raise self._job.error
+        return self._engine.status()
+
+
+_SHUTDOWN = object()
+_UNLOAD = object()
+
+
+class Engine:
+    """Owns the model thread. Create one per kernel with :func:`get_engine`."""
+
+    def __init__(self, config: CodeLlama | None = None) -> None:
+        self.config = config or CodeLlama()
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.RLock()
+        self._loaded: LoadedModel | None = None
+        self._state: State = "unloaded"
+        self._progress: dict[str, Any] | None = None
+        self._error: str | None = None
+        self._pending: list[Any] = []  # jobs and loads queued, in order
+        self._running: Job | _LoadJob | None = None
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._last_progress_emit = 0.0
+        self._prefix_cache = PrefixCache(self.config.prefix_cache_mb << 20)
+        self._thread = threading.Thread(target=self._run, name="codellama-engine", daemon=True)
+        self._thread.start()
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready snapshot: state, model info when ready, progress while loading, error."""
+        with self._lock:
+            status: dict[str, Any] = {"state": self._state}
+            if self._loaded is not None:
+                status.update(self._loaded.info())
+            if self._state == "loading" and self._progress:
+                status["progress"] = dict(self._progress)
+            if self._state == "error":
+                status["error"] = self._error
+            status["queued"] = sum(isinstance(p, Job) for p in self._pending)
+            status["busy"] = self._running is not None
+            status["prefix_cache"] = {
+                "entries": len(self._prefix_cache),
+                "hits": self._prefix_cache.hits,
+                "misses": self._prefix_cache.misses,
+            }
+            return status
+
+    @property
+    def loaded(self) -> LoadedModel | None:
+        return self._loaded
+
+    def on_status(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call ``callback(status)`` on every state/progress change; returns an unsubscribe."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+
+    def load(self, model: str | None = None, **options: Any) -> LoadHandle:
+        """Queue a (re)load; options as :class:`LoadOptions`, defaults from the config."""
+        job = _LoadJob(LoadOptions.from_config(self.config, model=model, **options))
+        with self._lock:
+            self._pending.append(job)
+            self._set_state("loading", progress={"stage": "queued", "fraction": 0.0})
+        self._queue.put(job)
+        return LoadHandle(self, job)
+
+    def unload(self) -> None:
+        """Free the model (and its GPU memory) once queued work is done."""
+        done = threading.Event()
+        self._queue.put((_UNLOAD, done))
+        done.wait()
+
+    def submit(self, kind: JobKind = "generate", prompt: PromptSource | None = None, **kwargs: Any) -> Job:
+        """Queue a job and return at once; see :class:`Job` for the fields."""
+        if kind not in ("completion", "chat", "generate"):
+            raise ValueError(f"Unknown job kind {kind!r}: use 'completion', 'chat' or 'generate'.")
+        job = Job(kind=kind, prompt=prompt, **kwargs)
+        if job.prompt is None and job.messages is None:
+            raise ValueError("A job needs a prompt (text, token ids or a builder) or messages.")
+        with self._lock:
+            if kind == "completion":
+                busy = self._busy_reason()
+                if busy:
+                    job._finish(GenerationResult(text="", stop_reason="error", error=busy), "busy")
+                    return job
+                for other in [*self._pending, self._running]:
+                    if isinstance(other, Job) and other.kind == "completion":
+                        other.cancel()
+            elif self._state in ("unloaded", "error") and not any(
+                isinstance(p, _LoadJob) for p in self._pending
+            ):
+                # The first real request loads the default model (with progress for the UI).
+                load = _LoadJob(LoadOptions.from_config(self.config))
+                self._pending.append(load)
+                self._set_state("loading", progress={"stage": "queued", "fraction": 0.0})
+                self._queue.put(load)
+            self._pending.append(job)
+        self._queue.put(job)
+        return job
+
+    def generate(self, prompt: PromptSource | None = None, *, on_chunk=None, **kwargs: Any) -> GenerationResult:
+        """Blocking generation. Ctrl-C cancels the job, waits for it to stop, and re-raises."""
+        job = self.submit(kwargs.pop("kind", "generate"), prompt, on_chunk=on_chunk, **kwargs)
+        try:
+            result = job.wait()
+        except KeyboardInterrupt:
+            job.cancel()
+            job._done.wait(10)
+            raise
+        if result.stop_reason == "error":
+            raise EngineError(job.error_code or "error", result.error or "generation failed")
+        return result
+
+    def cancel(self, request_id: str) -> bool:
+        with self._lock:
+            for job in [*self._pending, self._running]:
+                if isinstance(job, Job) and job.request_id == request_id:
+                    job.cancel()
+                    return True
+        return False
+
+    def clear_prefix_cache(self) -> None:
+        self._prefix_cache.clear()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            for job in [*self._pending, self._running]:
+                if isinstance(job, Job):
+                    job.cancel()
+        self._queue.put(_SHUTDOWN)
+        self._thread.join(timeout)
+
+    # -- the worker thread ---------------------------------------------------------------------
+
+    def _busy_reason(self) -> str | None:
+        blocking = [p for p in (self._running, *self._pending)
+                    if isinstance(p, _LoadJob) or (isinstance(p, Job) and p.kind != "completion")]
+        if blocking:
+            what = "loading a model" if isinstance(blocking[0], _LoadJob) else "answering another request"
+            return f"The model is busy ({what}); try again when it is done."
+        if self._state != "ready":
+            # Typing must never start loading a multi-GB model: that is an explicit choice.
+            return "No model is loaded; completions start once one is (load one first)."
+        return None
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _SHUTDOWN:
+                free_model(self._loaded)
+                return
+            try:
+                if isinstance(item, tuple) and item[0] is _UNLOAD:
+                    self._do_unload()
+                    item[1].set()
+                elif isinstance(item, _LoadJob):
+                    self._do_load(item)
+                elif isinstance(item, Job):
+                    self._do_job(item)
+            except BaseException:  # noqa: BLE001 - the worker thread must outlive any job
+                log.error("engine worker: unexpected error\n%s", traceback.format_exc())
+
+    def _do_unload(self) -> None:
+        with self._lock:
+            loaded, self._loaded = self._loaded, None
+            self._prefix_cache.clear()
+            self._set_state("unloaded")
+        free_model(loaded)
+
+    def _do_load(self, job: _LoadJob) -> None:
+        with self._lock:
+            self._running = job
+            self._pending.remove(job)
+            old, self._loaded = self._loaded, None
+            self._prefix_cache.clear()
+            self._set_state("loading", progress={"stage": "starting", "fraction": 0.0})
+        free_model(old)  # before loading the next one: both may not fit
+        try:
+            loaded = load_model(job.options, progress=self._report_progress)
+        except BaseException as exc:  # noqa: BLE001 - reported to the waiter and in status
+            job.error = exc if isinstance(exc, Exception) else ModelLoadError(str(exc))
+            with self._lock:
+                self._running = None
+                self._set_state("error", error=_describe(exc))
+        else:
+            with self._lock:
+                self._loaded = loaded
+                self._running = None
+                self._set_state("ready")
+        finally:
+            job.done.set()
+
+    def _do_job(self, job: Job) -> None:
+        with self._lock:
+            self._pending.remove(job)
+            self._running = job
+        started = time.perf_counter()
+        queue_s = started - job.submitted_at
+        try:
+            if job.cancelled:
+                job._finish(GenerationResult(text="", stop_reason="cancelled", timings={"queue_s": queue_s}))
+                return
+            loaded = self._loaded
+            if loaded is None:
+                message = self._error or "No model is loaded."
+                job._finish(GenerationResult(text="", stop_reason="error", error=message,
+                                             timings={"queue_s": queue_s}), "not_loaded")
+                return
+            request = GenerationRequest(
+                prompt_ids=self._prompt_ids(job, loaded),
+                max_new_tokens=job.max_new_tokens,
+                temperature=job.temperature,
+                top_p=job.top_p,
+                stop=tuple(job.stop),
+                stop_token_ids=tuple(job.stop_token_ids),
+                max_time=job.max_time,
+                seed=job.seed,
+                use_prefix_cache=job.use_prefix_cache,
+            )
+            on_chunk = _safe_callback(job.on_chunk, job.request_id)
+            result = generate_stream(
+                loaded.model, loaded.tokenizer, request,
+                eos_token_ids=loaded.eos_token_ids,
+                prefix_cache=self._prefix_cache,
+                prefill_chunk=self.config.prefill_chunk_tokens,
+                cancel=job._cancel,
+                on_text=on_chunk,
+            )
+            result.timings["queue_s"] = queue_s
+            job._finish(result)
+        except (ValueError, TypeError) as exc:
+            job._finish(GenerationResult(text="", stop_reason="error", error=str(exc),
+                                         timings={"queue_s": queue_s}), "bad_request")
+        except Exception as exc:  # noqa: BLE001 - reported on the job, the worker goes on
+            log.exception("generation failed")
+            job._finish(GenerationResult(text="", stop_reason="error", error=_describe(exc),
+                                         timings={"queue_s": queue_s}), "generation_failed")
+        finally:
+            with self._lock:
+                self._running = None
+
+    @staticmethod
+    def _prompt_ids(job: Job, loaded: LoadedModel) -> list[int]:
+        tok = loaded.tokenizer
+        if job.messages is not None:
+            text = tok.apply_chat_template(job.messages, add_generation_prompt=True, tokenize=False)
+            return list(tok(text, add_special_tokens=False)["input_ids"])
+        if callable(job.prompt):
+            return list(job.prompt(loaded))
+        if isinstance(job.prompt, str):
+            return list(tok(job.prompt)["input_ids"])
+        ids = list(job.prompt or ())
+        vocab = len(tok)
+        if not all(isinstance(i, int) and 0 <= i < vocab for i in ids):
+            raise ValueError(f"Token ids must be integers in [0, {vocab}).")
+        return ids
+
+    # -- status plumbing -----------------------------------------------------------------------
+
+    def _report_progress(self, stage: str, fraction: float) -> None:
+        now = time.perf_counter()
+        with self._lock:
+            last = self._progress or {}
+            self._progress = {"stage": stage, "fraction": round(float(fraction), 3)}
+            # Listeners (widgets, the comm) need a few updates a second, not one per tensor.
+            if now - self._last_progress_emit < 0.1 and fraction < 1.0 and last.get("stage", "").split(" (")[0] == stage.split(" (")[0]:
+                return
+            self._last_progress_emit = now
+        self._notify()
+
+    def _set_state(self, state: State, *, progress: dict | None = None, error: str | None = None) -> None:
+        self._state = state
+        self._progress = progress
+        self._error = error
+        self._notify()
+
+    def _notify(self) -> None:
+        snapshot = self.status()
+        for listener in list(self._listeners):
+            try:
+                listener(snapshot)
+            except Exception:  # noqa: BLE001 - one broken listener must not stop the others
+                log.exception("engine status listener failed")
+
+
+def _safe_callback(callback: Callable[[str], None] | None, request_id: str) -> Callable[[str], None] | None:
+    if callback is None:
+        return None
+
+    def call(text: str) -> None:
+        try:
+            callback(text)
+        except Exception:  # noqa: BLE001 - a broken consumer must not end the generation
+            log.exception("on_chunk callback of %s failed", request_id)
+
+    return call
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, (ModelLoadError, ValueError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def get_engine(config: CodeLlama | None = None) -> Engine:
+    """The kernel's engine (created on first use; ``config`` replaces its settings if given)."""
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            _engine = Engine(config)
+        elif config is not None:
+            _engine.config = config
+        return _engine
+
+
+def reset_engine() -> None:
+    """Shut the engine down and forget it (tests; a fresh start)."""
+    global _engine
+    with _engine_lock:
+        if _engine is not None:
+            _engine.shutdown()
+        _engine = None

@@ -1,0 +1,82 @@
+"""Streaming text: stop strings and incremental detokenisation (fast, no model weights)."""
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jupyter_codellama.engine.generation import IncrementalDetokenizer, StopMatcher
+
+
+def stream(matcher: StopMatcher, deltas):
+    out, hit = [], False
+    for d in deltas:
+        safe, hit = matcher.feed(d)
+        out.append(safe)
+        if hit:
+            break
+    if not hit:
+        out.append(matcher.finish())
+    return "".join(out), hit
+
+
+def test_stop_string_split_across_deltas_is_never_shown():
+    text, hit = stream(StopMatcher(["\n\n"]), ["x = 1", "\n", "\nprint(x)"])
+    assert (text, hit) == ("x = 1", True)
+
+
+def test_text_that_only_looks_like_a_stop_prefix_is_released_at_the_end():
+    text, hit = stream(StopMatcher(["```\n"]), ["a = 1\n", "``"])
+    assert (text, hit) == ("a = 1\n``", False)
+
+
+def test_earliest_of_several_stop_strings_wins():
+    text, hit = stream(StopMatcher(["\ndef ", "\nclass "]), ["x\nclass A:\ndef f"])
+    assert (text, hit) == ("x", True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="ab\n", max_size=40), st.lists(st.integers(1, 5), max_size=20),
+       st.sampled_from(["\n\n", "ab", "ba\n"]))
+def test_streamed_text_equals_text_before_first_stop(text, cuts, stop):
+    deltas, i = [], 0
+    for c in cuts:
+        deltas.append(text[i:i + c])
+        i += c
+    deltas.append(text[i:])
+    got, hit = stream(StopMatcher([stop]), deltas)
+    index = text.find(stop)
+    assert got == (text[:index] if index >= 0 else text)
+    assert hit == (index >= 0)
+
+
+@pytest.fixture(scope="module")
+def smol_tokenizer(embedded_engine):
+    return embedded_engine.loaded.tokenizer
+
+
+@pytest.fixture(scope="module")
+def codellama_tokenizer():
+    from jupyter_codellama.testing.codellama_tokenizer import build_codellama_tokenizer
+
+    return build_codellama_tokenizer()
+
+
+SAMPLES = [
+    "def naïve(x):\n    return '東京 🚀' + x  # café\n",
+    "    indented\n\ttabbed\n\n  spaces  \n",
+    "emoji 👩‍💻 and math ∑ᵢ xᵢ²",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["smol_tokenizer", "codellama_tokenizer"])
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_incremental_detokenisation_reassembles_the_exact_text(request, which, sample):
+    tok = request.getfixturevalue(which)
+    context = tok("x = 1\n", add_special_tokens=False)["input_ids"]
+    ids = tok(sample, add_special_tokens=False)["input_ids"]
+    detok = IncrementalDetokenizer(tok, context)
+    deltas = [detok.push(i) for i in ids] + [detok.flush()]
+    expected = tok.decode(context + ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    assert "".join(deltas) == expected[len(tok.decode(context, skip_special_tokens=True,
+                                                      clean_up_tokenization_spaces=False)):]
+    assert not any("\ufffd" in d for d in deltas), "a partial character was streamed"
