@@ -239,3 +239,16 @@ def test_unload_frees_the_model(shaped_model_dir):
         assert engine.status()["state"] == "unloaded" and engine.loaded is None
     finally:
         engine.shutdown()
+
+
+def test_ctrl_c_during_generate_cancels_the_job_and_the_engine_keeps_working(embedded_engine):
+    import _thread
+
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    timer.start()
+    started = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        embedded_engine.generate(messages=CHAT, max_new_tokens=400)
+    assert time.perf_counter() - started < 5
+    assert embedded_engine.status()["busy"] is False, "the interrupted job must have stopped"
+    assert embedded_engine.generate("x = ", max_new_tokens=2).stop_reason in ("length", "eos")
