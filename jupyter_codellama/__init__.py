@@ -13,7 +13,21 @@ if TYPE_CHECKING:
     from .engine.generation import GenerationResult
     from .engine.worker import Engine
 
-__all__ = ["__version__", "get_engine", "generate", "load", "status"]
+__all__ = ["__version__", "get_engine", "generate", "load", "status",
+           "load_ipython_extension", "unload_ipython_extension"]
+
+
+def load_ipython_extension(shell) -> None:
+    """``%load_ext jupyter_codellama``."""
+    from .extension import load_ipython_extension as _load
+
+    _load(shell)
+
+
+def unload_ipython_extension(shell) -> None:
+    from .extension import unload_ipython_extension as _unload
+
+    _unload(shell)
 
 
 def get_engine() -> "Engine":

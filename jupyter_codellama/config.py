@@ -114,3 +114,19 @@ def default_cache_dir() -> "os.PathLike[str]":
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "jupyter_codellama"
+
+
+_active: CodeLlama | None = None
+
+
+def get_config() -> CodeLlama:
+    """The settings in force: the shell's (once the extension is loaded) or a default instance."""
+    global _active
+    if _active is None:
+        _active = CodeLlama()
+    return _active
+
+
+def set_config(config: CodeLlama) -> None:
+    global _active
+    _active = config

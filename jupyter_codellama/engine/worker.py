@@ -21,7 +21,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
-from ..config import CodeLlama
+from ..config import CodeLlama, get_config
 from .generation import GenerationRequest, GenerationResult, PrefixCache, generate_stream
 from .loading import LoadedModel, LoadOptions, ModelLoadError, free_model, load_model
 
@@ -128,7 +128,7 @@ class Engine:
     """Owns the model thread. Create one per kernel with :func:`get_engine`."""
 
     def __init__(self, config: CodeLlama | None = None) -> None:
-        self.config = config or CodeLlama()
+        self.config = config or get_config()
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.RLock()
         self._loaded: LoadedModel | None = None
@@ -324,13 +324,14 @@ class Engine:
                 job._finish(GenerationResult(text="", stop_reason="error", error=message,
                                              timings={"queue_s": queue_s}), "not_loaded")
                 return
+            ids, stop, stop_token_ids = self._prompt(job, loaded)
             request = GenerationRequest(
-                prompt_ids=self._prompt_ids(job, loaded),
+                prompt_ids=ids,
                 max_new_tokens=job.max_new_tokens,
                 temperature=job.temperature,
                 top_p=job.top_p,
-                stop=tuple(job.stop),
-                stop_token_ids=tuple(job.stop_token_ids),
+                stop=tuple(job.stop) + stop,
+                stop_token_ids=tuple(job.stop_token_ids) + stop_token_ids,
                 max_time=job.max_time,
                 seed=job.seed,
                 use_prefix_cache=job.use_prefix_cache,
@@ -347,8 +348,9 @@ class Engine:
             result.timings["queue_s"] = queue_s
             job._finish(result)
         except (ValueError, TypeError) as exc:
+            code = "prompt_too_long" if type(exc).__name__ == "PromptTooLongError" else "bad_request"
             job._finish(GenerationResult(text="", stop_reason="error", error=str(exc),
-                                         timings={"queue_s": queue_s}), "bad_request")
+                                         timings={"queue_s": queue_s}), code)
         except Exception as exc:  # noqa: BLE001 - reported on the job, the worker goes on
             log.exception("generation failed")
             job._finish(GenerationResult(text="", stop_reason="error", error=_describe(exc),
@@ -358,20 +360,32 @@ class Engine:
                 self._running = None
 
     @staticmethod
-    def _prompt_ids(job: Job, loaded: LoadedModel) -> list[int]:
+    def _prompt(job: Job, loaded: LoadedModel) -> tuple[list[int], tuple[str, ...], tuple[int, ...]]:
+        """Token ids plus the stop strings / stop ids the prompt itself asks for.
+
+        Built here, on the model thread, because only now is the tokenizer known (the first
+        request may have triggered the load). A builder may return plain ids or a
+        ``prompts.Prompt`` (ids + its own stop rules).
+        """
         tok = loaded.tokenizer
         if job.messages is not None:
-            text = tok.apply_chat_template(job.messages, add_generation_prompt=True, tokenize=False)
-            return list(tok(text, add_special_tokens=False)["input_ids"])
-        if callable(job.prompt):
-            return list(job.prompt(loaded))
-        if isinstance(job.prompt, str):
-            return list(tok(job.prompt)["input_ids"])
-        ids = list(job.prompt or ())
+            from ..prompts import build_chat_prompt
+
+            built = build_chat_prompt(tok, loaded.spec, job.messages, max_new_tokens=job.max_new_tokens)
+        elif callable(job.prompt):
+            built = job.prompt(loaded)
+        elif isinstance(job.prompt, str):
+            built = tok(job.prompt)["input_ids"]
+        else:
+            built = job.prompt or ()
+        if hasattr(built, "ids"):
+            ids, stop, stop_ids = list(built.ids), tuple(built.stop), tuple(built.stop_token_ids)
+        else:
+            ids, stop, stop_ids = list(built), (), ()
         vocab = len(tok)
         if not all(isinstance(i, int) and 0 <= i < vocab for i in ids):
             raise ValueError(f"Token ids must be integers in [0, {vocab}).")
-        return ids
+        return ids, stop, stop_ids
 
     # -- status plumbing -----------------------------------------------------------------------
 

@@ -1,0 +1,369 @@
+"""The kernel side of the ``jupyter_codellama`` comm: protocol validation and dispatch.
+
+Protocol version 1 (mirrored in ``labextension/src/protocol.ts``). Every request is
+``{"type", "request_id", ...}``; every reply carries the same ``request_id`` and is one of
+``chunk`` (text delta), ``done`` (final result), ``error`` (``code``, ``message``), or, for
+``hello``/``status``, a message of that type. The kernel also sends unsolicited
+``{"type": "status", "request_id": null, "status": ...}`` whenever the engine's state or load
+progress changes.
+
+Handlers never generate: they validate, hand a job to the engine and return, so the comm's
+thread (a kernel subshell where the front end uses one) is never blocked. Bad input gets an
+``error`` reply; nothing a front end sends can raise into the comm machinery.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Mapping
+
+from ._version import __version__
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+COMM_TARGET = "jupyter_codellama"
+
+REQUEST_TYPES = ("hello", "status", "load", "unload", "chat", "complete", "cancel", "context-preview")
+ERROR_CODES = (
+    "bad_request", "unknown_type", "protocol_version", "busy", "not_loaded", "load_failed",
+    "generation_failed", "prompt_too_long", "internal",
+)
+_ROLES = ("system", "user", "assistant")
+_MAX_TOKENS = 8192
+
+Send = Callable[[dict], None]
+
+
+class BadRequest(ValueError):
+    """A message that does not follow the protocol; ``code`` goes into the error reply."""
+
+    def __init__(self, message: str, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------------------------------------
+# Field validation
+
+
+def _field(data: Mapping, name: str, kind: type | tuple[type, ...], default: Any = ..., *,
+           check: Callable[[Any], bool] | None = None, hint: str = "") -> Any:
+    if name not in data or data[name] is None:
+        if default is ...:
+            raise BadRequest(f"'{name}' is required.")
+        return default
+    value = data[name]
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise BadRequest(f"'{name}' must be a number, not a boolean.")
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise BadRequest(f"'{name}' must be {names}, got {type(value).__name__}.")
+    if check is not None and not check(value):
+        raise BadRequest(f"'{name}' is out of range{': ' + hint if hint else ''}.")
+    return value
+
+
+def _messages(data: Mapping) -> list[dict[str, str]]:
+    raw = _field(data, "messages", list)
+    if not raw:
+        raise BadRequest("'messages' must hold at least one message.")
+    out = []
+    for i, m in enumerate(raw):
+        if not isinstance(m, dict) or m.get("role") not in _ROLES or not isinstance(m.get("content"), str):
+            raise BadRequest(f"messages[{i}] must be {{'role': one of {_ROLES}, 'content': str}}.")
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def _cells(data: Mapping) -> list[dict]:
+    cells = _field(data, "cells", list, [])
+    for i, cell in enumerate(cells):
+        if not isinstance(cell, dict) or not isinstance(cell.get("source", ""), (str, list)):
+            raise BadRequest(f"cells[{i}] must be {{'cell_type', 'source', 'outputs'?}}.")
+        if not isinstance(cell.get("outputs", []), list):
+            raise BadRequest(f"cells[{i}].outputs must be a list.")
+    return cells
+
+
+def _generation_options(data: Mapping, default_max: int) -> dict[str, Any]:
+    opts: dict[str, Any] = {
+        "max_new_tokens": _field(data, "max_new_tokens", int, default_max,
+                                 check=lambda v: 1 <= v <= _MAX_TOKENS, hint=f"1..{_MAX_TOKENS}"),
+        "temperature": float(_field(data, "temperature", (int, float), 0.0,
+                                    check=lambda v: 0 <= v <= 2, hint="0..2")),
+    }
+    stop = _field(data, "stop", list, [])
+    if not all(isinstance(s, str) for s in stop):
+        raise BadRequest("'stop' must be a list of strings.")
+    opts["stop"] = tuple(s for s in stop if s)
+    max_time_ms = _field(data, "max_time_ms", (int, float), None, check=lambda v: v > 0, hint="> 0")
+    if max_time_ms is not None:
+        opts["max_time"] = max_time_ms / 1000
+    return opts
+
+
+# ---------------------------------------------------------------------------------------------
+# The session: one per open comm
+
+
+class CommSession:
+    """Handles the messages of one front-end connection."""
+
+    def __init__(self, send: Send, *, engine=None, namespace: Callable[[], Mapping] | None = None) -> None:
+        self._send_raw = send
+        self._engine = engine
+        self._namespace = namespace or (lambda: {})
+        self._unsubscribe: Callable[[], None] | None = None
+        self._lock = threading.Lock()
+        self.closed = False
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from .engine.worker import get_engine
+
+            self._engine = get_engine()
+        return self._engine
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def send(self, message: dict) -> None:
+        if self.closed:
+            return
+        try:
+            with self._lock:  # replies come from the comm thread and the engine thread
+                self._send_raw(message)
+        except Exception:  # noqa: BLE001 - a dead connection must not break the engine
+            log.debug("could not send %s", message.get("type"), exc_info=True)
+
+    def error(self, request_id: Any, code: str, message: str) -> None:
+        assert code in ERROR_CODES, code
+        self.send({"type": "error", "request_id": request_id, "code": code, "message": message})
+
+    def close(self) -> None:
+        self.closed = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def handle(self, data: Any) -> None:
+        """Entry point for every message from the front end. Never raises."""
+        request_id = data.get("request_id") if isinstance(data, dict) else None
+        try:
+            if not isinstance(data, dict):
+                raise BadRequest("A message must be a JSON object.")
+            if not isinstance(request_id, str) or not 0 < len(request_id) <= 200:
+                raise BadRequest("'request_id' must be a non-empty string (at most 200 characters).")
+            kind = data.get("type")
+            if kind not in REQUEST_TYPES:
+                raise BadRequest(f"Unknown message type {kind!r}; expected one of {', '.join(REQUEST_TYPES)}.",
+                                 "unknown_type")
+            getattr(self, "_on_" + kind.replace("-", "_"))(request_id, data)
+        except BadRequest as exc:
+            self.error(request_id, exc.code, str(exc))
+        except Exception as exc:  # noqa: BLE001 - the kernel never dies of a message
+            log.exception("comm handler failed")
+            self.error(request_id, "internal", f"{type(exc).__name__}: {exc}")
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def _on_hello(self, request_id: str, data: Mapping) -> None:
+        version = _field(data, "protocol_version", int)
+        if version != PROTOCOL_VERSION:
+            raise BadRequest(
+                f"The front end speaks protocol {version}, this kernel's jupyter-codellama "
+                f"{__version__} speaks {PROTOCOL_VERSION}: update both to the same release.",
+                "protocol_version",
+            )
+        if self._unsubscribe is None:
+            self._unsubscribe = self.engine.on_status(
+                lambda status: self.send({"type": "status", "request_id": None, "status": status}))
+        from .models import CATALOGUE
+
+        self.send({
+            "type": "hello",
+            "request_id": request_id,
+            "protocol_version": PROTOCOL_VERSION,
+            "kernel_version": __version__,
+            "status": self.engine.status(),
+            "capabilities": {
+                "models": [spec.to_dict() for spec in CATALOGUE],
+                "default_model": self.engine.config.model or None,
+            },
+        })
+
+    def _on_status(self, request_id: str, data: Mapping) -> None:
+        self.send({"type": "status", "request_id": request_id, "status": self.engine.status()})
+
+    def _on_load(self, request_id: str, data: Mapping) -> None:
+        model = _field(data, "model", str, None)
+        options = {k: _field(data, k, str, None) for k in ("quantization", "gpu_memory", "cpu_memory", "device")}
+        try:
+            from .engine.loading import parse_memory
+
+            for key in ("gpu_memory", "cpu_memory"):
+                if options[key] is not None:
+                    parse_memory(options[key])
+            handle = self.engine.load(model, **{k: v for k, v in options.items() if v is not None})
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from exc
+
+        def reply() -> None:
+            try:
+                status = handle.wait()
+            except Exception as exc:  # noqa: BLE001 - reported to the front end
+                self.error(request_id, "load_failed", str(exc))
+            else:
+                self.send({"type": "done", "request_id": request_id, "status": status})
+
+        threading.Thread(target=reply, name=f"codellama-load-{request_id}", daemon=True).start()
+
+    def _on_unload(self, request_id: str, data: Mapping) -> None:
+        threading.Thread(target=lambda: (self.engine.unload(), self.send(
+            {"type": "done", "request_id": request_id, "status": self.engine.status()})),
+            daemon=True).start()
+
+    def _on_cancel(self, request_id: str, data: Mapping) -> None:
+        target = _field(data, "target_id", str)
+        found = self.engine.cancel(target)
+        self.send({"type": "done", "request_id": request_id, "target_id": target, "cancelled": found})
+
+    def _on_chat(self, request_id: str, data: Mapping) -> None:
+        builder = self._chat_builder(data)
+        opts = _generation_options(data, self.engine.config.max_new_tokens)
+        self._submit("chat", request_id, builder, opts)
+
+    def _on_complete(self, request_id: str, data: Mapping) -> None:
+        builder, prefix, suffix = self._complete_builder(data)
+        opts = _generation_options(data, 64)
+
+        def finish(text: str) -> str:
+            from .prompts import clean_completion
+
+            return clean_completion(text, prefix, suffix)
+
+        self._submit("completion", request_id, builder, opts, finish=finish,
+                     stream=bool(_field(data, "stream", bool, True)))
+
+    def _on_context_preview(self, request_id: str, data: Mapping) -> None:
+        loaded = self.engine.loaded
+        if loaded is None:
+            self.error(request_id, "not_loaded", "Load a model first: the preview depends on its tokenizer.")
+            return
+        target = _field(data, "for", str, "chat", check=lambda v: v in ("chat", "complete"),
+                        hint="'chat' or 'complete'")
+        builder = self._chat_builder(data) if target == "chat" else self._complete_builder(data)[0]
+        from .prompts import PromptTooLongError, context_preview
+
+        try:
+            preview = context_preview(builder(loaded))
+        except PromptTooLongError as exc:
+            self.error(request_id, "prompt_too_long", str(exc))
+            return
+        self.send({"type": "done", "request_id": request_id, "preview": preview})
+
+    # -- prompt builders (run on the engine thread, where the tokenizer is known) ---------------
+
+    def _notebook_context(self, data: Mapping):
+        from .prompts import ContextSettings, NotebookContext
+
+        cells = _cells(data)
+        current = _field(data, "current", int, None, check=lambda v: 0 <= v < max(1, len(cells)),
+                         hint="an index into cells")
+        use_variables = _field(data, "variables", bool, True)
+        namespace = _snapshot(self._namespace()) if use_variables else None
+        settings = ContextSettings(include_variables=use_variables)
+        return NotebookContext(cells=cells, current=current, namespace=namespace, settings=settings)
+
+    def _chat_builder(self, data: Mapping):
+        from .prompts import build_chat_prompt
+
+        messages = _messages(data)
+        system = _field(data, "system", str, None)
+        context = self._notebook_context(data) if data.get("cells") else None
+        max_new = _field(data, "max_new_tokens", int, self.engine.config.max_new_tokens)
+        return lambda loaded: build_chat_prompt(loaded.tokenizer, loaded.spec, messages, system,
+                                                context=context, max_new_tokens=max_new)
+
+    def _complete_builder(self, data: Mapping):
+        from .prompts import build_infill_prompt
+
+        prefix = _field(data, "prefix", str)
+        suffix = _field(data, "suffix", str, "")
+        mode = _field(data, "mode", str, "psm", check=lambda v: v in ("psm", "spm"), hint="'psm' or 'spm'")
+        extra = _field(data, "extra", list, [])
+        if not all(isinstance(e, dict) and isinstance(e.get("text"), str) for e in extra):
+            raise BadRequest("'extra' must be a list of {'label': str, 'text': str}.")
+        context = self._notebook_context(data) if (data.get("cells") or extra) else None
+        if extra:
+            # llama.cpp's /infill "extra" chunks become cells placed before the current one.
+            from dataclasses import replace
+
+            extra_cells = [{"cell_type": "code", "source": e["text"]} for e in extra]
+            shift = len(extra_cells)
+            current = context.current + shift if context.current is not None else None
+            context = replace(context, cells=[*extra_cells, *context.cells], current=current)
+        max_new = _field(data, "max_new_tokens", int, 64)
+        builder = lambda loaded: build_infill_prompt(loaded.tokenizer, loaded.spec, prefix, suffix,  # noqa: E731
+                                                     mode=mode, context=context, max_new_tokens=max_new)
+        return builder, prefix, suffix
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def _submit(self, kind: str, request_id: str, builder, opts: dict, *,
+                finish: Callable[[str], str] | None = None, stream: bool = True) -> None:
+        def on_chunk(text: str) -> None:
+            self.send({"type": "chunk", "request_id": request_id, "text": text})
+
+        def on_done(job) -> None:
+            result = job.result
+            if result.stop_reason == "error":
+                self.error(request_id, job.error_code or "generation_failed", result.error or "generation failed")
+                return
+            reply = {"type": "done", "request_id": request_id, **result.to_dict()}
+            reply["tokens_evaluated"] = result.prompt_tokens - result.cached_tokens
+            if finish is not None:
+                reply["raw_text"] = result.text
+                reply["text"] = finish(result.text)
+            self.send(reply)
+
+        self.engine.submit(kind, builder, request_id=request_id, on_chunk=on_chunk if stream else None,
+                           on_done=on_done, **opts)
+
+
+def _snapshot(namespace: Mapping) -> dict:
+    """A shallow copy of the user's namespace, taken while the main thread may be running code."""
+    for _ in range(5):
+        try:
+            return dict(namespace)
+        except RuntimeError:  # "dictionary changed size during iteration"
+            continue
+    return {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration with the kernel
+
+
+def register_comm_target(shell=None) -> bool:
+    """Register the ``jupyter_codellama`` target; False outside a kernel (plain IPython)."""
+    try:
+        from comm import get_comm_manager
+
+        manager = get_comm_manager()
+    except Exception:  # noqa: BLE001 - no kernel: the magics still work
+        return False
+    if manager is None or not hasattr(manager, "register_target"):
+        return False
+
+    def namespace() -> Mapping:
+        return shell.user_ns if shell is not None else {}
+
+    def on_open(comm, open_msg) -> None:
+        session = CommSession(comm.send, namespace=namespace)
+        comm.on_msg(lambda msg: session.handle(msg.get("content", {}).get("data")))
+        comm.on_close(lambda _msg: session.close())
+
+    manager.register_target(COMM_TARGET, on_open)
+    return True

@@ -1,0 +1,136 @@
+"""The comm protocol, kernel side: a CommSession with a recording `send` and the real engine."""
+import threading
+import time
+
+import pytest
+
+from jupyter_codellama.comm import PROTOCOL_VERSION, CommSession
+
+pytestmark = pytest.mark.slow
+
+
+class Recorder:
+    def __init__(self):
+        self.messages = []
+        self.cond = threading.Condition()
+
+    def __call__(self, message):
+        with self.cond:
+            self.messages.append(message)
+            self.cond.notify_all()
+
+    def wait_for(self, request_id, types=("done", "error"), timeout=60):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for m in self.messages:
+                    if m.get("request_id") == request_id and m["type"] in types:
+                        return m
+                left = deadline - time.monotonic()
+                assert left > 0, f"no {types} for {request_id}: {self.messages[-5:]}"
+                self.cond.wait(left)
+
+    def of(self, request_id):
+        return [m for m in self.messages if m.get("request_id") == request_id]
+
+
+@pytest.fixture
+def session(embedded_engine):
+    sent = Recorder()
+    namespace = {"df_rows": 3, "api_key": "sk-very-secret-value"}
+    s = CommSession(sent, engine=embedded_engine, namespace=lambda: namespace)
+    s.sent = sent
+    yield s
+    s.close()
+
+
+def test_hello_reports_version_status_and_catalogue(session):
+    session.handle({"type": "hello", "request_id": "h1", "protocol_version": PROTOCOL_VERSION})
+    reply = session.sent.wait_for("h1", types=("hello",))
+    assert reply["protocol_version"] == PROTOCOL_VERSION
+    assert reply["status"]["state"] == "ready"
+    assert any(m["repo_id"] == "codellama/CodeLlama-7b-Instruct-hf" for m in reply["capabilities"]["models"])
+
+
+def test_protocol_mismatch_is_an_error_that_names_both_versions(session):
+    session.handle({"type": "hello", "request_id": "h2", "protocol_version": 99})
+    reply = session.sent.wait_for("h2")
+    assert reply["code"] == "protocol_version" and "99" in reply["message"]
+
+
+@pytest.mark.parametrize("message, code", [
+    ("not a dict", "bad_request"),
+    ({"type": "chat"}, "bad_request"),
+    ({"type": "chat", "request_id": ""}, "bad_request"),
+    ({"type": "dance", "request_id": "x"}, "unknown_type"),
+    ({"type": "chat", "request_id": "x", "messages": []}, "bad_request"),
+    ({"type": "chat", "request_id": "x", "messages": [{"role": "robot", "content": "hi"}]}, "bad_request"),
+    ({"type": "chat", "request_id": "x", "messages": [{"role": "user", "content": "hi"}],
+      "max_new_tokens": -5}, "bad_request"),
+    ({"type": "chat", "request_id": "x", "messages": [{"role": "user", "content": "hi"}],
+      "temperature": "hot"}, "bad_request"),
+    ({"type": "complete", "request_id": "x"}, "bad_request"),
+    ({"type": "complete", "request_id": "x", "prefix": "a", "extra": [1, 2]}, "bad_request"),
+    ({"type": "cancel", "request_id": "x"}, "bad_request"),
+    ({"type": "load", "request_id": "x", "gpu_memory": "lots"}, "bad_request"),
+    ({"type": "context-preview", "request_id": "x", "for": "poem"}, "bad_request"),
+])
+def test_malformed_messages_get_an_error_reply_and_nothing_raises(session, message, code):
+    session.handle(message)
+    errors = [m for m in session.sent.messages if m["type"] == "error"]
+    assert errors and errors[-1]["code"] == code and errors[-1]["message"]
+
+
+def test_chat_streams_chunks_then_done_with_timings(session):
+    session.handle({"type": "chat", "request_id": "c1", "max_new_tokens": 32,
+                    "messages": [{"role": "user", "content": "Write a function that adds two numbers."}]})
+    done = session.sent.wait_for("c1")
+    assert done["type"] == "done", done
+    chunks = [m["text"] for m in session.sent.of("c1") if m["type"] == "chunk"]
+    assert chunks and "".join(chunks) == done["text"]
+    assert done["stop_reason"] in ("eos", "length", "stop")
+    assert done["timings"]["first_token_s"] > 0 and done["prompt_tokens"] > 0
+
+
+def test_chat_with_notebook_context_sees_variables_but_never_secrets(session):
+    cells = [{"cell_type": "code", "source": "df_rows = 3", "outputs": []},
+             {"cell_type": "code", "source": "", "outputs": []}]
+    session.handle({"type": "context-preview", "request_id": "p1", "for": "chat", "cells": cells,
+                    "current": 1, "messages": [{"role": "user", "content": "What is df_rows?"}]})
+    reply = session.sent.wait_for("p1")
+    assert reply["type"] == "done", reply
+    text = reply["preview"]["text"]
+    assert "df_rows" in text and "sk-very-secret-value" not in text and "api_key" not in text
+    assert reply["preview"]["tokens"] == len(reply["preview"]["ids"])
+
+
+def test_complete_returns_cleaned_text_and_token_accounting(session):
+    session.handle({"type": "complete", "request_id": "k1", "prefix": "def add(a, b):\n    return ",
+                    "suffix": "\n", "max_new_tokens": 12})
+    done = session.sent.wait_for("k1")
+    assert done["type"] == "done", done
+    assert "raw_text" in done and done["tokens_evaluated"] == done["prompt_tokens"] - done["cached_tokens"]
+    assert done["stop_reason"] in ("eos", "length", "stop")
+
+
+def test_cancel_stops_a_running_chat(session):
+    session.handle({"type": "chat", "request_id": "c2", "max_new_tokens": 400,
+                    "messages": [{"role": "user", "content": "Explain Python generators at length."}]})
+    deadline = time.monotonic() + 30
+    while not any(m["type"] == "chunk" for m in session.sent.of("c2")):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    session.handle({"type": "cancel", "request_id": "x2", "target_id": "c2"})
+    assert session.sent.wait_for("x2")["cancelled"] is True
+    assert session.sent.wait_for("c2")["stop_reason"] == "cancelled"
+
+
+def test_status_requests_and_broadcasts(session):
+    session.handle({"type": "status", "request_id": "s1"})
+    assert session.sent.wait_for("s1", types=("status",))["status"]["state"] == "ready"
+
+
+def test_a_closed_session_sends_nothing(session):
+    session.close()
+    session.handle({"type": "status", "request_id": "s2"})
+    assert session.sent.of("s2") == []

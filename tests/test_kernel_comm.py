@@ -1,0 +1,109 @@
+"""The comm through a real ipykernel: %load_ext, comm_open, requests, and answers on a subshell
+while the main shell is busy running a cell."""
+import os
+import time
+import uuid
+
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    km, kc = start_new_kernel(kernel_name="python3", env={**os.environ})
+    kc.execute_interactive("%load_ext jupyter_codellama", timeout=60)
+    yield km, kc
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+def send(kc, msg_type, content, channel="shell", subshell_id=None):
+    msg = kc.session.msg(msg_type, content)
+    if subshell_id is not None:
+        msg["header"]["subshell_id"] = subshell_id
+    getattr(kc, f"{channel}_channel").send(msg)
+    return msg
+
+
+def comm_replies(kc, comm_id, request_id, until=("done", "error", "hello", "status"), timeout=120):
+    deadline = time.monotonic() + timeout
+    got = []
+    while time.monotonic() < deadline:
+        try:
+            msg = kc.get_iopub_msg(timeout=1)
+        except Exception:  # queue.Empty
+            continue
+        if msg["msg_type"] != "comm_msg" or msg["content"]["comm_id"] != comm_id:
+            continue
+        data = msg["content"]["data"]
+        if data.get("request_id") != request_id:
+            continue
+        got.append(data)
+        if data["type"] in until:
+            return got
+    raise AssertionError(f"no reply to {request_id}: {got}")
+
+
+def open_comm(kc):
+    comm_id = uuid.uuid4().hex
+    send(kc, "comm_open", {"comm_id": comm_id, "target_name": "jupyter_codellama", "data": {}})
+    return comm_id
+
+
+def request(kc, comm_id, data, **kw):
+    send(kc, "comm_msg", {"comm_id": comm_id, "data": data}, **kw)
+
+
+def test_load_ext_is_quick_and_imports_no_torch(kernel):
+    _, kc = kernel
+    kernel_output = []
+    reply = kc.execute_interactive(
+        "import sys, time\nt = time.perf_counter()\n%reload_ext jupyter_codellama\n"
+        "print('torch' in sys.modules, round(time.perf_counter() - t, 3))", timeout=60,
+        output_hook=lambda m: kernel_output.append(m))
+    assert reply["content"]["status"] == "ok"
+    text = "".join(m["content"].get("text", "") for m in kernel_output if m["msg_type"] == "stream")
+    imported, seconds = text.split()
+    assert imported == "False" and float(seconds) < 1.0
+
+
+def test_hello_load_and_chat_over_a_real_comm(kernel):
+    _, kc = kernel
+    comm_id = open_comm(kc)
+    request(kc, comm_id, {"type": "hello", "request_id": "h", "protocol_version": 1})
+    hello = comm_replies(kc, comm_id, "h")[-1]
+    assert hello["type"] == "hello" and hello["status"]["state"] == "unloaded"
+
+    request(kc, comm_id, {"type": "load", "request_id": "l", "model": "embedded"})
+    assert comm_replies(kc, comm_id, "l")[-1]["status"]["state"] == "ready"
+
+    request(kc, comm_id, {"type": "chat", "request_id": "c", "max_new_tokens": 24,
+                          "messages": [{"role": "user", "content": "Say hello in Python."}]})
+    replies = comm_replies(kc, comm_id, "c")
+    assert replies[-1]["type"] == "done"
+    assert "".join(r["text"] for r in replies if r["type"] == "chunk") == replies[-1]["text"]
+
+
+def test_malformed_comm_message_gets_an_error_and_the_kernel_lives(kernel):
+    _, kc = kernel
+    comm_id = open_comm(kc)
+    request(kc, comm_id, {"type": "chat", "request_id": "bad", "messages": "not a list"})
+    assert comm_replies(kc, comm_id, "bad")[-1]["code"] == "bad_request"
+    assert kc.execute_interactive("1 + 1", timeout=30)["content"]["status"] == "ok"
+
+
+def test_status_is_answered_on_a_subshell_while_a_cell_runs(kernel):
+    _, kc = kernel
+    send(kc, "create_subshell_request", {}, channel="control")
+    reply = kc.control_channel.get_msg(timeout=10)
+    subshell = reply["content"]["subshell_id"]
+    comm_id = open_comm(kc)
+    kc.execute("import time; time.sleep(6)")
+    time.sleep(0.5)  # the main shell is now busy
+    started = time.monotonic()
+    request(kc, comm_id, {"type": "status", "request_id": "busy-status"}, subshell_id=subshell)
+    status = comm_replies(kc, comm_id, "busy-status", timeout=20)[-1]
+    assert status["type"] == "status"
+    assert time.monotonic() - started < 3, "the reply waited for the sleeping cell"
