@@ -277,6 +277,14 @@ class CodeLlamaMagics(Magics):
         if args is None:
             return
         options = {k: getattr(args, k) for k in ("quantization", "gpu_memory", "cpu_memory", "device", "dtype")}
+        from .engine.loading import parse_memory
+
+        for flag in ("gpu_memory", "cpu_memory"):
+            if options[flag] is not None:
+                try:
+                    parse_memory(options[flag])
+                except ValueError as exc:
+                    raise UsageError(f"--{flag.replace('_', '-')}: {exc}") from None
         self._load_with_progress(args.model, **{k: v for k, v in options.items() if v is not None})
 
     def _status(self, rest: list[str]) -> Markdown:

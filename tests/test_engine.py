@@ -254,3 +254,15 @@ def test_ctrl_c_during_generate_cancels_the_job_and_the_engine_keeps_working(emb
     assert time.perf_counter() - started < 5
     assert embedded_engine.status()["busy"] is False, "the interrupted job must have stopped"
     assert embedded_engine.generate("x = ", max_new_tokens=2).stop_reason in ("length", "eos")
+
+
+def test_a_typo_in_load_keeps_the_current_model(embedded_engine):
+    from jupyter_codellama.models import UnknownModelError
+
+    with pytest.raises(UnknownModelError, match="7b-instruct"):
+        embedded_engine.load("7b-instrukt")
+    with pytest.raises(ValueError, match="quantization"):
+        embedded_engine.load("embedded", quantization="3bit")
+    with pytest.raises(ValueError, match="GiB"):
+        embedded_engine.load("embedded", gpu_memory="lots")
+    assert embedded_engine.status()["state"] == "ready"

@@ -107,3 +107,33 @@ def test_status_is_answered_on_a_subshell_while_a_cell_runs(kernel):
     status = comm_replies(kc, comm_id, "busy-status", timeout=20)[-1]
     assert status["type"] == "status"
     assert time.monotonic() - started < 3, "the reply waited for the sleeping cell"
+
+
+def test_cell_magic_in_a_real_kernel_streams_markdown_and_asks_for_a_new_cell(kernel):
+    _, kc = kernel
+    assert kc.execute_interactive("%codellama load embedded", timeout=120)["content"]["status"] == "ok"
+    outputs = []
+    reply = kc.execute_interactive(
+        "%%codellama --max-new-tokens 60 --temperature 0\nWrite a Python function that returns 42.",
+        timeout=180, output_hook=outputs.append)
+    assert reply["content"]["status"] == "ok"
+    markdown = [m for m in outputs if m["msg_type"] in ("display_data", "update_display_data")
+                and "text/markdown" in m["content"]["data"]]
+    assert len(markdown) >= 2, "the answer should be shown, then updated in place"
+    final = markdown[-1]["content"]
+    meta = final["metadata"]["jupyter_codellama"]
+    assert meta["model"] == "embedded" and meta["stop_reason"] in ("eos", "length")
+    assert "tok/s" in final["data"]["text/markdown"]
+    payloads = [p for p in reply["content"].get("payload", []) if p.get("source") == "set_next_input"]
+    if "```" in final["data"]["text/markdown"]:
+        assert payloads and payloads[0]["text"].strip() and payloads[0]["replace"] is False
+
+
+def test_usage_error_in_a_real_kernel_is_one_line_not_a_traceback(kernel):
+    _, kc = kernel
+    outputs = []
+    reply = kc.execute_interactive("%codellama bogus", timeout=30, output_hook=outputs.append)
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "UsageError"
+    shown = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
+    shown += "".join("".join(m["content"]["traceback"]) for m in outputs if m["msg_type"] == "error")
+    assert "Unknown subcommand 'bogus'" in shown and "Traceback" not in shown

@@ -81,6 +81,23 @@ class LoadOptions:
         return cls(**values)
 
 
+    def validate(self) -> None:
+        """Cheap checks (no torch, no files) so a typo fails before the current model is freed."""
+        if self.model:
+            resolve_model(self.model)
+        quantization = (self.quantization or "auto").lower()
+        if quantization not in ("auto", "4bit", "8bit", "none", "nf4", "int4", "int8", "no", "fp16"):
+            raise ValueError(f"Unknown quantization {self.quantization!r}: use '4bit', '8bit', 'none' or 'auto'.")
+        if (self.dtype or "auto").lower() not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"Unknown dtype {self.dtype!r}: use 'auto', 'float32', 'bfloat16' or 'float16'.")
+        device = (self.device or "auto").strip().lower()
+        if device not in ("auto", "cpu") and not re.fullmatch(r"cuda(:\d+)?", device):
+            raise ValueError(f"Unknown device {self.device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
+        for value in (self.gpu_memory, self.cpu_memory, *(self.max_memory or {}).values()):
+            if value is not None:
+                parse_memory(value)
+
+
 @dataclass
 class DevicePlan:
     """Where the weights go: a device_map plus what it means for memory and speed."""

@@ -176,6 +176,7 @@ class Engine:
     def load(self, model: str | None = None, **options: Any) -> LoadHandle:
         """Queue a (re)load; options as :class:`LoadOptions`, defaults from the config."""
         job = _LoadJob(LoadOptions.from_config(self.config, model=model, **options))
+        job.options.validate()  # a typo must not cost the user the model that is loaded now
         with self._lock:
             self._pending.append(job)
             self._set_state("loading", progress={"stage": "queued", "fraction": 0.0})
