@@ -358,7 +358,9 @@ def register_comm_target(shell=None) -> bool:
         return False
 
     def namespace() -> Mapping:
-        return shell.user_ns if shell is not None else {}
+        from .session import user_variables
+
+        return user_variables(shell) if shell is not None else {}
 
     def on_open(comm, open_msg) -> None:
         session = CommSession(comm.send, namespace=namespace)

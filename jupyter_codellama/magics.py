@@ -20,7 +20,7 @@ from IPython.display import Markdown, display
 from IPython.utils.process import arg_split
 
 from .config import get_config
-from .session import get_session
+from .session import get_session, is_assistant_cell, user_variables
 
 _SUBCOMMANDS = ("load", "status", "models", "unload", "explain", "fix", "complete", "chat",
                 "config", "reset", "help")
@@ -40,6 +40,7 @@ HELP = """\
                              earlier cells, outputs, errors and live variables)
   -o/--output VAR            also store the answer (its code for --format code) in VAR
   --interpolate              replace {var}, In[n], Out[n], Err[n] in the request (opt-in)
+  --preview                  show exactly what the model would be sent; generate nothing
 
 %codellama load [MODEL] [--4bit|--8bit|--no-quant] [--gpu-memory X] [--cpu-memory Y] [--device D]
 %codellama status | models | unload | config | reset | help
@@ -66,6 +67,8 @@ def _cell_parser() -> MagicArgumentParser:
     p.add_argument("--context", choices=("none", "cell", "notebook"), default="notebook")
     p.add_argument("-o", "--output", metavar="VAR")
     p.add_argument("--interpolate", action="store_true")
+    p.add_argument("--preview", action="store_true",
+                   help="show exactly what would be sent (and what context was cut); generate nothing")
     return p
 
 
@@ -165,8 +168,8 @@ class _ProgressView:
             self._bar.value = 1.0 if ok else self._bar.value
             self._bar.bar_style = "success" if ok else "danger"
             self._label.value = message
-        else:
-            print(message, flush=True)
+        # Printed too: a saved notebook (or one viewed without widgets) keeps the outcome.
+        print(message, flush=True)
 
 
 def _footer(result, model: str) -> str:
@@ -239,6 +242,8 @@ class CodeLlamaMagics(Magics):
             return build_chat_prompt(loaded.tokenizer, loaded.spec, messages, context=context,
                                      max_new_tokens=max_new)
 
+        if args.preview:
+            return self._preview(build)
         result = self._stream("chat", build, max_new_tokens=max_new, temperature=temperature,
                               meta={"request": request, "format": args.format, "context": args.context})
         if result is None:
@@ -431,6 +436,24 @@ class CodeLlamaMagics(Magics):
 
     # -- shared steps -------------------------------------------------------------------------
 
+    def _preview(self, build: Callable) -> Markdown:
+        from .prompts import context_preview
+
+        loaded = self.engine.loaded
+        preview = context_preview(build(loaded))
+        rows = [f"- {i['kind']}: {i['label']} ({i['tokens']} tokens{', truncated' if i['truncated'] else ''})"
+                for i in preview["included"]]
+        cut = [f"- {i['kind']}: {i['label']} ({i['tokens']} tokens)" for i in preview["cut"]]
+        notes = [f"- {n}" for n in preview["notes"]]
+        fence = "~~~~"  # the prompt itself contains ``` fences
+        return Markdown(
+            f"**Prompt for {loaded.spec.name}: {preview['tokens']} tokens** (window {preview['window']}, "
+            f"{preview['max_new_tokens']} kept for the answer)\n\n{fence}text\n{preview['text']}\n{fence}\n\n"
+            + ("**Context included**\n" + "\n".join(rows) + "\n\n" if rows else "")
+            + ("**Cut to fit**\n" + "\n".join(cut) + "\n\n" if cut else "")
+            + ("**Notes**\n" + "\n".join(notes) if notes else "")
+        )
+
     def _chat_builder(self, request: str, context, max_new: int) -> Callable:
         def build(loaded):
             from .prompts import build_chat_prompt
@@ -536,7 +559,7 @@ class CodeLlamaMagics(Magics):
         cells = self._history_cells()
         if mode == "cell":
             return NotebookContext(cells=cells[-1:], current=None, namespace=None)
-        return NotebookContext(cells=cells, current=None, namespace=self.shell.user_ns)
+        return NotebookContext(cells=cells, current=None, namespace=user_variables(self.shell))
 
     def _history_cells(self) -> list[dict]:
         """Executed cells (not the current one, not our own magics) with outputs and errors."""
@@ -546,7 +569,7 @@ class CodeLlamaMagics(Magics):
         cells = []
         for n in range(1, len(raw) - 1):
             source = raw[n]
-            if not source.strip() or _is_codellama(source):
+            if not source.strip() or is_assistant_cell(source):
                 continue
             outs: list[dict] = []
             if n in outputs:
@@ -572,7 +595,7 @@ class CodeLlamaMagics(Magics):
                 raise UsageError(f"There is no executed cell In[{n}] in this kernel session.")
             return n, raw[n]
         for n in range(len(raw) - 2, 0, -1):
-            if raw[n].strip() and not _is_codellama(raw[n]):
+            if raw[n].strip() and not is_assistant_cell(raw[n]):
                 return n, raw[n]
         raise UsageError("No earlier cell to work on: run a cell first, or name one (In[n]).")
 
@@ -580,7 +603,7 @@ class CodeLlamaMagics(Magics):
         from .prompts import interpolate
 
         errors = {n: e.describe() for n, e in get_session().errors.items()}
-        result = interpolate(request, self.shell.user_ns, errors=errors)
+        result = interpolate(request, self.shell.user_ns, errors=errors)  # In/Out live here too
         if result.substituted or result.left_as_is:
             print(result.summary())
         return result.text
@@ -606,10 +629,6 @@ class CodeLlamaMagics(Magics):
     def _no_args(command: str, rest: list[str]) -> None:
         if rest:
             raise UsageError(f"%codellama {command} takes no arguments (got {' '.join(rest)!r}).")
-
-
-def _is_codellama(source: str) -> bool:
-    return source.lstrip().startswith(("%%codellama", "%codellama"))
 
 
 def _bounded_repr(value: Any, limit: int = 2000) -> str:

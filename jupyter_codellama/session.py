@@ -71,3 +71,28 @@ _session = Session()
 
 def get_session() -> Session:
     return _session
+
+
+def user_variables(shell) -> dict[str, Any]:
+    """The user's own names: what ``%who`` lists (not IPython's injected ``open``, ``In``, …)."""
+    hidden = getattr(shell, "user_ns_hidden", {})
+    missing = object()
+    for _ in range(5):  # the main thread may be running code while the comm thread reads
+        try:
+            return {k: v for k, v in list(shell.user_ns.items()) if v is not hidden.get(k, missing)}
+        except RuntimeError:
+            continue
+    return {}
+
+
+_OWN_LINE = re.compile(r"^\s*(%%?codellama\b|%(re)?load_ext\s+jupyter_codellama\b)")
+
+
+def is_assistant_cell(source: str) -> bool:
+    """A cell that only talks to the assistant (its magics, loading it): not notebook code."""
+    code = [line for line in source.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not code:
+        return False
+    if _OWN_LINE.match(code[0]) and code[0].lstrip().startswith("%%codellama"):
+        return True
+    return all(_OWN_LINE.match(line) for line in code)

@@ -263,3 +263,37 @@ def test_chat_widget_stop_and_new_chat(ip, embedded_engine):
     assert job.wait(timeout=30).stop_reason == "cancelled"
     chat.clear.click()
     assert chat.messages.children == () and get_session().history == []
+
+
+def test_preview_shows_the_prompt_with_live_dataframe_columns_and_generates_nothing(ip, prompts):
+    pd = pytest.importorskip("pandas")
+    ip.user_ns["orders"] = pd.DataFrame({"price": [1.5, 2.0], "city": ["Oslo", "Lima"]})
+    ip.user_ns["db_password"] = "hunter2-hunter2"
+    md = cell_magic(ip, "--preview", "average price per city in orders")
+    text = md.data
+    assert "tokens" in text and "average price per city" in text
+    assert "price" in text and "float64" in text and "city" in text
+    assert "hunter2-hunter2" not in text
+    assert ip.rl_next_input is None and get_session().history == []
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("%load_ext jupyter_codellama", True),
+    ("# comment\n%codellama load embedded", True),
+    ("%%codellama\nwrite code", True),
+    ("x = 1\n%codellama status", False),
+    ("x = 1", False),
+    ("# only a comment", False),
+])
+def test_assistant_cells_are_told_apart_from_notebook_code(source, expected):
+    from jupyter_codellama.session import is_assistant_cell
+
+    assert is_assistant_cell(source) is expected
+
+
+def test_user_variables_are_what_who_lists(ip):
+    from jupyter_codellama.session import user_variables
+
+    ip.run_cell("visible_thing = 5")
+    names = user_variables(ip)
+    assert "visible_thing" in names and "In" not in names and "get_ipython" not in names

@@ -1,0 +1,1 @@
+"""Measuring the code the model writes: a sandboxed checker and task sets."""
