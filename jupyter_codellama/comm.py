@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 COMM_TARGET = "jupyter_codellama"
 
-REQUEST_TYPES = ("hello", "status", "load", "unload", "chat", "complete", "cancel", "context-preview")
+REQUEST_TYPES = ("hello", "status", "load", "unload", "chat", "complete", "prewarm", "cancel",
+                 "context-preview")
 ERROR_CODES = (
     "bad_request", "unknown_type", "protocol_version", "busy", "not_loaded", "load_failed",
     "generation_failed", "prompt_too_long", "internal",
@@ -116,6 +117,8 @@ class CommSession:
         self._namespace = namespace or (lambda: {})
         self._unsubscribe: Callable[[], None] | None = None
         self._lock = threading.Lock()
+        # (prefix, suffix, text) of the last suggestion shown: typing it through needs no model.
+        self._suggestion: tuple[str, str, str] | None = None
         self.closed = False
 
     @property
@@ -237,14 +240,46 @@ class CommSession:
     def _on_complete(self, request_id: str, data: Mapping) -> None:
         builder, prefix, suffix = self._complete_builder(data)
         opts = _generation_options(data, 64)
+        rest = self._typed_through(prefix, suffix)
+        if rest is not None:
+            self._suggestion = (prefix, suffix, rest)
+            self.send({"type": "done", "request_id": request_id, "text": rest, "raw_text": rest,
+                       "stop_reason": "stop", "from_suggestion": True, "prompt_tokens": 0,
+                       "cached_tokens": 0, "generated_tokens": 0, "tokens_evaluated": 0,
+                       "timings": {"total_s": 0.0}})
+            return
+        multiline = _field(data, "multiline", bool, None)
+        if multiline is None:
+            multiline = wants_multiline(prefix)
+        if not multiline and not opts["stop"]:
+            opts["stop"] = ("\n",)
 
         def finish(text: str) -> str:
             from .prompts import clean_completion
 
-            return clean_completion(text, prefix, suffix)
+            shown = clean_completion(text, prefix, suffix)
+            self._suggestion = (prefix, suffix, shown) if shown else None
+            return shown
 
         self._submit("completion", request_id, builder, opts, finish=finish,
                      stream=bool(_field(data, "stream", bool, True)))
+
+    def _on_prewarm(self, request_id: str, data: Mapping) -> None:
+        """Prefill the notebook context into the KV cache (a cell got focus), generating nothing."""
+        builder, _prefix, _suffix = self._complete_builder(data)
+        self._submit("completion", request_id, builder, {"max_new_tokens": 1}, stream=False)
+
+    def _typed_through(self, prefix: str, suffix: str) -> str | None:
+        """The rest of the last suggestion when the user typed what it showed, else None."""
+        if self._suggestion is None:
+            return None
+        old_prefix, old_suffix, text = self._suggestion
+        if suffix != old_suffix or not prefix.startswith(old_prefix):
+            return None
+        typed = prefix[len(old_prefix):]
+        if text.startswith(typed) and len(text) > len(typed) and text[len(typed):].strip():
+            return text[len(typed):]
+        return None
 
     def _on_context_preview(self, request_id: str, data: Mapping) -> None:
         loaded = self.engine.loaded
@@ -330,6 +365,13 @@ class CommSession:
 
         self.engine.submit(kind, builder, request_id=request_id, on_chunk=on_chunk if stream else None,
                            on_done=on_done, **opts)
+
+
+def wants_multiline(prefix: str) -> bool:
+    """A block may follow an empty line, a line ending in ':' or a comment; else finish the line."""
+    line = prefix.rsplit("\n", 1)[-1]
+    stripped = line.strip()
+    return not stripped or stripped.endswith(":") or stripped.startswith("#")
 
 
 def _snapshot(namespace: Mapping) -> dict:

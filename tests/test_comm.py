@@ -134,3 +134,40 @@ def test_a_closed_session_sends_nothing(session):
     session.close()
     session.handle({"type": "status", "request_id": "s2"})
     assert session.sent.of("s2") == []
+
+
+@pytest.mark.parametrize("prefix, multiline", [
+    ("x = foo(", False), ("def f(x):", True), ("for i in range(3):\n    ", True),
+    ("# load the data", True), ("import os\n", True), ("total = 0\ntotal +", False),
+])
+def test_single_line_unless_a_block_can_start_here(prefix, multiline):
+    from jupyter_codellama.comm import wants_multiline
+
+    assert wants_multiline(prefix) is multiline
+
+
+def test_typing_what_the_suggestion_shows_needs_no_model(session, embedded_engine):
+    session._suggestion = ("total = ", "\n", "sum(values)")
+    before = embedded_engine.status()["prefix_cache"]
+    session.handle({"type": "complete", "request_id": "t1", "prefix": "total = su", "suffix": "\n"})
+    reply = session.sent.wait_for("t1", timeout=1)
+    assert reply["text"] == "m(values)" and reply["from_suggestion"] is True
+    assert embedded_engine.status()["prefix_cache"] == before, "the model was not consulted"
+    session.handle({"type": "complete", "request_id": "t2", "prefix": "total = sx", "suffix": "\n",
+                    "max_new_tokens": 4})
+    assert "from_suggestion" not in session.sent.wait_for("t2"), "a different keystroke asks the model"
+
+
+def test_prewarm_fills_the_cache_so_the_next_completion_reuses_it(session, embedded_engine):
+    embedded_engine.clear_prefix_cache()
+    cells = [{"cell_type": "code", "source": f"def helper_{i}(x):\n    return x * {i}\n"} for i in range(20)]
+    cells.append({"cell_type": "code", "source": "result = helper_3("})
+    context = {"cells": cells, "current": 20, "variables": False}
+    session.handle({"type": "prewarm", "request_id": "w1", "prefix": "result = helper_3(", "suffix": "", **context})
+    warm = session.sent.wait_for("w1")
+    assert warm["type"] == "done" and warm["prompt_tokens"] > 100
+    session.handle({"type": "complete", "request_id": "k2", "prefix": "result = helper_3(2",
+                    "suffix": "", "max_new_tokens": 4, **context})
+    done = session.sent.wait_for("k2")
+    assert done["cached_tokens"] >= warm["prompt_tokens"] - 8
+    assert embedded_engine.status()["completion_latency_ms"]["n"] >= 1

@@ -140,6 +140,7 @@ class Engine:
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
         self._last_progress_emit = 0.0
         self._prefix_cache = PrefixCache(self.config.prefix_cache_mb << 20)
+        self._completion_ms: list[float] = []  # first-token latency of recent completions
         self._thread = threading.Thread(target=self._run, name="codellama-engine", daemon=True)
         self._thread.start()
 
@@ -157,6 +158,13 @@ class Engine:
                 status["error"] = self._error
             status["queued"] = sum(isinstance(p, Job) for p in self._pending)
             status["busy"] = self._running is not None
+            if self._completion_ms:
+                recent = sorted(self._completion_ms)
+                status["completion_latency_ms"] = {
+                    "p50": round(recent[len(recent) // 2], 1),
+                    "p95": round(recent[min(len(recent) - 1, int(len(recent) * 0.95))], 1),
+                    "n": len(recent),
+                }
             status["prefix_cache"] = {
                 "entries": len(self._prefix_cache),
                 "hits": self._prefix_cache.hits,
@@ -347,6 +355,10 @@ class Engine:
                 on_text=on_chunk,
             )
             result.timings["queue_s"] = queue_s
+            if job.kind == "completion" and "first_token_s" in result.timings:
+                with self._lock:
+                    self._completion_ms = [*self._completion_ms[-49:],
+                                           (queue_s + result.timings["first_token_s"]) * 1000]
             job._finish(result)
         except (ValueError, TypeError) as exc:
             code = "prompt_too_long" if type(exc).__name__ == "PromptTooLongError" else "bad_request"

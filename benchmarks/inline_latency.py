@@ -1,0 +1,178 @@
+"""Inline completion latency: replay the typing of real notebooks through the comm code path.
+
+    python benchmarks/inline_latency.py                 # embedded model, CPU
+    python benchmarks/inline_latency.py --model PATH --quantization 4bit   # e.g. on a GPU
+
+Each code cell of the example notebooks is typed character by character at a realistic pace.
+Every keystroke sends a ``complete`` request (with the notebook's other cells as context)
+through :class:`CommSession`, exactly what the JupyterLab provider sends. While the user keeps
+typing, the request is cancelled after its first token; at the end of a line the user pauses,
+and the suggestion is allowed to finish. Measured per request:
+
+* time to first token: request sent → first streamed chunk;
+* time to a shown suggestion: request sent → the first chunk with visible text;
+* cache hit: whether the prompt reused a cached KV prefix.
+
+The same replay runs with the prefix cache on and off (off: fewer keystrokes, each is slow),
+and prints medians, p95 and the ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+class Replies:
+    """Collects comm replies and lets the replay wait for the one it needs."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.by_id: dict[str, list[tuple[float, dict]]] = {}
+
+    def __call__(self, message: dict) -> None:
+        with self.cond:
+            self.by_id.setdefault(message.get("request_id"), []).append((time.perf_counter(), message))
+            self.cond.notify_all()
+
+    def wait(self, request_id: str, predicate, timeout: float = 60.0):
+        deadline = time.perf_counter() + timeout
+        with self.cond:
+            while True:
+                for at, m in self.by_id.get(request_id, ()):
+                    if predicate(m):
+                        return at, m
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    return None, None
+                self.cond.wait(left)
+
+
+def notebook_cells(paths: list[Path]) -> list[tuple[list[dict], int]]:
+    """(cells of a notebook, index of a code cell to type) for every typable cell."""
+    import nbformat
+
+    from jupyter_codellama.session import is_assistant_cell
+
+    out = []
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        cells = [{"cell_type": c.cell_type, "source": c.source} for c in nb.cells]
+        for i, c in enumerate(cells):
+            if c["cell_type"] == "code" and c["source"].strip() and not is_assistant_cell(c["source"]):
+                out.append((cells, i))
+    return out
+
+
+def replay(session, replies: Replies, targets, *, max_chars: int, pace_s: float, max_new_tokens: int) -> list[dict]:
+    records, typed_total, n = [], 0, 0
+    for cells, index in targets:
+        source = cells[index]["source"]
+        for end in range(1, len(source) + 1):
+            if typed_total >= max_chars:
+                return records
+            typed_total += 1
+            prefix, suffix = source[:end], source[end:]
+            current = [dict(c) for c in cells]
+            current[index] = {"cell_type": "code", "source": prefix}
+            request_id = f"k{n}"
+            n += 1
+            pause = end == len(source) or source[end - 1] == "\n"
+            sent = time.perf_counter()
+            session.handle({"type": "complete", "request_id": request_id, "prefix": prefix,
+                            "suffix": suffix, "cells": current, "current": index, "variables": False,
+                            "max_new_tokens": max_new_tokens, "max_time_ms": 2000})
+            first_at, first = replies.wait(request_id, lambda m: m["type"] in ("chunk", "done", "error"))
+            shown_at, _ = replies.wait(request_id, lambda m: (m["type"] == "chunk" and m["text"].strip())
+                                       or m["type"] in ("done", "error"), timeout=5 if pause else 0.001)
+            if not pause:
+                session.handle({"type": "cancel", "request_id": f"x{request_id}", "target_id": request_id})
+            _, done = replies.wait(request_id, lambda m: m["type"] in ("done", "error"))
+            if first is None or done is None or done["type"] == "error":
+                continue
+            records.append({
+                "ttft": first_at - sent,
+                "shown": (shown_at - sent) if shown_at and pause else None,
+                "hit": done.get("cached_tokens", 0) > 0 or done.get("from_suggestion", False),
+                "prompt_tokens": done.get("prompt_tokens", 0),
+                "cached_tokens": done.get("cached_tokens", 0),
+                "typed_through": bool(done.get("from_suggestion")),
+            })
+            rest = pace_s - (time.perf_counter() - sent)
+            if rest > 0:
+                time.sleep(rest)
+    return records
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+def summarize(name: str, records: list[dict]) -> dict:
+    ttft = [r["ttft"] * 1000 for r in records if not r["typed_through"]]
+    shown = [r["shown"] * 1000 for r in records if r["shown"] is not None]
+    return {
+        "name": name, "requests": len(records),
+        "ttft_p50": pct(ttft, 0.5), "ttft_p95": pct(ttft, 0.95),
+        "shown_p50": pct(shown, 0.5), "shown_p95": pct(shown, 0.95), "shown_n": len(shown),
+        "hit_rate": sum(r["hit"] for r in records) / max(1, len(records)),
+        "typed_through": sum(r["typed_through"] for r in records),
+        "prompt_tokens": statistics.mean(r["prompt_tokens"] for r in records) if records else 0,
+    }
+
+
+def run(args, prefix_cache_mb: int, max_chars: int):
+    from jupyter_codellama.comm import CommSession
+    from jupyter_codellama.config import CodeLlama
+    from jupyter_codellama.engine.worker import Engine
+
+    engine = Engine(CodeLlama(model=args.model, quantization=args.quantization, prefix_cache_mb=prefix_cache_mb))
+    engine.load().wait()
+    replies = Replies()
+    session = CommSession(replies, engine=engine, namespace=lambda: {})
+    targets = notebook_cells(sorted((ROOT / "example_notebooks").glob("*.ipynb")))
+    try:
+        return replay(session, replies, targets, max_chars=max_chars, pace_s=args.pace_ms / 1000,
+                      max_new_tokens=args.max_new_tokens), engine.status()
+    finally:
+        session.close()
+        engine.shutdown()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="embedded")
+    p.add_argument("--quantization", default="auto")
+    p.add_argument("--chars", type=int, default=300, help="keystrokes replayed with the prefix cache")
+    p.add_argument("--chars-no-reuse", type=int, default=40, help="keystrokes replayed without it")
+    p.add_argument("--pace-ms", type=float, default=150, help="time between keystrokes")
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    args = p.parse_args()
+
+    import torch
+
+    with_reuse, status = run(args, 512, args.chars)
+    without, _ = run(args, 0, args.chars_no_reuse)
+    a, b = summarize("with KV reuse", with_reuse), summarize("without reuse", without)
+    print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
+          f"model {status.get('model')} ({status.get('quantization')}, {status.get('device')})")
+    print(f"typing pace {args.pace_ms:.0f} ms/keystroke, pause at each line end; "
+          f"mean prompt {a['prompt_tokens']:.0f} tokens")
+    header = f"{'':16} {'requests':>8} {'TTFT p50':>9} {'TTFT p95':>9} {'shown p50':>10} {'shown p95':>10} {'hits':>6}"
+    print(header)
+    for s in (a, b):
+        print(f"{s['name']:16} {s['requests']:8d} {s['ttft_p50']:7.0f}ms {s['ttft_p95']:7.0f}ms "
+              f"{s['shown_p50']:8.0f}ms {s['shown_p95']:8.0f}ms {s['hit_rate']:6.0%}")
+    print(f"typed-through suggestions (no model call): {a['typed_through']}")
+    print(f"TTFT p50 ratio without/with reuse: {b['ttft_p50'] / a['ttft_p50']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
