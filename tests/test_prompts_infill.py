@@ -25,25 +25,13 @@ PRE, SUF, MID, EOT = 32007, 32008, 32009, 32010
 
 
 @pytest.fixture(scope="module")
-def tok():
-    from jupyter_codellama.testing.codellama_tokenizer import build_codellama_tokenizer
-
-    try:
-        return build_codellama_tokenizer()
-    except RuntimeError as exc:  # no npm and nothing cached
-        pytest.skip(f"cannot build the offline Code Llama tokenizer: {exc}")
+def tok(codellama_tokenizer):
+    return codellama_tokenizer
 
 
 @pytest.fixture(scope="module")
-def embedded_tok():
-    from transformers import AutoTokenizer
-
-    from jupyter_codellama.engine.loading import ModelNotAvailableError, embedded_model_dir
-
-    try:
-        return AutoTokenizer.from_pretrained(embedded_model_dir())
-    except ModelNotAvailableError as exc:
-        pytest.skip(str(exc))
+def embedded_tok(embedded_tokenizer):
+    return embedded_tokenizer
 
 
 def test_psm_ids_equal_transformers_reference(tok):

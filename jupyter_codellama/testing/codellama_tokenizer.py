@@ -71,14 +71,10 @@ CODELLAMA_INSTRUCT_CHAT_TEMPLATE = (
 
 
 def _default_cache_dir() -> Path:
-    """``$JUPYTER_CODELLAMA_CACHE`` > ``$XDG_CACHE_HOME/jupyter_codellama`` > ``~/.cache/jupyter_codellama``."""
-    env = os.environ.get("JUPYTER_CODELLAMA_CACHE")
-    if env:
-        root = Path(env)
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        root = (Path(xdg) if xdg else Path.home() / ".cache") / "jupyter_codellama"
-    return root / "test-assets"
+    """The project's cache directory (see ``config.default_cache_dir``), subfolder test-assets."""
+    from ..config import default_cache_dir
+
+    return Path(default_cache_dir()) / "test-assets"
 
 
 def _resolve_cache_dir(cache_dir: Path | None) -> Path:
