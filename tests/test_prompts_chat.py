@@ -151,6 +151,9 @@ def test_notebook_context_goes_into_the_last_request(tok):
     assert prompt.ids == tok(prompt.text, add_special_tokens=False)["input_ids"]
     labels = [item.label for item in prompt.report.included]
     assert labels == ["current cell, before the cursor", "outputs of cell 2", "cell 1", "r"]
+    # An answer that starts echoing the context's cell headers is cut there.
+    assert "# In[" in prompt.stop
+    assert "# In[" not in build_chat_prompt(tok, INSTRUCT, CONVERSATION, system="S").stop
 
 
 def test_context_preview_is_what_is_sent(tok):

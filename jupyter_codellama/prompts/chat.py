@@ -43,6 +43,9 @@ CONTEXT_INTRO = (
 )
 
 
+CONTEXT_ECHO_STOP = ("# In[",)
+
+
 class ChatMessage(TypedDict):
     role: Literal["system", "user", "assistant"]
     content: str
@@ -121,6 +124,10 @@ def build_chat_prompt(
         else:
             notes.append("no room left for the notebook context")
 
+    stop = rendered.stop
+    if report.included and layout != "completion":
+        # Small models echo the context's "# In[n]:" cell headers back; an answer never has them.
+        stop += CONTEXT_ECHO_STOP
     if layout == "completion" and system_text:
         notes.append("base model: no system prompt, the request is written as a code comment")
     if rendered.note:
@@ -129,7 +136,7 @@ def build_chat_prompt(
         ids=rendered.ids,
         text=rendered.text,
         kind="completion" if layout == "completion" else "chat",
-        stop=rendered.stop,
+        stop=stop,
         stop_token_ids=rendered.stop_token_ids,
         max_new_tokens=max_new_tokens,
         window=window,
