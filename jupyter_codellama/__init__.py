@@ -17,6 +17,11 @@ __all__ = ["__version__", "get_engine", "generate", "load", "status",
            "load_ipython_extension", "unload_ipython_extension"]
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the built JupyterLab extension lives (``jupyter labextension develop`` reads this)."""
+    return [{"src": "labextension", "dest": "jupyter-codellama"}]
+
+
 def load_ipython_extension(shell) -> None:
     """``%load_ext jupyter_codellama``."""
     from .extension import load_ipython_extension as _load

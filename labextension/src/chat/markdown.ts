@@ -1,0 +1,101 @@
+/**
+ * An answer rendered with JupyterLab's rendermime (its Markdown parser highlights code), with a
+ * toolbar on every code block once the answer is complete.
+ */
+import { IRenderMime, MimeModel, IRenderMimeRegistry } from '@jupyterlab/rendermime';
+
+import type { ICodeActions } from './sidebarmodel';
+
+const MARKDOWN = 'text/markdown';
+
+export class MarkdownView {
+  constructor(options: MarkdownView.IOptions) {
+    this.node = options.host;
+    this._renderer = options.rendermime.createRenderer(MARKDOWN);
+    this._renderer.addClass('jp-CodeLlama-markdown');
+    this.node.appendChild(this._renderer.node);
+  }
+
+  readonly node: HTMLElement;
+
+  /**
+   * Render `text`. Calls during a stream coalesce: at most one render runs at a time and the
+   * latest text wins.
+   */
+  update(text: string, final: boolean, actions: ICodeActions | null): Promise<void> {
+    this._next = { text, final, actions };
+    if (!this._running) {
+      this._running = this._drain().finally(() => {
+        this._running = null;
+      });
+    }
+    return this._running;
+  }
+
+  dispose(): void {
+    this._disposed = true;
+    this._renderer.dispose();
+  }
+
+  private async _drain(): Promise<void> {
+    while (this._next && !this._disposed) {
+      const { text, final, actions } = this._next;
+      this._next = null;
+      const model = new MimeModel({ data: { [MARKDOWN]: text }, trusted: false });
+      await this._renderer.renderModel(model);
+      if (final && actions && !this._disposed) {
+        decorateCodeBlocks(this._renderer.node, actions);
+      }
+    }
+  }
+
+  private _renderer: IRenderMime.IRenderer;
+  private _next: { text: string; final: boolean; actions: ICodeActions | null } | null = null;
+  private _running: Promise<void> | null = null;
+  private _disposed = false;
+}
+
+export namespace MarkdownView {
+  export interface IOptions {
+    host: HTMLElement;
+    rendermime: IRenderMimeRegistry;
+  }
+}
+
+/** The code of a rendered block, as the model wrote it (highlighting spans removed). */
+export function blockCode(pre: HTMLElement): string {
+  return (pre.textContent ?? '').replace(/\n$/, '');
+}
+
+/** Add Insert below / Replace / Copy / Insert and run buttons after every `<pre>` block. */
+export function decorateCodeBlocks(root: HTMLElement, actions: ICodeActions): void {
+  root.querySelectorAll('pre').forEach(pre => {
+    if (pre.nextElementSibling?.classList.contains('jp-CodeLlama-codeActions')) {
+      return;
+    }
+    const bar = document.createElement('div');
+    bar.className = 'jp-CodeLlama-codeActions';
+    bar.setAttribute('role', 'toolbar');
+    bar.setAttribute('aria-label', 'Code block actions');
+    const button = (label: string, title: string, run: (code: string) => unknown) => {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'jp-CodeLlama-codeAction jp-mod-styled';
+      b.textContent = label;
+      b.title = title;
+      b.addEventListener('click', () => void run(blockCode(pre as HTMLElement)));
+      bar.appendChild(b);
+    };
+    button('Insert below', 'Insert this code in a new cell below the active cell', code =>
+      actions.insertBelow(code)
+    );
+    button('Replace', "Replace the active cell's code with this code", code =>
+      actions.replaceActive(code)
+    );
+    button('Copy', 'Copy this code to the clipboard', code => actions.copy(code));
+    button('Insert and run', 'Insert this code below the active cell and run it', code =>
+      actions.insertAndRun(code)
+    );
+    pre.insertAdjacentElement('afterend', bar);
+  });
+}

@@ -1,0 +1,133 @@
+import {
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import { ICommandPalette } from '@jupyterlab/apputils';
+import type * as nbformat from '@jupyterlab/nbformat';
+import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+
+import { errorText, sourceText } from './context';
+import { snapshotNotebook } from './notebook';
+import { CommandIDs, ICodeLlamaChat } from './tokens';
+
+/** Notebook commands that ask the chat about the active cell. */
+export const commandsPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-codellama:commands',
+  description: 'Explain, fix, generate and ask commands for notebook cells.',
+  autoStart: true,
+  requires: [ICodeLlamaChat, INotebookTracker],
+  optional: [ICommandPalette],
+  activate: (
+    app: JupyterFrontEnd,
+    chat: ICodeLlamaChat,
+    tracker: INotebookTracker,
+    palette: ICommandPalette | null
+  ): void => {
+    const current = (): NotebookPanel | null => {
+      const widget = tracker.currentWidget;
+      return widget && widget === app.shell.currentWidget ? widget : tracker.currentWidget;
+    };
+    const activeCell = (): nbformat.ICell | null => {
+      const panel = current();
+      const cell = panel?.content.activeCell;
+      return cell ? (cell.model.toJSON() as nbformat.ICell) : null;
+    };
+    const hasCell = () => activeCell() !== null;
+
+    app.commands.addCommand(CommandIDs.explainCell, {
+      label: 'Explain Cell with Code Llama',
+      caption: 'Ask Code Llama what the active cell does',
+      isEnabled: hasCell,
+      execute: () => {
+        const panel = current();
+        if (panel) {
+          return chat.ask(panel, Private.EXPLAIN, { activeCell: true, selection: false });
+        }
+      }
+    });
+
+    app.commands.addCommand(CommandIDs.fixError, {
+      label: 'Fix Error in Cell with Code Llama',
+      caption: 'Ask Code Llama to fix the error the active cell raised',
+      isEnabled: () => {
+        const cell = activeCell();
+        return cell !== null && errorText(cell) !== '';
+      },
+      execute: () => {
+        const panel = current();
+        const cell = activeCell();
+        if (panel && cell) {
+          return chat.ask(panel, Private.fixQuestion(cell), {
+            activeCell: true,
+            lastError: true,
+            selection: false
+          });
+        }
+      }
+    });
+
+    app.commands.addCommand(CommandIDs.generateFromComment, {
+      label: "Generate Code from the Cell's Comment",
+      caption: 'Ask Code Llama to write the code that the comment in the active cell describes',
+      isEnabled: () => {
+        const cell = activeCell();
+        return cell !== null && sourceText(cell).trim() !== '';
+      },
+      execute: () => {
+        const panel = current();
+        const cell = activeCell();
+        if (panel && cell) {
+          return chat.ask(panel, Private.generateQuestion(cell), {
+            activeCell: true,
+            selection: false
+          });
+        }
+      }
+    });
+
+    app.commands.addCommand(CommandIDs.askSelection, {
+      label: 'Ask Code Llama about the Selection',
+      caption: 'Put the selected code in the chat and type a question about it',
+      isEnabled: hasCell,
+      execute: () => {
+        const panel = current();
+        if (!panel) {
+          return;
+        }
+        const selection = snapshotNotebook(panel)?.selection ?? '';
+        chat.draft(panel, selection ? 'What does the selected code do?' : '');
+      }
+    });
+
+    for (const command of [
+      CommandIDs.explainCell,
+      CommandIDs.fixError,
+      CommandIDs.generateFromComment,
+      CommandIDs.askSelection
+    ]) {
+      palette?.addItem({ command, category: 'Code Llama' });
+    }
+  }
+};
+
+namespace Private {
+  export const EXPLAIN =
+    'Explain what the active cell does, step by step. Mention anything that looks wrong.';
+
+  /** The error's last line names it; the whole traceback travels with the cell's outputs. */
+  export function fixQuestion(cell: nbformat.ICell): string {
+    const lines = errorText(cell).trim().split('\n');
+    const last = lines[lines.length - 1];
+    return (
+      `The active cell raised \`${last}\`. Explain the cause briefly and give the corrected ` +
+      'cell in one Python code block.'
+    );
+  }
+
+  export function generateQuestion(cell: nbformat.ICell): string {
+    return (
+      'Write the Python code that the comment in the active cell asks for. Answer with one ' +
+      `code block that can replace the cell.\n\n\`\`\`python\n${sourceText(cell)}\n\`\`\``
+    );
+  }
+}

@@ -1,0 +1,12 @@
+"""Jupyter server for the Galata UI tests: the venv's JupyterLab with this extension linked in.
+
+The kernels are the venv's Python; the embedded model loads from JUPYTER_CODELLAMA_CACHE.
+"""
+import os
+
+from jupyterlab.galata import configure_jupyter_server
+
+configure_jupyter_server(c)  # noqa: F821
+c.ServerApp.port = int(os.environ.get("GALATA_PORT", "8899"))  # noqa: F821
+c.ServerApp.ip = "127.0.0.1"  # noqa: F821
+c.ServerApp.allow_root = True  # noqa: F821
