@@ -18,6 +18,7 @@ import threading
 from typing import Any, Callable, Mapping
 
 from ._version import __version__
+from .engine import EngineUser
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def _generation_options(data: Mapping, default_max: int) -> dict[str, Any]:
 # The session: one per open comm
 
 
-class CommSession:
+class CommSession(EngineUser):
     """Handles the messages of one front-end connection."""
 
     def __init__(self, send: Send, *, engine=None, namespace: Callable[[], Mapping] | None = None) -> None:
@@ -120,14 +121,6 @@ class CommSession:
         # (prefix, suffix, text) of the last suggestion shown: typing it through needs no model.
         self._suggestion: tuple[str, str, str] | None = None
         self.closed = False
-
-    @property
-    def engine(self):
-        if self._engine is None:
-            from .engine.worker import get_engine
-
-            self._engine = get_engine()
-        return self._engine
 
     # -- plumbing --------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from IPython.display import Markdown, display
 from IPython.utils.process import arg_split
 
 from .config import get_config
+from .engine import EngineUser
 from .session import get_session, is_assistant_cell, user_variables
 
 _SUBCOMMANDS = ("load", "status", "models", "unload", "explain", "fix", "complete", "chat",
@@ -188,18 +189,10 @@ def _footer(result, model: str) -> str:
 
 
 @magics_class
-class CodeLlamaMagics(Magics):
+class CodeLlamaMagics(EngineUser, Magics):
     def __init__(self, shell=None, engine=None) -> None:
         super().__init__(shell)
         self._engine = engine
-
-    @property
-    def engine(self):
-        if self._engine is None:
-            from .engine.worker import get_engine
-
-            self._engine = get_engine()
-        return self._engine
 
     @property
     def settings(self):

@@ -17,6 +17,7 @@ from typing import Any
 
 import ipywidgets as w
 
+from .engine import EngineUser
 from .session import get_session
 
 _UPDATE_EVERY_S = 0.15
@@ -71,7 +72,7 @@ class _Answer:
                            "new cell below it. The conversation is kept.</i>")
 
 
-class ChatWidget:
+class ChatWidget(EngineUser):
     """The widget tree plus its behaviour; ``.widget`` is what a cell displays."""
 
     def __init__(self, shell, *, engine=None, max_new_tokens: int | None = None) -> None:
@@ -95,14 +96,6 @@ class ChatWidget:
         self.clear.on_click(lambda _b: self.new_chat())
         for turn in get_session().history:
             self.messages.children += (w.HTML(_html(turn["content"], turn["role"])),)
-
-    @property
-    def engine(self):
-        if self._engine is None:
-            from .engine.worker import get_engine
-
-            self._engine = get_engine()
-        return self._engine
 
     def ask(self, request: str) -> Any:
         """Send ``request``; returns the engine job (None when there was nothing to send)."""
