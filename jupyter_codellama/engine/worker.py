@@ -229,6 +229,9 @@ class Engine:
         """Blocking generation. Ctrl-C cancels the job, waits for it to stop, and re-raises."""
         job = self.submit(kwargs.pop("kind", "generate"), prompt, on_chunk=on_chunk, **kwargs)
         try:
+            # Short slices: an interrupt is handled between them, whatever delivers it.
+            while not job._done.wait(0.1):
+                pass
             result = job.wait()
         except KeyboardInterrupt:
             job.cancel()
@@ -321,18 +324,25 @@ class Engine:
         with self._lock:
             self._pending.remove(job)
             self._running = job
-        started = time.perf_counter()
-        queue_s = started - job.submitted_at
+        queue_s = time.perf_counter() - job.submitted_at
+        result, code = self._generate(job, queue_s)
+        result.timings["queue_s"] = queue_s
+        with self._lock:
+            # Let go of the job before it reports done: whoever wakes up sees an idle engine.
+            self._running = None
+            if job.kind == "completion" and "first_token_s" in result.timings:
+                self._completion_ms = [*self._completion_ms[-49:],
+                                       (queue_s + result.timings["first_token_s"]) * 1000]
+        job._finish(result, code)
+
+    def _generate(self, job: Job, queue_s: float) -> tuple[GenerationResult, str | None]:
+        """Run one job on the model; never raises (errors become results with a code)."""
+        if job.cancelled:
+            return GenerationResult(text="", stop_reason="cancelled"), None
+        loaded = self._loaded
+        if loaded is None:
+            return GenerationResult(text="", stop_reason="error", error=self._error or "No model is loaded."), "not_loaded"
         try:
-            if job.cancelled:
-                job._finish(GenerationResult(text="", stop_reason="cancelled", timings={"queue_s": queue_s}))
-                return
-            loaded = self._loaded
-            if loaded is None:
-                message = self._error or "No model is loaded."
-                job._finish(GenerationResult(text="", stop_reason="error", error=message,
-                                             timings={"queue_s": queue_s}), "not_loaded")
-                return
             ids, stop, stop_token_ids = self._prompt(job, loaded)
             request = GenerationRequest(
                 prompt_ids=ids,
@@ -345,32 +355,20 @@ class Engine:
                 seed=job.seed,
                 use_prefix_cache=job.use_prefix_cache,
             )
-            on_chunk = _safe_callback(job.on_chunk, job.request_id)
-            result = generate_stream(
+            return generate_stream(
                 loaded.model, loaded.tokenizer, request,
                 eos_token_ids=loaded.eos_token_ids,
                 prefix_cache=self._prefix_cache,
                 prefill_chunk=self.config.prefill_chunk_tokens,
                 cancel=job._cancel,
-                on_text=on_chunk,
-            )
-            result.timings["queue_s"] = queue_s
-            if job.kind == "completion" and "first_token_s" in result.timings:
-                with self._lock:
-                    self._completion_ms = [*self._completion_ms[-49:],
-                                           (queue_s + result.timings["first_token_s"]) * 1000]
-            job._finish(result)
+                on_text=_safe_callback(job.on_chunk, job.request_id),
+            ), None
         except (ValueError, TypeError) as exc:
             code = "prompt_too_long" if type(exc).__name__ == "PromptTooLongError" else "bad_request"
-            job._finish(GenerationResult(text="", stop_reason="error", error=str(exc),
-                                         timings={"queue_s": queue_s}), code)
+            return GenerationResult(text="", stop_reason="error", error=str(exc)), code
         except Exception as exc:  # noqa: BLE001 - reported on the job, the worker goes on
             log.exception("generation failed")
-            job._finish(GenerationResult(text="", stop_reason="error", error=_describe(exc),
-                                         timings={"queue_s": queue_s}), "generation_failed")
-        finally:
-            with self._lock:
-                self._running = None
+            return GenerationResult(text="", stop_reason="error", error=_describe(exc)), "generation_failed"
 
     @staticmethod
     def _prompt(job: Job, loaded: LoadedModel) -> tuple[list[int], tuple[str, ...], tuple[int, ...]]:
