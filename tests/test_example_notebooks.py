@@ -15,11 +15,13 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "example_notebooks").g
 
 
 def shown_text(nb) -> str:
-    """Everything the notebook shows: streams, plain text and Markdown outputs."""
+    """Everything the notebook shows: streams, errors, plain text and Markdown outputs."""
     parts = []
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             parts.append(out.get("text", ""))
+            if out.get("output_type") == "error":
+                parts.append(f"{out.get('ename', '')}: {out.get('evalue', '')}")
             data = out.get("data", {})
             parts.append(data.get("text/markdown", "") + data.get("text/plain", ""))
     return "\n".join(parts)
