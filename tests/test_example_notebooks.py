@@ -41,7 +41,7 @@ EXPECTED = {
 def test_example_notebook_runs_without_errors(path):
     nb = nbformat.read(path, as_version=4)
     # jupyter_client starts "python3" kernels with this interpreter (the project's venv).
-    NotebookClient(nb, timeout=600, kernel_name="python3",
+    NotebookClient(nb, timeout=1200, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     unexpected = [o for c in nb.cells if "raises-exception" not in c.metadata.get("tags", [])
                   for o in c.get("outputs", []) if o.output_type == "error"]
