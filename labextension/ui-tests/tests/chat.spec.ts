@@ -90,18 +90,18 @@ test('answers while a long cell runs (comms over a kernel subshell)', async ({ p
   await sidebar.getByRole('button', { name: 'Load', exact: true }).click();
   await expect(statusText(sidebar)).toContainText('embedded', { timeout: 90000 });
 
-  await page.notebook.setCell(0, 'code', 'import time\ntime.sleep(20)\nprint("slept")');
+  await page.notebook.setCell(0, 'code', 'import time\ntime.sleep(30)\nprint("slept")');
   const cell = page.locator('.jp-Notebook .jp-Cell').first();
   await page.notebook.runCell(0, { wait: false });
   await expect(cell.locator('.jp-InputPrompt')).toHaveText('[*]:');
   const started = Date.now();
 
   await ask(sidebar, 'Say hello in one short sentence.');
-  expect(await waitForAnswer(sidebar, 19000)).toBe('done');
-  await expect(lastAnswer(sidebar).locator('.jp-CodeLlama-answer')).not.toBeEmpty();
-  // The cell was still running when the answer came: the chat did not wait for it.
-  expect(Date.now() - started).toBeLessThan(20000);
+  // The answer streams in while the cell is still running: the chat does not wait for it.
+  await expect(lastAnswer(sidebar).locator('.jp-CodeLlama-answer')).not.toBeEmpty({ timeout: 28000 });
+  expect(Date.now() - started).toBeLessThan(30000);
   expect(await cell.locator('.jp-OutputArea').textContent()).not.toContain('slept');
-  await expect(cell.locator('.jp-OutputArea')).toContainText('slept', { timeout: 30000 });
+  expect(await waitForAnswer(sidebar)).toBe('done');
+  await expect(cell.locator('.jp-OutputArea')).toContainText('slept', { timeout: 40000 });
 });
 });
