@@ -68,3 +68,31 @@ def test_incremental_detokenisation_reassembles_the_exact_text(request, which, s
     assert "".join(deltas) == expected[len(tok.decode(context, skip_special_tokens=True,
                                                       clean_up_tokenization_spaces=False)):]
     assert not any("\ufffd" in d for d in deltas), "a partial character was streamed"
+
+
+def test_token_healing_steers_the_first_tokens_through_the_lead_and_hides_it(embedded_tokenizer):
+    import torch
+
+    from jupyter_codellama.engine.generation import LeadHealer, token_texts
+
+    tok = embedded_tokenizer
+    texts = token_texts(tok)
+    healer = LeadHealer(tok, "\n    ")
+    logits = torch.zeros(len(tok))
+    allowed = torch.isfinite(healer.mask(logits)).nonzero().flatten().tolist()
+    assert allowed, "some token must continue the lead"
+    for i in allowed:
+        t = texts[i]
+        assert "\n    ".startswith(t) or t.startswith("\n    "), repr(t)
+    newline = tok.convert_tokens_to_ids("Ċ")
+    assert newline in allowed
+    assert tok.convert_tokens_to_ids("return") not in allowed  # no word before the line break
+
+    # The shown text starts after the lead, whatever way the tokens split it.
+    healer.advance(newline)
+    assert healer.steering
+    assert healer.strip("\n") == "" and healer.strip("   ") == "" and healer.strip(" return x") == "return x"
+    assert healer.strip("\n") == "\n"  # past the lead, nothing is hidden
+    # A model that dedents (allowed when the stop ids end the lead early) shows what it wrote.
+    dedent = LeadHealer(tok, "\n    ")
+    assert dedent.strip("\nprint(x)") == "print(x)"

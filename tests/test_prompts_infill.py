@@ -103,12 +103,15 @@ def test_capability_comes_from_the_catalogue(tok, embedded_tok):
     for name in ("34b", "7b-python", "13b-python"):
         prompt = build_infill_prompt(tok, resolve_model(name), "x = ", "\nprint(x)\n")
         assert prompt.kind == "continuation"
-        assert prompt.ids == [1, 921, 353, 29871]  # "<s>", "▁x", "▁=", "▁"
+        # "<s>", "▁x", "▁=": the trailing space is left to the answer (token healing).
+        assert prompt.ids == [1, 921, 353]
+        assert prompt.lead == " "
         assert not {PRE, SUF, MID} & set(prompt.ids)
         assert prompt.stop == ("\n# In[",)
     embedded = build_infill_prompt(embedded_tok, resolve_model("embedded"), "x = ", "\nprint(x)\n")
     assert embedded.kind == "continuation"
-    assert embedded.ids == embedded_tok.encode("x = ", add_special_tokens=False)
+    assert embedded.ids == embedded_tok.encode("x =", add_special_tokens=False)
+    assert embedded.lead == " "
     assert embedded.stop_token_ids == (embedded_tok.eos_token_id,)
 
 
@@ -176,3 +179,18 @@ def test_encoders_do_not_keep_unloaded_tokenizers_alive(tok, tmp_path):
     del other
     gc.collect()
     assert ref() is None
+
+
+@pytest.mark.parametrize("text, body, lead", [
+    ("def f(r):\n    ", "def f(r):", "\n    "),
+    ("y = ", "y =", " "),
+    ("y = 1\n", "y = 1", "\n"),
+    ("a\n\n  ", "a\n", "\n  "),
+    ("abc", "abc", ""),
+    ("\n   ", "\n   ", ""),  # nothing but whitespace: nothing to heal against
+])
+def test_trailing_whitespace_is_left_for_the_answer_to_start_with(text, body, lead):
+    from jupyter_codellama.prompts.infill import split_lead
+
+    assert split_lead(text) == (body, lead)
+    assert body + lead == text

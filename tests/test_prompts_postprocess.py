@@ -106,3 +106,12 @@ def test_never_returns_whitespace(completion):
 
 def test_windows_newlines_and_trailing_space():
     assert clean_completion("a = 1\r\nb = 2   \r\n", "", "") == "a = 1\nb = 2"
+
+
+def test_a_suggestion_cut_short_keeps_its_unclosed_last_line():
+    # Generation hit the time limit mid-expression: the user saw it stream and keeps it.
+    cut = "print(math.pi * (2"
+    assert clean_completion(cut, "import math\n# area\n", "") == ""
+    assert clean_completion(cut, "import math\n# area\n", "", truncated=True) == cut
+    # A complete answer is still balanced as before.
+    assert clean_completion("f(x))", "y = ", "", truncated=True) == "f(x)"

@@ -57,6 +57,8 @@ class Job:
     max_time: float | None = None
     seed: int | None = None
     use_prefix_cache: bool = True
+    #: Completions only: count this job's first-token latency in status (prewarms do not).
+    record_latency: bool = True
     on_chunk: Callable[[str], None] | None = None
     on_done: Callable[["Job"], None] | None = None
     request_id: str = field(default_factory=lambda: f"job-{next(_ids)}")
@@ -330,7 +332,7 @@ class Engine:
         with self._lock:
             # Let go of the job before it reports done: whoever wakes up sees an idle engine.
             self._running = None
-            if job.kind == "completion" and "first_token_s" in result.timings:
+            if job.kind == "completion" and job.record_latency and "first_token_s" in result.timings:
                 self._completion_ms = [*self._completion_ms[-49:],
                                        (queue_s + result.timings["first_token_s"]) * 1000]
         job._finish(result, code)
@@ -343,7 +345,7 @@ class Engine:
         if loaded is None:
             return GenerationResult(text="", stop_reason="error", error=self._error or "No model is loaded."), "not_loaded"
         try:
-            ids, stop, stop_token_ids = self._prompt(job, loaded)
+            ids, stop, stop_token_ids, lead = self._prompt(job, loaded)
             request = GenerationRequest(
                 prompt_ids=ids,
                 max_new_tokens=job.max_new_tokens,
@@ -354,6 +356,7 @@ class Engine:
                 max_time=job.max_time,
                 seed=job.seed,
                 use_prefix_cache=job.use_prefix_cache,
+                lead=lead,
             )
             return generate_stream(
                 loaded.model, loaded.tokenizer, request,
@@ -371,7 +374,7 @@ class Engine:
             return GenerationResult(text="", stop_reason="error", error=_describe(exc)), "generation_failed"
 
     @staticmethod
-    def _prompt(job: Job, loaded: LoadedModel) -> tuple[list[int], tuple[str, ...], tuple[int, ...]]:
+    def _prompt(job: Job, loaded: LoadedModel) -> tuple[list[int], tuple[str, ...], tuple[int, ...], str]:
         """Token ids plus the stop strings / stop ids the prompt itself asks for.
 
         Built here, on the model thread, because only now is the tokenizer known (the first
@@ -391,12 +394,13 @@ class Engine:
             built = job.prompt or ()
         if hasattr(built, "ids"):
             ids, stop, stop_ids = list(built.ids), tuple(built.stop), tuple(built.stop_token_ids)
+            lead = getattr(built, "lead", "")
         else:
-            ids, stop, stop_ids = list(built), (), ()
+            ids, stop, stop_ids, lead = list(built), (), (), ""
         vocab = len(tok)
         if not all(isinstance(i, int) and 0 <= i < vocab for i in ids):
             raise ValueError(f"Token ids must be integers in [0, {vocab}).")
-        return ids, stop, stop_ids
+        return ids, stop, stop_ids, lead
 
     # -- status plumbing -----------------------------------------------------------------------
 

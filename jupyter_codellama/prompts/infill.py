@@ -124,17 +124,35 @@ def build_infill_prompt(
     )
 
 
+def split_lead(text: str) -> tuple[str, str]:
+    """Split trailing indentation (and the line break before it) off ``text``.
+
+    ``"if x:\\n    "`` → ``("if x:", "\\n    ")``; ``"y = "`` → ``("y =", " ")``. Tokenizers merge
+    whitespace with the word after it (``"\\n   "`` + ``" y"``), so a prompt that ends in
+    whitespace ends on a token the model rarely saw there, and it answers with empty lines. The
+    prompt ends before it instead, and the engine makes the answer start with it (token healing).
+    """
+    body = text.rstrip(" \t")
+    if body.endswith("\n"):
+        body = body[:-1]
+    if not body.strip():
+        return text, ""
+    return body, text[len(body):]
+
+
 def _continuation_prompt(encoder: PromptEncoder, prefix: str, context: NotebookContext | None,
                          window: int, limit: int, max_new_tokens: int) -> Prompt:
     budget = limit - len(encoder.bos_ids)
     while True:
         allocated = build_context(prefix, "", context, budget=budget, count_tokens=encoder.count, use_suffix=False)
-        ids = list(encoder.bos_ids) + encoder.encode(allocated.prefix)
+        body, lead = split_lead(allocated.prefix)
+        ids = list(encoder.bos_ids) + encoder.encode(body)
         if len(ids) <= limit or budget <= 0:
             break
         budget -= len(ids) - limit
     return Prompt(
         ids=ids,
+        lead=lead,
         text=allocated.prefix,
         kind="continuation",
         stop=CONTINUATION_STOP,

@@ -250,14 +250,18 @@ def _balance(text: str, prefix: str, suffix: str) -> str:
     return ""
 
 
-def clean_completion(completion: str, prefix: str, suffix: str = "") -> str:
+def clean_completion(completion: str, prefix: str, suffix: str = "", *, truncated: bool = False) -> str:
     """What an inline suggestion should insert at the cursor between ``prefix`` and ``suffix``.
 
     ``prefix``/``suffix`` are the current cell's text around the cursor (the rest of the
     notebook is not needed). Returns ``""`` when nothing worth showing is left.
+    ``truncated``: generation was cut short (time or token limit), so an unclosed bracket on
+    the last line is expected; what came is kept rather than dropped when balancing fails.
     """
     text = completion.replace("\r\n", "\n")
     text = _cut_at_block_end(text, prefix, suffix)
     text = _drop_suffix_repeat(text, prefix, suffix)
-    text = _balance(text, prefix, suffix).rstrip()
-    return text if text.strip() else ""
+    balanced = _balance(text, prefix, suffix).rstrip()
+    if truncated and not balanced.strip():
+        balanced = text.rstrip()
+    return balanced if balanced.strip() else ""

@@ -36,6 +36,9 @@ class Prompt:
     max_new_tokens: int = 256
     window: int = 0
     report: ContextReport = field(default_factory=ContextReport)
+    #: Text cut off the end of ``ids`` that the answer must start with (token healing): the
+    #: engine steers the first tokens through it and does not show it.
+    lead: str = ""
 
     @property
     def num_tokens(self) -> int:
