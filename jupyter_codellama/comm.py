@@ -244,13 +244,15 @@ class CommSession(EngineUser):
         multiline = _field(data, "multiline", bool, None)
         if multiline is None:
             multiline = wants_multiline(prefix)
-        if not multiline and not opts["stop"]:
-            opts["stop"] = ("\n",)
+        if not opts["stop"]:
+            # One line, or one block: a blank line or a Markdown fence ends a multi-line
+            # suggestion (small models go on with prose and further cells).
+            opts["stop"] = ("\n",) if not multiline else MULTILINE_STOPS
 
-        def finish(text: str) -> str:
+        def finish(text: str, stop_reason: str = "stop") -> str:
             from .prompts import clean_completion
 
-            shown = clean_completion(text, prefix, suffix)
+            shown = clean_completion(text, prefix, suffix, truncated=stop_reason in ("time", "length"))
             self._suggestion = (prefix, suffix, shown) if shown else None
             return shown
 
@@ -260,7 +262,8 @@ class CommSession(EngineUser):
     def _on_prewarm(self, request_id: str, data: Mapping) -> None:
         """Prefill the notebook context into the KV cache (a cell got focus), generating nothing."""
         builder, _prefix, _suffix = self._complete_builder(data)
-        self._submit("completion", request_id, builder, {"max_new_tokens": 1}, stream=False)
+        self._submit("completion", request_id, builder, {"max_new_tokens": 1, "record_latency": False},
+                     stream=False)
 
     def _typed_through(self, prefix: str, suffix: str) -> str | None:
         """The rest of the last suggestion when the user typed what it showed, else None."""
@@ -340,7 +343,7 @@ class CommSession(EngineUser):
     # -- jobs ------------------------------------------------------------------------------------
 
     def _submit(self, kind: str, request_id: str, builder, opts: dict, *,
-                finish: Callable[[str], str] | None = None, stream: bool = True) -> None:
+                finish: Callable[[str, str], str] | None = None, stream: bool = True) -> None:
         def on_chunk(text: str) -> None:
             self.send({"type": "chunk", "request_id": request_id, "text": text})
 
@@ -353,18 +356,48 @@ class CommSession(EngineUser):
             reply["tokens_evaluated"] = result.prompt_tokens - result.cached_tokens
             if finish is not None:
                 reply["raw_text"] = result.text
-                reply["text"] = finish(result.text)
+                reply["text"] = finish(result.text, result.stop_reason)
+            if kind == "completion":
+                # Carries the recent latency figures the sidebar shows (cheap: a dict under a lock).
+                reply["status"] = self.engine.status()
             self.send(reply)
 
         self.engine.submit(kind, builder, request_id=request_id, on_chunk=on_chunk if stream else None,
                            on_done=on_done, **opts)
 
 
+#: Where a multi-line suggestion ends.
+MULTILINE_STOPS = ("\n\n", "```")
+
+
 def wants_multiline(prefix: str) -> bool:
-    """A block may follow an empty line, a line ending in ':' or a comment; else finish the line."""
+    """A block may follow an empty line, a line ending in ':' (outside brackets) or a comment;
+    anywhere else the suggestion finishes the line. The front end applies the same rule."""
     line = prefix.rsplit("\n", 1)[-1]
     stripped = line.strip()
-    return not stripped or stripped.endswith(":") or stripped.startswith("#")
+    return not stripped or stripped.startswith("#") or (stripped.endswith(":") and _bracket_depth(stripped) == 0)
+
+
+def _bracket_depth(line: str) -> int:
+    """Brackets left open on ``line``, quoted text ignored: ``{"a": 1, "b":`` opens no block."""
+    depth, quote, i = 0, None, 0
+    while i < len(line):
+        c = line[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = None
+        elif c in "\"'":
+            quote = c
+        elif c == "#":
+            break
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return depth
 
 
 def _snapshot(namespace: Mapping) -> dict:

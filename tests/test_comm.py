@@ -139,6 +139,7 @@ def test_a_closed_session_sends_nothing(session):
 @pytest.mark.parametrize("prefix, multiline", [
     ("x = foo(", False), ("def f(x):", True), ("for i in range(3):\n    ", True),
     ("# load the data", True), ("import os\n", True), ("total = 0\ntotal +", False),
+    ('d = {"a": 1, "b":', False), ("f = lambda x:", True), ('s = "a:" + b(c, "d:"', False),
 ])
 def test_single_line_unless_a_block_can_start_here(prefix, multiline):
     from jupyter_codellama.comm import wants_multiline
@@ -158,14 +159,30 @@ def test_typing_what_the_suggestion_shows_needs_no_model(session, embedded_engin
     assert "from_suggestion" not in session.sent.wait_for("t2"), "a different keystroke asks the model"
 
 
+def test_a_suggestion_on_a_new_indented_line_is_code_not_a_blank_line(session):
+    # The embedded model cannot fill in the middle: the prompt ends before "\n    " and the
+    # answer is steered through it (without that, this model answered with empty lines).
+    session.handle({"type": "complete", "request_id": "n1", "max_new_tokens": 16,
+                    "prefix": "import math\n\n\ndef circle_area(radius):\n    ", "suffix": ""})
+    done = session.sent.wait_for("n1")
+    assert done["type"] == "done", done
+    assert done["text"].strip(), done
+    assert not done["text"].startswith(("\n", " ")), repr(done["text"])
+    # Each completion reply carries the status, so the front end shows the recent latency.
+    assert done["status"]["completion_latency_ms"]["n"] >= 1
+
+
 def test_prewarm_fills_the_cache_so_the_next_completion_reuses_it(session, embedded_engine):
     embedded_engine.clear_prefix_cache()
+    latency_before = embedded_engine.status().get("completion_latency_ms", {}).get("n", 0)
     cells = [{"cell_type": "code", "source": f"def helper_{i}(x):\n    return x * {i}\n"} for i in range(20)]
     cells.append({"cell_type": "code", "source": "result = helper_3("})
     context = {"cells": cells, "current": 20, "variables": False}
     session.handle({"type": "prewarm", "request_id": "w1", "prefix": "result = helper_3(", "suffix": "", **context})
     warm = session.sent.wait_for("w1")
     assert warm["type"] == "done" and warm["prompt_tokens"] > 100
+    # A prewarm is not a suggestion the user waited for: it is not in the latency figures.
+    assert embedded_engine.status().get("completion_latency_ms", {}).get("n", 0) == latency_before
     session.handle({"type": "complete", "request_id": "k2", "prefix": "result = helper_3(2",
                     "suffix": "", "max_new_tokens": 4, **context})
     done = session.sent.wait_for("k2")

@@ -518,7 +518,7 @@ export class CodeLlamaClient implements IDisposable {
     // The kernel still gets the request later: make sure it does not start then.
     const comm = this._comm;
     const type = this._pending.get(requestId)?.type;
-    if (comm && (type === 'chat' || type === 'complete')) {
+    if (comm && (type === 'chat' || type === 'complete' || type === 'prewarm')) {
       try {
         comm.send({ type: 'cancel', request_id: UUID.uuid4(), target_id: requestId });
       } catch {

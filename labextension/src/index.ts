@@ -3,18 +3,22 @@
  *
  * - `client`: the kernel link (`ICodeLlamaClient`), one comm per notebook kernel;
  * - `chat`: the sidebar (`ICodeLlamaChat`);
- * - `commands`: Explain / Fix / Generate / Ask about the selection.
+ * - `commands`: Explain / Fix / Generate / Ask about the selection;
+ * - `inline`: ghost-text completion while typing (`CodeLlamaInlineProvider`).
  */
 import type { JupyterFrontEndPlugin } from '@jupyterlab/application';
 
 import { chatPlugin } from './chatplugin';
 import { clientPlugin } from './clientplugin';
 import { commandsPlugin } from './commands';
+import { inlinePlugin } from './inlineplugin';
 
 export * from './client';
 export * from './protocol';
 export * from './tokens';
+export * from './inline/provider';
+export * from './inline/triggers';
 
-const plugins: JupyterFrontEndPlugin<any>[] = [clientPlugin, chatPlugin, commandsPlugin];
+const plugins: JupyterFrontEndPlugin<any>[] = [clientPlugin, chatPlugin, commandsPlugin, inlinePlugin];
 
 export default plugins;

@@ -21,6 +21,7 @@ export type RequestType =
   | 'unload'
   | 'chat'
   | 'complete'
+  | 'prewarm'
   | 'cancel'
   | 'context-preview';
 
@@ -78,6 +79,8 @@ export interface IEngineStatus {
   load_seconds?: number;
   warnings?: string[];
   prefix_cache?: { entries: number; hits: number; misses: number };
+  /** Time to first token of the recent inline completions (queue included), in ms. */
+  completion_latency_ms?: { p50: number; p95: number; n: number };
 }
 
 /** One entry of the kernel's model catalogue (`ModelSpec.to_dict()`). */
@@ -137,6 +140,8 @@ export interface ICompleteRequest extends INotebookContextFields, IGenerationOpt
   mode?: 'psm' | 'spm';
   extra?: { label: string; text: string }[];
   stream?: boolean;
+  /** Let the answer run over several lines; the kernel decides from the prefix when absent. */
+  multiline?: boolean;
 }
 
 export interface ILoadRequest {
@@ -158,6 +163,8 @@ export interface IRequestMap {
   unload: Record<string, never>;
   chat: IChatRequest;
   complete: ICompleteRequest;
+  /** Prefill the KV cache with this prompt (a cell got focus); generates nothing shown. */
+  prewarm: ICompleteRequest;
   cancel: { target_id: string };
   'context-preview': IContextPreviewRequest;
 }
@@ -258,7 +265,8 @@ export interface IResultMap {
   load: { status: IEngineStatus };
   unload: { status: IEngineStatus };
   chat: IGenerationResult;
-  complete: IGenerationResult;
+  complete: IGenerationResult & { from_suggestion?: boolean; status?: IEngineStatus };
+  prewarm: IGenerationResult;
   cancel: { target_id: string; cancelled: boolean };
   'context-preview': { preview: IContextPreview };
 }

@@ -160,6 +160,15 @@ export function describeStatus(status: IEngineStatus | null): string {
   }
 }
 
+/** The recent inline completion latency, e.g. "Inline completion: 95 ms median (p95 240 ms, 20)". */
+export function describeLatency(status: IEngineStatus | null): string {
+  const latency = status?.completion_latency_ms;
+  if (!latency || !latency.n) {
+    return '';
+  }
+  return `Inline completion: ${Math.round(latency.p50)} ms median (p95 ${Math.round(latency.p95)} ms, last ${latency.n})`;
+}
+
 function ModelStatus({ model, status }: { model: ChatSidebarModel; status: IEngineStatus | null }): JSX.Element {
   const models = model.models;
   const selected = model.selectedModel;
@@ -173,6 +182,11 @@ function ModelStatus({ model, status }: { model: ChatSidebarModel; status: IEngi
         <span className={`jp-CodeLlama-dot jp-mod-${state}`} aria-hidden="true" />
         <span className="jp-CodeLlama-statusText">{describeStatus(status)}</span>
       </div>
+      {state === 'ready' && status?.completion_latency_ms && (
+        <div className="jp-CodeLlama-latency" title="Time to first token of recent inline completions">
+          {describeLatency(status)}
+        </div>
+      )}
       {state === 'loading' && (
         <div className="jp-CodeLlama-progress">
           <progress
