@@ -74,6 +74,15 @@ class CodeLlama(Configurable):
     local_files_only = Bool(
         False, help="Never contact the model hub (as HF_HUB_OFFLINE=1)."
     ).tag(config=True)
+    fast_decode = CaselessStrEnum(
+        ["auto", "on", "off"],
+        help="Fast CPU decode (a compiled C kernel reading the GGUF's quantized blocks, prepared "
+        "in the background after a load): 'auto' for the embedded model, 'on' for any fp32 "
+        "Llama model on the CPU, 'off' for the plain PyTorch path.",
+    ).tag(config=True)
+    fast_decode_threads = Int(
+        0, help="Threads of the fast CPU decode kernel; 0 picks automatically."
+    ).tag(config=True)
 
     @default("model")
     def _model_default(self) -> str:
@@ -98,6 +107,10 @@ class CodeLlama(Configurable):
     @default("cpu_memory")
     def _cpu_memory_default(self) -> str:
         return _env("CPU_MEMORY")
+
+    @default("fast_decode")
+    def _fast_decode_default(self) -> str:
+        return _env("FAST_DECODE", "auto").lower()
 
     @default("cache_dir")
     def _cache_dir_default(self) -> str:

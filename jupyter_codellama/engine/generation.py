@@ -387,10 +387,13 @@ def generate_stream(
     prefill_chunk: int = 256,
     cancel: threading.Event | None = None,
     on_text: TextCallback | None = None,
+    fast_decoder=None,
 ) -> GenerationResult:
     """Generate for ``request``, calling ``on_text`` with each new piece of text.
 
     Never raises for cancellation or time-out: those end with a ``stop_reason``.
+    ``fast_decoder`` (a :class:`.fast.FastDecoder`): run decode steps, and a short prompt tail
+    after a reused prefix, in its C kernel; the KV ends up in ``cache`` as with the eager path.
     """
     request.validate()
     cancel = cancel or threading.Event()
@@ -426,14 +429,25 @@ def generate_stream(
             pieces.append(text)
             emit(text)
 
+    fast = None
+    if fast_decoder is not None:
+        from .fast import start_session
+
+        fast = start_session(fast_decoder, cache, n_cached=n_cached, n_prompt=len(ids),
+                             max_new=request.max_new_tokens)
     try:
-        logits = prefill(
-            model,
-            ids[n_cached:],
-            cache,
-            chunk=max(1, prefill_chunk),
-            should_stop=lambda: cancel.is_set() or timed_out(),
-        )
+        if fast is not None and fast.prefill_in_kernel:
+            logits = fast.prefill(ids[n_cached:])
+        else:
+            logits = prefill(
+                model,
+                ids[n_cached:],
+                cache,
+                chunk=max(1, prefill_chunk),
+                should_stop=lambda: cancel.is_set() or timed_out(),
+            )
+            if fast is not None:
+                fast.begin()
         timings["prefill_s"] = time.perf_counter() - t_start
         while True:
             if healer.steering:
@@ -461,9 +475,15 @@ def generate_stream(
             if timed_out():
                 reason = "time"
                 break
-            logits = decode_one_token(model, token, cache)
+            logits = fast.step(token) if fast is not None else decode_one_token(model, token, cache)
+            if logits is None:  # the fast path gave up (it has synced the cache): go on eagerly
+                fast = None
+                logits = decode_one_token(model, token, cache)
     except Cancelled:
         reason = "cancelled" if cancel.is_set() else "time"
+    finally:
+        if fast is not None:
+            fast.close()
     if reason not in ("stop",):
         tail, hit_stop = stops.feed(healer.strip(detok.flush()))
         deliver(tail)

@@ -1,0 +1,186 @@
+"""The fast CPU decode path (engine/fast.py): same greedy tokens as the eager path, clean fallback.
+
+No timing asserts here: speed is measured by benchmarks/decode.py.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from jupyter_codellama.engine import fast
+from jupyter_codellama.engine.generation import GenerationRequest, PrefixCache, generate_stream
+
+pytestmark = pytest.mark.skipif(not fast.cpu_supports_avx2(), reason="the fast kernel needs AVX2/FMA/F16C")
+
+PROMPTS = [
+    "def quicksort(items):\n    \"\"\"Sort a list.\"\"\"\n",
+    "<|im_start|>user\nWhat is a Python decorator? Answer briefly.<|im_end|>\n<|im_start|>assistant\n",
+    "import numpy as np\n\n# compute the mean of each column of a matrix\ndef column_means(",
+]
+
+
+@pytest.fixture(scope="module")
+def loaded(embedded_engine):
+    return embedded_engine.loaded
+
+
+@pytest.fixture(scope="module")
+def decoder(loaded, cache_dir):
+    from jupyter_codellama.engine.loading import find_embedded_gguf
+
+    return fast.prepare_fast_decoder(loaded.model, gguf_path=find_embedded_gguf(), cache_dir=cache_dir)
+
+
+def run(loaded, ids, *, decoder=None, prefix_cache=None, n=40, **kw):
+    chunks = []
+    result = generate_stream(loaded.model, loaded.tokenizer,
+                             GenerationRequest(list(ids), max_new_tokens=n, **kw),
+                             eos_token_ids=(), prefix_cache=prefix_cache, prefill_chunk=128,
+                             on_text=chunks.append, fast_decoder=decoder)
+    assert "".join(chunks) == result.text
+    return result
+
+
+def test_packed_weights_reproduce_the_eager_weights_exactly(loaded, decoder):
+    model = loaded.model
+    kinds = list(decoder.packed_types.values())
+    # Every linear layer is Q4_1 in the GGUF, the tied embedding / lm_head Q8_0.
+    assert kinds.count(fast.T_Q4_1) == 7 * model.config.num_hidden_layers
+    assert decoder.packed_types.get("lm_head.weight") == fast.T_Q8_0
+    for name, (kind, blocks) in decoder.packed.items():
+        ref = fast._weight(model, name)
+        assert torch.equal(fast.dequantize_blocks(kind, blocks, ref.shape[1]), ref.detach()), name
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_fast_decode_gives_the_eager_tokens(loaded, decoder, prompt):
+    ids = loaded.tokenizer(prompt)["input_ids"]
+    eager = run(loaded, ids)
+    quick = run(loaded, ids, decoder=decoder)
+    assert quick.tokens == eager.tokens
+    assert quick.text == eager.text
+    assert quick.stop_reason == eager.stop_reason == "length"
+
+
+def test_reused_prefix_gives_the_eager_tokens(loaded, decoder):
+    tok = loaded.tokenizer
+    base = tok(PROMPTS[0] * 3)["input_ids"]
+    short = base + tok("    pivot", add_special_tokens=False)["input_ids"]  # kernel prefill
+    long = base + tok("    # choose the middle element as the pivot, then split the list\n",
+                      add_special_tokens=False)["input_ids"]  # torch prefill of the tail
+    assert len(short) - len(base) <= fast.FAST_PREFILL_MAX < len(long) - len(base)
+    cache = PrefixCache(256 << 20)
+    first = run(loaded, base, decoder=decoder, prefix_cache=cache, n=8)
+    assert first.tokens == run(loaded, base, n=8).tokens
+    for ids in (short, long, short):
+        reused = run(loaded, ids, decoder=decoder, prefix_cache=cache, n=24)
+        assert reused.cached_tokens >= len(base)
+        assert reused.tokens == run(loaded, ids, n=24).tokens
+    # The stored cache covers prompt + generated tokens, so the answer itself is reused next.
+    follow = short + reused.tokens + tok("\n", add_special_tokens=False)["input_ids"]
+    again = run(loaded, follow, decoder=decoder, prefix_cache=cache, n=16)
+    assert again.cached_tokens >= len(short) + len(reused.tokens) - 1
+    assert again.tokens == run(loaded, follow, n=16).tokens
+
+
+def test_sampling_and_stop_strings_work_on_the_fast_path(loaded, decoder):
+    ids = loaded.tokenizer(PROMPTS[1])["input_ids"]
+    a = run(loaded, ids, decoder=decoder, temperature=0.8, top_p=0.9, seed=7)
+    b = run(loaded, ids, decoder=decoder, temperature=0.8, top_p=0.9, seed=7)
+    assert a.tokens == b.tokens and len(a.tokens) == 40
+    eager = run(loaded, ids, n=40)
+    stop = eager.text[10:14]
+    quick = run(loaded, ids, decoder=decoder, n=40, stop=(stop,))
+    assert quick.stop_reason == "stop" and quick.text == run(loaded, ids, n=40, stop=(stop,)).text
+
+
+def test_a_kernel_failure_mid_answer_goes_on_eagerly(loaded, decoder, monkeypatch):
+    ids = loaded.tokenizer(PROMPTS[2])["input_ids"]
+    eager = run(loaded, ids, n=24)
+    original = fast.FastSession.step
+    calls = {"n": 0}
+
+    def flaky(self, token, **kw):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise fast.FastPathUnavailable("simulated")
+        return original(self, token, **kw)
+
+    monkeypatch.setattr(fast.FastSession, "step", flaky)
+    cache = PrefixCache(64 << 20)
+    quick = run(loaded, ids, decoder=decoder, prefix_cache=cache, n=24)
+    assert calls["n"] == 10
+    assert quick.tokens == eager.tokens
+    # The KV written by the kernel before the failure was handed back to the cache intact.
+    monkeypatch.setattr(fast.FastSession, "step", original)
+    follow = ids + quick.tokens
+    again = run(loaded, follow, decoder=decoder, prefix_cache=cache, n=8)
+    assert again.cached_tokens == len(follow) - 1
+    assert again.tokens == run(loaded, follow, n=8).tokens
+
+
+def test_no_compiler_falls_back_cleanly(loaded, tmp_path, monkeypatch):
+    monkeypatch.setattr(fast, "_lib", None)
+    monkeypatch.setenv("CC", "/bin/false")
+    with pytest.raises(fast.FastPathUnavailable):
+        fast.load_kernel(tmp_path)
+    bg = fast.BackgroundFastPath(loaded.model, cache_dir=tmp_path)
+    assert bg.wait(120) is None
+    assert bg.state == "failed" and "compil" in bg.reason
+    assert bg.info()["state"] == "failed"
+    # The engine's generate path with no decoder is the plain eager one.
+    ids = loaded.tokenizer(PROMPTS[0])["input_ids"]
+    assert run(loaded, ids, decoder=bg.decoder, n=4).tokens == run(loaded, ids, n=4).tokens
+
+
+def _tiny_llama(**overrides):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         **overrides)
+    return LlamaForCausalLM(config).eval()
+
+
+def test_unsupported_models_are_refused():
+    with pytest.raises(fast.FastPathUnavailable, match="bias"):
+        fast.check_model_supported(_tiny_llama(attention_bias=True))
+    with pytest.raises(fast.FastPathUnavailable, match="fp32"):
+        fast.check_model_supported(_tiny_llama().to(torch.bfloat16))
+
+
+def test_fp32_weights_without_a_gguf_give_the_eager_tokens(loaded):
+    """'on' mode for other fp32 Llama models: no packed blocks, the kernel reads fp32 weights."""
+    model = _tiny_llama()
+    decoder = fast.prepare_fast_decoder(model)
+    assert not decoder.packed
+    tiny = type(loaded)(**{**loaded.__dict__, "model": model})
+    ids = [1, 17, 42, 99, 3, 250, 7]
+    assert run(tiny, ids, decoder=decoder, n=30).tokens == run(tiny, ids, n=30).tokens
+
+
+def test_the_engine_prepares_the_fast_path_in_the_background(embedded_engine, loaded):
+    bg = embedded_engine._fast
+    assert bg is not None
+    assert bg.wait(300) is not None, bg.reason
+    assert embedded_engine.status()["fast_decode"]["state"] == "ready"
+    prompt = PROMPTS[1]
+    ids = loaded.tokenizer(prompt)["input_ids"]
+    result = embedded_engine.generate(ids, max_new_tokens=32, temperature=0.0)
+    assert result.tokens == run(loaded, ids, n=32).tokens[: len(result.tokens)]
+
+
+def test_exiting_while_the_fast_path_is_prepared_is_a_clean_exit(tmp_path):
+    # A kernel shut down right after loading a model: the preparation thread must not abort
+    # the process ("terminate called without an active exception", status 134).
+    import os
+    import subprocess
+    import sys
+
+    code = ("from jupyter_codellama.engine.worker import Engine\n"
+            "e = Engine(); e.load('embedded').wait(); print('loaded')\n")
+    env = {**os.environ, "JUPYTER_CODELLAMA_FAST_DECODE": "auto"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "terminate called" not in proc.stderr
