@@ -62,3 +62,14 @@ def test_a_cache_larger_than_the_budget_or_mismatched_is_not_stored():
     pc = PrefixCache(max_bytes=10**9)
     pc.store(list(range(5)), kv(10))  # ids and cache disagree
     assert len(pc) == 0
+
+
+def test_a_match_short_of_only_a_few_tokens_is_taken_without_a_copy():
+    # Inline completion: the stored prompt + suggestion, then the next keystroke's prompt.
+    pc = PrefixCache(max_bytes=10**9)
+    stored = kv(100)
+    pc.store(list(range(100)), stored)
+    cache, n = pc.lookup(list(range(90)) + [999, 1000])
+    assert n == 90 and cache_seq_length(cache) == 90
+    assert cache is stored and len(pc) == 0, "taken and cropped, not deep-copied"
+    assert torch.equal(cache.layers[0].keys[0, 0, :, 0], torch.arange(90, dtype=torch.float32))

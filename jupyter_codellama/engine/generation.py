@@ -263,10 +263,15 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 class PrefixCache:
     """Recent prompts' KV caches, bounded by bytes, looked up by longest common token prefix.
 
-    An entry that is wholly a prefix of the new prompt is *taken* (no copy: the new prompt's
-    cache will extend it and be stored in its place); a partial match is deep-copied and cropped
-    so the entry stays intact for other branches (another chat sharing the system prompt).
+    An entry that is wholly a prefix of the new prompt, or all but a short tail of it, is *taken*
+    (no copy: the new prompt's cache will extend it and be stored in its place); a partial match
+    that leaves much of the entry unused is deep-copied and cropped so the entry stays intact for
+    other branches (another chat sharing the system prompt).
     """
+
+    #: Most unmatched tokens of an entry that is taken and cropped rather than copied (it must
+    #: also be at most a quarter of the match).
+    max_take_tail = 512
 
     def __init__(self, max_bytes: int, min_reuse: int = 1) -> None:
         self.max_bytes = max_bytes
@@ -301,7 +306,11 @@ class PrefixCache:
                 self.misses += 1
                 return None, 0
             self.hits += 1
-            if keep == len(best_key):
+            tail = len(best_key) - keep
+            if tail == 0 or tail <= min(keep // 4, self.max_take_tail):
+                # Wholly a prefix, or all but a short tail (the previous suggestion, the cursor's
+                # few characters): take it and crop. Copying a long prompt's KV costs tens of ms
+                # on every keystroke, and the tail is rarely asked for again.
                 cache = self._entries.pop(best_key)
             else:
                 cache = copy.deepcopy(self._entries[best_key])
