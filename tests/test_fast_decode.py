@@ -66,7 +66,8 @@ def test_reused_prefix_gives_the_eager_tokens(loaded, decoder):
     tok = loaded.tokenizer
     base = tok(PROMPTS[0] * 3)["input_ids"]
     short = base + tok("    pivot", add_special_tokens=False)["input_ids"]  # kernel prefill
-    long = base + tok("    # choose the middle element as the pivot, then split the list\n",
+    long = base + tok("    # choose the middle element as the pivot, then split the list into the items "
+                      "that are smaller, equal and larger, and sort the two outer parts\n",
                       add_special_tokens=False)["input_ids"]  # torch prefill of the tail
     assert len(short) - len(base) <= fast.FAST_PREFILL_MAX < len(long) - len(base)
     cache = PrefixCache(256 << 20)
@@ -81,6 +82,67 @@ def test_reused_prefix_gives_the_eager_tokens(loaded, decoder):
     again = run(loaded, follow, decoder=decoder, prefix_cache=cache, n=16)
     assert again.cached_tokens >= len(short) + len(reused.tokens) - 1
     assert again.tokens == run(loaded, follow, n=16).tokens
+
+
+TAIL_TEXT = ("    # choose the middle element as the pivot, then split the list into smaller, equal "
+             "and larger items and sort both outer parts recursively\n    pivot = items[len(items) // 2]\n")
+
+
+@pytest.mark.parametrize("n_tail", [1, 3, 6, 16])
+def test_batched_tail_prefill_gives_the_eager_tokens(loaded, decoder, n_tail, monkeypatch):
+    """A reused prefix + a typed tail of n tokens: the tail runs in one fl_forward_batch call."""
+    tok = loaded.tokenizer
+    base = tok(PROMPTS[0] * 3)["input_ids"]
+    tail = tok(TAIL_TEXT, add_special_tokens=False)["input_ids"][:n_tail]
+    assert len(tail) == n_tail <= fast.FAST_PREFILL_MAX
+    ids = base + tail
+    calls = []
+    original = fast.FastSession.prefill
+
+    def spy(self, tokens, **kw):
+        calls.append(len(tokens))
+        return original(self, tokens, **kw)
+
+    monkeypatch.setattr(fast.FastSession, "prefill", spy)
+    cache = PrefixCache(256 << 20)
+    run(loaded, base, decoder=decoder, prefix_cache=cache, n=4)
+    reused = run(loaded, ids, decoder=decoder, prefix_cache=cache, n=24)
+    assert reused.cached_tokens >= len(base)
+    assert calls and calls[-1] == len(ids) - reused.cached_tokens  # the whole tail in one call
+    assert reused.tokens == run(loaded, ids, n=24).tokens
+    # The KV the batch wrote went back into the cache: the answer is reused next, still exact.
+    follow = ids + reused.tokens
+    again = run(loaded, follow, decoder=decoder, prefix_cache=cache, n=8)
+    assert again.cached_tokens == len(follow) - 1
+    assert again.tokens == run(loaded, follow, n=8).tokens
+
+
+def test_batched_forward_matches_single_steps_and_torch(loaded, decoder):
+    """fl_forward_batch vs n fl_forward calls vs torch: same KV and logits up to fp32 rounding."""
+    import copy
+
+    from jupyter_codellama.engine.generation import _new_cache, prefill
+
+    tok = loaded.tokenizer
+    base = tok(PROMPTS[1])["input_ids"]
+    tail = tok(TAIL_TEXT, add_special_tokens=False)["input_ids"][:12]
+    cache = _new_cache(loaded.model)
+    prefill(loaded.model, base, cache, chunk=128, should_stop=lambda: False)
+    batched = decoder.session(copy.deepcopy(cache), max_new=len(tail))
+    stepped = decoder.session(copy.deepcopy(cache), max_new=len(tail))
+    lb = batched.prefill(tail).clone()
+    for i, t in enumerate(tail):
+        ls = stepped.step(t, want_logits=i == len(tail) - 1)
+    eager = prefill(loaded.model, tail, copy.deepcopy(cache), chunk=128, should_stop=lambda: False)
+    assert batched.n == stepped.n == len(tail)
+    torch.testing.assert_close(batched.kvB[..., : len(tail), :], stepped.kvB[..., : len(tail), :],
+                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(lb, ls, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(lb, eager, rtol=1e-4, atol=1e-3)
+    assert int(lb.argmax()) == int(eager.argmax())
+    with pytest.raises(fast.FastPathUnavailable):  # past the session's room: refused, nothing written
+        batched.prefill(tail * (batched.room // len(tail) + 1))
+    assert batched.n == len(tail)
 
 
 def test_sampling_and_stop_strings_work_on_the_fast_path(loaded, decoder):
@@ -158,6 +220,15 @@ def test_fp32_weights_without_a_gguf_give_the_eager_tokens(loaded):
     tiny = type(loaded)(**{**loaded.__dict__, "model": model})
     ids = [1, 17, 42, 99, 3, 250, 7]
     assert run(tiny, ids, decoder=decoder, n=30).tokens == run(tiny, ids, n=30).tokens
+    # A reused prefix + a 5-token tail: the batched kernel on fp32 weights.
+    from jupyter_codellama.engine.generation import PrefixCache
+
+    cache = PrefixCache(16 << 20)
+    run(tiny, ids, decoder=decoder, prefix_cache=cache, n=2)
+    longer = ids + [11, 12, 13, 14, 15]
+    reused = run(tiny, longer, decoder=decoder, prefix_cache=cache, n=20)
+    assert reused.cached_tokens >= len(ids)
+    assert reused.tokens == run(tiny, longer, n=20).tokens
 
 
 def test_the_engine_prepares_the_fast_path_in_the_background(embedded_engine, loaded):

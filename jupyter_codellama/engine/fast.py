@@ -18,6 +18,8 @@ differs between torch builds), and the tests check that greedy tokens are identi
     prepare_fast_decoder(model, gguf_path=None)  → FastDecoder   (raises FastPathUnavailable)
     FastDecoder.session(cache)                   → FastSession   (borrows the DynamicCache's KV)
       session.step(token) → logits [V]           one decode step (C), returns a torch view
+      session.prefill(tokens) → logits [V]       a short prompt tail in one batched C call
+                                                 (fl_forward_batch), the last token's logits
       session.close()                            appends the new KV back into the DynamicCache
     BackgroundFastPath                           prepares in a thread after load; ``.decoder``
                                                  is None until ready (never blocks a request)
@@ -194,7 +196,7 @@ static void rope(float* v, const float* c, const float* s, int hd) {
   }
 }
 
-int fl_abi_version(void) { return 4; }
+int fl_abi_version(void) { return 5; }
 
 /* One decode step for `token` at absolute position `pos`; logits may be NULL (prompt tokens). */
 int fl_forward(Model* m, int token, int pos, float* logits) {
@@ -298,9 +300,233 @@ int fl_forward(Model* m, int token, int pos, float* logits) {
   }
   return 0;
 }
+
+/* ---- Batched prompt forward: n consecutive tokens. Each weight row is decoded ONCE into fp32
+   (d*q + m, resp. d*q: exactly the eager model's weight) and multiplied with all n activation
+   vectors, so a batch costs about one token's decoding plus n times the multiply-adds. */
+
+static void dequant_row(const Wt* w, int r, float* out) {
+  const int nb = w->K / 32;
+  if (w->type == 1) {
+    const uint8_t* row = (const uint8_t*)w->data + (size_t)r * nb * 20;
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    for (int i = 0; i < nb; i++) {
+      const uint8_t* b = row + (size_t)i * 20;
+      uint32_t dm; memcpy(&dm, b, 4);
+      __m128 dmf = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm));
+      __m256 d = _mm256_broadcastss_ps(dmf);
+      __m256 m = _mm256_broadcastss_ps(_mm_shuffle_ps(dmf, dmf, 1));
+      __m128i raw = _mm_loadu_si128((const __m128i*)(b + 4));
+      __m128i lo = _mm_and_si128(raw, mask);
+      __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+      float* o = out + (size_t)i * 32;
+      _mm256_storeu_ps(o, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo))), m));
+      _mm256_storeu_ps(o + 8, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)))), m));
+      _mm256_storeu_ps(o + 16, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi))), m));
+      _mm256_storeu_ps(o + 24, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)))), m));
+    }
+  } else {  /* Q8_0 */
+    const uint8_t* row = (const uint8_t*)w->data + (size_t)r * nb * 34;
+    for (int i = 0; i < nb; i++) {
+      const uint8_t* b = row + (size_t)i * 34;
+      uint16_t dh; memcpy(&dh, b, 2);
+      __m256 d = _mm256_set1_ps(h2f(dh));
+      __m128i r0 = _mm_loadu_si128((const __m128i*)(b + 2));
+      __m128i r1 = _mm_loadu_si128((const __m128i*)(b + 18));
+      float* o = out + (size_t)i * 32;
+      _mm256_storeu_ps(o, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(r0))));
+      _mm256_storeu_ps(o + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(r0, 8)))));
+      _mm256_storeu_ps(o + 16, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(r1))));
+      _mm256_storeu_ps(o + 24, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(r1, 8)))));
+    }
+  }
+}
+
+/* Y[j*ldy + r] = w_r . x_j for R rows (w: R dequantized rows of K floats) and NT tokens: one
+   accumulator per (row, token), summed over 8-float chunks in order, then hsum8. Each x load
+   serves R rows, each w load NT tokens. */
+static inline __attribute__((always_inline)) void f32_tile(
+    const float* w, int K, const float* x, int ldx, float* y, int ldy, const int R, const int NT) {
+  __m256 acc[4][3];
+  for (int i = 0; i < R; i++) for (int j = 0; j < NT; j++) acc[i][j] = _mm256_setzero_ps();
+  for (int k = 0; k < K; k += 8) {
+    __m256 xv[3];
+    for (int j = 0; j < NT; j++) xv[j] = _mm256_loadu_ps(x + (size_t)j * ldx + k);
+    for (int i = 0; i < R; i++) {
+      const __m256 wv = _mm256_loadu_ps(w + (size_t)i * K + k);
+      for (int j = 0; j < NT; j++) acc[i][j] = _mm256_fmadd_ps(wv, xv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < R; i++) for (int j = 0; j < NT; j++) y[(size_t)j * ldy + i] = hsum8(acc[i][j]);
+}
+
+static void tile_rows(const float* w, int K, const float* X, int ldx, int n, float* y, int ldy, const int R) {
+  int j = 0;
+  for (; j + 3 <= n; j += 3) f32_tile(w, K, X + (size_t)j * ldx, ldx, y + (size_t)j * ldy, ldy, R, 3);
+  if (n - j == 2) f32_tile(w, K, X + (size_t)j * ldx, ldx, y + (size_t)j * ldy, ldy, R, 2);
+  else if (n - j == 1) f32_tile(w, K, X + (size_t)j * ldx, ldx, y + (size_t)j * ldy, ldy, R, 1);
+}
+
+/* Y[j*ldy + r] = (row r of w) . X[j*ldx ...] for all rows and the n tokens; an orphaned
+   `omp for` over groups of 4 rows (call it inside the parallel region). wbuf: 4*K floats. */
+static void matmul_n(const Wt* w, const float* X, int ldx, int n, float* Y, int ldy, float* wbuf) {
+  const int K = w->K, N = w->N, groups = (N + 3) / 4;
+#pragma omp for schedule(static)
+  for (int gi = 0; gi < groups; gi++) {
+    const int r0 = gi * 4, R = N - r0 < 4 ? N - r0 : 4;
+    const float* wr;
+    if (w->type == 0) wr = (const float*)w->data + (size_t)r0 * K;
+    else { for (int i = 0; i < R; i++) dequant_row(w, r0 + i, wbuf + (size_t)i * K); wr = wbuf; }
+    if (R == 4) tile_rows(wr, K, X, ldx, n, Y + r0, ldy, 4);
+    else for (int i = 0; i < R; i++) tile_rows(wr + (size_t)i * K, K, X, ldx, n, Y + r0 + i, ldy, 1);
+  }
+}
+
+/* Floats of scratch fl_forward_batch needs for n tokens ending at position pos0+n. */
+long fl_batch_scratch(const Model* m, int n, int pos0) {
+  const long dim = m->dim, hidden = m->hidden, qd = (long)m->n_heads * m->head_dim, kvd = 2L * m->n_kv * m->head_dim;
+  long wide = dim > hidden ? dim : hidden; if (qd > wide) wide = qd;
+  return n * (2 * dim + 2 * qd + kvd + 2 * hidden + wide / 32 + 16) + (long)m->n_heads * n * (pos0 + n)
+         + 4L * wide * (m->n_threads > 0 ? m->n_threads : 1) + 64;
+}
+
+/* n consecutive prompt tokens at positions pos0..pos0+n-1 (KV into segment B); logits of the
+   last one into logits_last (may be NULL). */
+int fl_forward_batch(Model* m, const int* tokens, int n, int pos0, float* logits_last) {
+  const int dim = m->dim, hidden = m->hidden, nh = m->n_heads, nkv = m->n_kv, hd = m->head_dim;
+  const int lenA = m->lenA, iB0 = pos0 - lenA;
+  if (n < 1 || iB0 < 0 || iB0 + n > m->capB || pos0 + n > m->max_pos) return -1;
+  for (int j = 0; j < n; j++) if (tokens[j] < 0 || tokens[j] >= m->vocab) return -1;
+  const int qd = nh * hd, kvd = 2 * nkv * hd;
+  int wide = dim > hidden ? dim : hidden; if (qd > wide) wide = qd;
+  const int ldxs = wide / 32;
+  const int Tmax = pos0 + n;
+  float* X = m->scratch;                        /* [n, dim] residual streams */
+  float* XB = X + (size_t)n * dim;              /* [n, dim] */
+  float* AO = XB + (size_t)n * dim;             /* [n, qd] */
+  float* Q = AO + (size_t)n * qd;               /* [n, qd] */
+  float* KV = Q + (size_t)n * qd;               /* [n, kvd] */
+  float* HB = KV + (size_t)n * kvd;             /* [n, hidden] */
+  float* XS = HB + (size_t)n * hidden;          /* [n, ldxs] spare */
+  float* UP = XS + (size_t)n * ldxs + 16;       /* [n, hidden] */
+  float* ATT = UP + (size_t)n * hidden;         /* [nh, n, Tmax] */
+  float* WB = ATT + (size_t)nh * n * Tmax;      /* [n_threads, 4, wide] dequantized rows */
+  const int group = nh / nkv;
+  for (int j = 0; j < n; j++) memcpy(X + (size_t)j * dim, m->embed + (size_t)tokens[j] * dim, sizeof(float) * dim);
+
+#pragma omp parallel num_threads(m->n_threads)
+  {
+    float* wbuf = WB + (size_t)omp_get_thread_num() * 4 * wide;
+    for (int l = 0; l < m->n_layers; l++) {
+      Layer* L = &m->layers[l];
+#pragma omp for schedule(static)
+      for (int j = 0; j < n; j++) rmsnorm(XB + (size_t)j * dim, X + (size_t)j * dim, L->attn_norm, dim, m->eps);
+      matmul_n(&L->q, XB, dim, n, Q, qd, wbuf);
+      matmul_n(&L->k, XB, dim, n, KV, kvd, wbuf);
+      matmul_n(&L->v, XB, dim, n, KV + L->k.N, kvd, wbuf);
+#pragma omp for schedule(static)
+      for (int j = 0; j < n; j++) {
+        const float* c = m->cos_t + (size_t)(pos0 + j) * hd;
+        const float* s = m->sin_t + (size_t)(pos0 + j) * hd;
+        float* q = Q + (size_t)j * qd;
+        float* kv = KV + (size_t)j * kvd;
+        for (int h = 0; h < nh; h++) rope(q + h * hd, c, s, hd);
+        for (int h = 0; h < nkv; h++) {
+          rope(kv + h * hd, c, s, hd);
+          memcpy(L->kB + ((size_t)h * m->capB + iB0 + j) * hd, kv + h * hd, sizeof(float) * hd);
+          memcpy(L->vB + ((size_t)h * m->capB + iB0 + j) * hd, kv + (nkv + h) * hd, sizeof(float) * hd);
+        }
+      }
+      /* Attention, per KV head: its group's heads x the n tokens together, walking the keys
+         and values in blocks of 64 positions so each block is read once for all of them (the
+         arithmetic per query is fl_forward's). */
+#pragma omp for schedule(static)
+      for (int g = 0; g < nkv; g++) {
+        const int nqg = group * n, TB = 64;
+        const float* kA = L->kA + (size_t)g * L->strideA;
+        const float* kB = L->kB + (size_t)g * m->capB * hd;
+        const float* vA = L->vA + (size_t)g * L->strideA;
+        const float* vB = L->vB + (size_t)g * m->capB * hd;
+        for (int t0 = 0; t0 < Tmax; t0 += TB) {
+          for (int qi = 0; qi < nqg; qi++) {
+            const int h = g * group + qi / n, j = qi % n, T = pos0 + j + 1;
+            const int t1 = t0 + TB < T ? t0 + TB : T;
+            const float* qh = Q + (size_t)j * qd + h * hd;
+            float* a = ATT + ((size_t)h * n + j) * Tmax;
+            for (int t = t0; t < t1; t++) {
+              const float* kt = t < lenA ? kA + (size_t)t * hd : kB + (size_t)(t - lenA) * hd;
+              a[t] = dot_f32(kt, qh, hd) * m->attn_scale;
+            }
+          }
+        }
+        for (int qi = 0; qi < nqg; qi++) {
+          const int h = g * group + qi / n, j = qi % n, T = pos0 + j + 1;
+          float* a = ATT + ((size_t)h * n + j) * Tmax;
+          float mx = -INFINITY;
+          for (int t = 0; t < T; t++) if (a[t] > mx) mx = a[t];
+          float sum = 0.f;
+          for (int t = 0; t < T; t++) { a[t] = expf(a[t] - mx); sum += a[t]; }
+          const float inv = 1.0f / sum;
+          for (int t = 0; t < T; t++) a[t] = a[t] * inv;
+        }
+        for (int t0 = 0; t0 < Tmax; t0 += TB) {
+          for (int qi = 0; qi < nqg; qi++) {
+            const int h = g * group + qi / n, j = qi % n, T = pos0 + j + 1;
+            if (t0 >= T) continue;
+            const int t1 = t0 + TB < T ? t0 + TB : T;
+            const float* a = ATT + ((size_t)h * n + j) * Tmax;
+            float* o = AO + (size_t)j * qd + h * hd;
+            __m256 acc[8];
+            for (int i = 0; i < hd / 8; i++) acc[i] = t0 ? _mm256_loadu_ps(o + i * 8) : _mm256_setzero_ps();
+            for (int t = t0; t < t1; t++) {
+              const float* vt = t < lenA ? vA + (size_t)t * hd : vB + (size_t)(t - lenA) * hd;
+              __m256 p = _mm256_set1_ps(a[t]);
+              for (int i = 0; i < hd / 8; i++) acc[i] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vt + i * 8), acc[i]);
+            }
+            for (int i = 0; i < hd / 8; i++) _mm256_storeu_ps(o + i * 8, acc[i]);
+          }
+        }
+      }
+      matmul_n(&L->o, AO, qd, n, XB, dim, wbuf);
+#pragma omp for schedule(static)
+      for (int j = 0; j < n; j++) {
+        float* x = X + (size_t)j * dim;
+        float* xb = XB + (size_t)j * dim;
+        for (int i = 0; i < dim; i++) x[i] += xb[i];
+        rmsnorm(xb, x, L->ffn_norm, dim, m->eps);
+      }
+      matmul_n(&L->gate, XB, dim, n, HB, hidden, wbuf);
+      matmul_n(&L->up, XB, dim, n, UP, hidden, wbuf);
+#pragma omp for schedule(static)
+      for (int j = 0; j < n; j++) {
+        float* hb = HB + (size_t)j * hidden;
+        const float* up = UP + (size_t)j * hidden;
+        for (int r = 0; r < hidden; r++) { const float g = hb[r]; hb[r] = (g / (1.0f + expf(-g))) * up[r]; }
+      }
+      matmul_n(&L->down, HB, hidden, n, XB, dim, wbuf);
+#pragma omp for schedule(static)
+      for (int j = 0; j < n; j++) {
+        float* x = X + (size_t)j * dim;
+        const float* xb = XB + (size_t)j * dim;
+        for (int i = 0; i < dim; i++) x[i] += xb[i];
+      }
+    }
+    if (logits_last) {
+      float* xl = X + (size_t)(n - 1) * dim;
+      float* xb = XB;
+      float xs[256];
+#pragma omp single
+      rmsnorm(xb, xl, m->out_norm, dim, m->eps);
+      block_sums(xb, dim, xs);
+#pragma omp for schedule(static)
+      for (int r = 0; r < m->vocab; r++) logits_last[r] = row_dot(&m->lm_head, r, xb, xs);
+    }
+  }
+  return 0;
+}
 """
 
-_ABI_VERSION = 4
+_ABI_VERSION = 5
 _CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC"]
 
 
@@ -376,6 +602,11 @@ def load_kernel(cache_dir: str | os.PathLike | None = None):
         lib = ctypes.CDLL(str(target))
         lib.fl_forward.restype = ctypes.c_int
         lib.fl_forward.argtypes = [ctypes.POINTER(_Model), ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+        lib.fl_forward_batch.restype = ctypes.c_int
+        lib.fl_forward_batch.argtypes = [ctypes.POINTER(_Model), ctypes.c_void_p, ctypes.c_int,
+                                         ctypes.c_int, ctypes.c_void_p]
+        lib.fl_batch_scratch.restype = ctypes.c_long
+        lib.fl_batch_scratch.argtypes = [ctypes.POINTER(_Model), ctypes.c_int, ctypes.c_int]
         lib.fl_abi_version.restype = ctypes.c_int
         if lib.fl_abi_version() != _ABI_VERSION:
             raise FastPathUnavailable("stale fast decode kernel")
@@ -725,6 +956,30 @@ class FastSession:
         self.n += 1
         return self.logits if want_logits else None
 
+    def prefill(self, tokens, *, want_logits: bool = True) -> torch.Tensor | None:
+        """Run prompt ``tokens`` at the next positions in one batched kernel call (each weight
+        block decoded once for all of them); return the last token's logits [V] (reused buffer)."""
+        tokens = [int(t) for t in tokens]
+        n = len(tokens)
+        if not n:
+            raise ValueError("prefill needs at least one token")
+        if n > self.room:
+            raise FastPathUnavailable("fast decode session is full")
+        if n == 1:  # one token: the decode step is faster (fused dequantize-and-dot)
+            return self.step(tokens[0], want_logits=want_logits)
+        lib = self.decoder.lib
+        need = int(lib.fl_batch_scratch(self._ref, n, self.position))
+        if need > self.scratch.numel():
+            self.scratch = torch.empty(need)
+            self.struct.scratch = self.scratch.data_ptr()
+        ids = (ctypes.c_int * n)(*tokens)
+        rc = lib.fl_forward_batch(self._ref, ids, n, self.position,
+                                  self._logits_ptr if want_logits else None)
+        if rc != 0:
+            raise FastPathUnavailable(f"fast decode kernel refused a {n}-token batch at {self.position}")
+        self.n += n
+        return self.logits if want_logits else None
+
     def close(self) -> None:
         """Append the KV of the decoded tokens to the DynamicCache (idempotent)."""
         if self.closed:
@@ -827,9 +1082,13 @@ class BackgroundFastPath:
 # ---------------------------------------------------------------------------------------------
 # What generate_stream uses
 
-FAST_PREFILL_MAX = 4
-"""A prompt tail (after a reused prefix) of at most this many tokens runs through the kernel one
-token at a time; longer ones are prefilled by torch, which is faster per token in batches."""
+FAST_PREFILL_MAX = 16
+"""A prompt tail (after a reused prefix) of at most this many tokens runs through the kernel in one
+batched call (``fl_forward_batch``: each weight row decoded once for all the tokens); longer ones
+are prefilled by torch. Measured on the 2-core AVX2 box, SmolLM2-135M, 1 thread, 1,500 cached
+tokens: kernel vs torch 33 vs 84 ms (1 token), 75 vs 201 (6), 185 vs 232 (16), 300 vs 281 (32) —
+the kernel's attention is per query, so torch's batched attention wins past ≈16-24 tokens at
+that context length (with a short context the kernel stays ahead up to 32+)."""
 
 
 class FastRun:
@@ -854,16 +1113,20 @@ class FastRun:
             return False
 
     def prefill(self, tokens) -> torch.Tensor:
-        """Run a short prompt tail through the kernel; the last token's logits (a copy)."""
+        """Run a short prompt tail through the kernel in one batched call; the last token's
+        logits (the session's buffer, valid until the next step)."""
         from .generation import prefill as eager_prefill
 
         tokens = list(tokens)
-        if not self._open(len(tokens)):
-            return eager_prefill(self.decoder.model, tokens, self.cache, chunk=max(1, len(tokens)),
-                                 should_stop=lambda: False)
-        for i, t in enumerate(tokens):
-            logits = self.session.step(t, want_logits=i == len(tokens) - 1)
-        return logits
+        if self._open(len(tokens)):
+            try:
+                return self.session.prefill(tokens)
+            except Exception as exc:  # noqa: BLE001 - refused before writing any KV: go on eagerly
+                log.info("fast prefill not used for this request: %s", exc)
+                self.close()
+                self.failed = True
+        return eager_prefill(self.decoder.model, tokens, self.cache, chunk=max(1, len(tokens)),
+                             should_stop=lambda: False)
 
     def begin(self) -> None:
         """After a torch prefill: decode from here on in the kernel."""
