@@ -182,6 +182,18 @@ def token_texts(tokenizer) -> list[str]:
     return texts
 
 
+def _tokenizer_cache(tokenizer, name: str) -> dict:
+    """A dict kept on the tokenizer (a fresh one where it refuses attributes)."""
+    cache = getattr(tokenizer, name, None)
+    if cache is None:
+        cache = {}
+        try:
+            setattr(tokenizer, name, cache)
+        except AttributeError:  # pragma: no cover
+            pass
+    return cache
+
+
 class LeadHealer:
     """Token healing: the prompt ended before ``lead`` (trailing whitespace); steer the first
     tokens so the answer starts with it, then show only what comes after it."""
@@ -190,8 +202,10 @@ class LeadHealer:
         self._texts = token_texts(tokenizer) if lead else []
         self._left = lead  # still to generate
         self._hide = lead  # still to hide from the shown text
-        self._extra = list(allowed_ids)
-        self._allowed: dict[str, torch.Tensor] = {}
+        self._extra = tuple(allowed_ids)
+        # Allowed ids per remaining lead, shared by every request on this tokenizer: scanning
+        # the vocabulary costs ≈10–40 ms, and typing after a space asks for " " on each keystroke.
+        self._allowed: dict[tuple, torch.Tensor] = _tokenizer_cache(tokenizer, "_jupyter_codellama_lead_ids")
 
     @property
     def steering(self) -> bool:
@@ -200,11 +214,14 @@ class LeadHealer:
     def mask(self, logits: torch.Tensor) -> torch.Tensor:
         """``logits`` with every token that cannot continue the lead set to -inf."""
         left = self._left
-        allowed = self._allowed.get(left)
+        key = (left, self._extra, str(logits.device))
+        allowed = self._allowed.get(key)
         if allowed is None:
             ids = [i for i, t in enumerate(self._texts) if t and (left.startswith(t) or t.startswith(left))]
-            allowed = torch.tensor(ids + self._extra, dtype=torch.long, device=logits.device)
-            self._allowed[left] = allowed
+            allowed = torch.tensor(ids + list(self._extra), dtype=torch.long, device=logits.device)
+            if len(self._allowed) > 256:  # leads are short whitespace runs: a handful in practice
+                self._allowed.clear()
+            self._allowed[key] = allowed
         out = torch.full_like(logits, float("-inf"))
         out[..., allowed] = logits[..., allowed]
         return out
