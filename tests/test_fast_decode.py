@@ -47,9 +47,11 @@ def test_packed_weights_reproduce_the_eager_weights_exactly(loaded, decoder):
     # Every linear layer is Q4_1 in the GGUF, the tied embedding / lm_head Q8_0.
     assert kinds.count(fast.T_Q4_1) == 7 * model.config.num_hidden_layers
     assert decoder.packed_types.get("lm_head.weight") == fast.T_Q8_0
-    for name, (kind, blocks) in decoder.packed.items():
+    assert len(decoder.packed) == len(kinds)
+    for name, (kind, quants, d, m) in decoder.packed.items():
+        # The layout the kernel reads (quants, fp32 scales and minimums) is the eager weight.
         ref = fast._weight(model, name)
-        assert torch.equal(fast.dequantize_blocks(kind, blocks, ref.shape[1]), ref.detach()), name
+        assert torch.equal(fast.dequantize_repacked(kind, quants, d, m, ref.shape[0]), ref.detach()), name
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
@@ -199,9 +201,9 @@ def _tiny_llama(**overrides):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         **overrides)
+    config = LlamaConfig(**{**dict(vocab_size=256, hidden_size=64, intermediate_size=128,
+                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                   max_position_embeddings=256), **overrides})
     return LlamaForCausalLM(config).eval()
 
 
@@ -224,6 +226,68 @@ def test_fp32_weights_without_a_gguf_give_the_eager_tokens(loaded):
     from jupyter_codellama.engine.generation import PrefixCache
 
     cache = PrefixCache(16 << 20)
+    run(tiny, ids, decoder=decoder, prefix_cache=cache, n=2)
+    longer = ids + [11, 12, 13, 14, 15]
+    reused = run(tiny, longer, decoder=decoder, prefix_cache=cache, n=20)
+    assert reused.cached_tokens >= len(ids)
+    assert reused.tokens == run(tiny, longer, n=20).tokens
+
+
+def _quantize_q4_1(w: torch.Tensor) -> torch.Tensor:
+    """GGUF Q4_1 blocks [N, K/32*20] of w (as llama.cpp's quantize_row_q4_1 does)."""
+    N, K = w.shape
+    b = w.reshape(N, K // 32, 32)
+    lo, hi = b.amin(-1, keepdim=True), b.amax(-1, keepdim=True)
+    d = ((hi - lo) / 15).half()
+    m = lo.half()
+    q = ((b - m.float()) / d.float().clamp_min(1e-8)).round().clamp(0, 15).to(torch.uint8)
+    qs = q[..., :16] | (q[..., 16:] << 4)
+    return torch.cat([d.view(torch.uint8), m.view(torch.uint8), qs], -1).reshape(N, -1).contiguous()
+
+
+def _quantize_q8_0(w: torch.Tensor) -> torch.Tensor:
+    N, K = w.shape
+    b = w.reshape(N, K // 32, 32)
+    d = (b.abs().amax(-1, keepdim=True) / 127).half()
+    q = (b / d.float().clamp_min(1e-8)).round().clamp(-127, 127).to(torch.int8)
+    return torch.cat([d.view(torch.uint8), q.view(torch.uint8)], -1).reshape(N, -1).contiguous()
+
+
+@pytest.mark.parametrize("kind", [fast.T_Q4_1, fast.T_Q8_0])
+def test_repacking_keeps_every_weight_for_any_row_count(kind):
+    torch.manual_seed(1)
+    w = torch.randn(7, 96)  # 7 rows: the last group of 4 is padded
+    blocks = (_quantize_q4_1 if kind == fast.T_Q4_1 else _quantize_q8_0)(w)
+    quants, d, m = fast.repack_blocks(kind, blocks, 96)
+    assert quants.shape[:3] == (2, 3, 4) and d.shape == (2, 3, 4)
+    assert torch.equal(fast.dequantize_repacked(kind, quants, d, m, 7), fast.dequantize_blocks(kind, blocks, 96))
+
+
+def test_quantized_weights_with_odd_row_counts_give_the_eager_tokens(loaded):
+    """The packed (Q4_1 / Q8_0) kernel paths on other shapes, with an lm_head whose rows are not a
+    multiple of 4 (the padded group): a tiny model whose weights are set to their dequantized
+    blocks, so eager and fast see the same weights."""
+    model = _tiny_llama(vocab_size=262, intermediate_size=96, num_key_value_heads=1,
+                        tie_word_embeddings=False)
+    packed = {}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() != 2 or "embed_tokens" in name:
+                continue
+            kind = fast.T_Q8_0 if name == "lm_head.weight" else fast.T_Q4_1
+            blocks = (_quantize_q8_0 if kind == fast.T_Q8_0 else _quantize_q4_1)(p.data)
+            p.copy_(fast.dequantize_blocks(kind, blocks, p.shape[1]))
+            packed[name] = (kind, blocks)
+    decoder = fast.FastDecoder(model, packed=packed)
+    assert len(decoder.packed) == 7 * 2 + 1
+    assert model.lm_head.weight.shape[0] % 4 == 2  # padded group in the lm_head
+    tiny = type(loaded)(**{**loaded.__dict__, "model": model})
+    for ids in ([1, 17, 42, 99, 3, 250, 7], [5] * 3 + [200, 201]):
+        assert run(tiny, ids, decoder=decoder, n=30).tokens == run(tiny, ids, n=30).tokens
+    from jupyter_codellama.engine.generation import PrefixCache
+
+    cache = PrefixCache(16 << 20)  # the batched kernel's dequantize-rows path
+    ids = [1, 17, 42, 99, 3, 250, 7]
     run(tiny, ids, decoder=decoder, prefix_cache=cache, n=2)
     longer = ids + [11, 12, 13, 14, 15]
     reused = run(tiny, longer, decoder=decoder, prefix_cache=cache, n=20)

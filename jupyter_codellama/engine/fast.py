@@ -69,7 +69,7 @@ C_SOURCE = r"""
 #include <string.h>
 #include <omp.h>
 
-typedef struct { const void* data; int32_t type, N, K, pad; } Wt;
+typedef struct { const void* data; const float* d; const float* m; int32_t type, N, K, pad; } Wt;
 typedef struct {
   const float* attn_norm; const float* ffn_norm;
   Wt q, k, v, o, gate, up, down;
@@ -86,7 +86,6 @@ typedef struct {
   float* scratch;
 } Model;
 
-static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 static inline float hsum8(__m256 v) {
   __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
   lo = _mm_add_ps(lo, hi);
@@ -112,64 +111,98 @@ static float dot_f32(const float* w, const float* x, int K) {
   return s;
 }
 
-/* Q4_1 block: fp16 d, fp16 m, 16 bytes: element j = low nibble of byte j, j+16 = high nibble.
-   w = d*q + m, so sum_j w_j x_j = d * sum_j q_j x_j + m * sum_j x_j (block sums xs precomputed). */
-static float dot_q4_1(const uint8_t* row, const float* x, const float* xs, int nb) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  float macc0 = 0.f, macc1 = 0.f;
-  const __m128i mask = _mm_set1_epi8(0x0F);
-  for (int i = 0; i < nb; i++) {
-    const uint8_t* b = row + (size_t)i * 20;
-    uint32_t dm; memcpy(&dm, b, 4);
-    __m128 dmf = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm));   /* d, m as floats */
-    __m128i raw = _mm_loadu_si128((const __m128i*)(b + 4));
-    __m128i lo = _mm_and_si128(raw, mask);
-    __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
-    const float* xb = x + (size_t)i * 32;
-    __m256 q0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
-    __m256 q1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
-    __m256 q2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
-    __m256 q3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
-    __m256 p0 = _mm256_mul_ps(q0, _mm256_loadu_ps(xb));
-    __m256 p1 = _mm256_mul_ps(q1, _mm256_loadu_ps(xb + 8));
-    p0 = _mm256_fmadd_ps(q2, _mm256_loadu_ps(xb + 16), p0);
-    p1 = _mm256_fmadd_ps(q3, _mm256_loadu_ps(xb + 24), p1);
-    __m256 d = _mm256_broadcastss_ps(dmf);
-    float mterm = _mm_cvtss_f32(_mm_shuffle_ps(dmf, dmf, 1)) * xs[i];
-    if (i & 1) { acc1 = _mm256_fmadd_ps(d, _mm256_add_ps(p0, p1), acc1); macc1 += mterm; }
-    else { acc0 = _mm256_fmadd_ps(d, _mm256_add_ps(p0, p1), acc0); macc0 += mterm; }
+/* Quantized weights are repacked at preparation (see repack_blocks) in groups of 4 rows, the
+   4 rows' blocks interleaved so one group is one sequential stream: for block i, the quants of
+   rows 0..3 (16 bytes each for Q4_1, 32 for Q8_0), then the block scales d and (Q4_1) the
+   minimums m as fp32 [groups, nb, 4]. Rows are padded with zeros to a multiple of 4.
+   Q4_1: element j of a block = low nibble of byte j, j+16 = its high nibble; w = d*q + m, so
+   sum_j w_j x_j = sum_b d_b * (sum_j q_j x_j) + sum_b m_b * xs_b (block sums xs).
+   Q8_0: w = d*q.
+   Bytes are widened straight from memory (vpmovzxbd m64) and the 4 rows share the activation
+   loads: 1.8x faster than reading the 20-byte GGUF blocks in place, and the interleaving keeps
+   the long rows (down_proj) from splitting the prefetcher's stream (measured). */
+#define Q41_BLOCK(QB, D, ACC) {                                                                    \
+    __m256i t0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(QB)));                     \
+    __m256i t1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)((QB) + 8)));               \
+    __m256 p0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(t0, m4)), x0);                  \
+    __m256 p1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(t1, m4)), x1);                  \
+    p0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(t0, 4)), x2, p0);                   \
+    p1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(t1, 4)), x3, p1);                   \
+    ACC = _mm256_fmadd_ps(_mm256_broadcast_ss(D), _mm256_add_ps(p0, p1), ACC); }
+#define Q80_CVT(P) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(P))))
+#define Q80_BLOCK(QB, D, ACC) {                                                                    \
+    __m256 p0 = _mm256_mul_ps(Q80_CVT(QB), x0);                                                    \
+    __m256 p1 = _mm256_mul_ps(Q80_CVT((QB) + 8), x1);                                              \
+    p0 = _mm256_fmadd_ps(Q80_CVT((QB) + 16), x2, p0);                                              \
+    p1 = _mm256_fmadd_ps(Q80_CVT((QB) + 24), x3, p1);                                              \
+    ACC = _mm256_fmadd_ps(_mm256_broadcast_ss(D), _mm256_add_ps(p0, p1), ACC); }
+
+/* Rows 4g..4g+3 of w into out[0..3] (rows past N: whatever, the caller drops them). */
+static void dot_group4(const Wt* w, int g, const float* x, const float* xs, float* out) {
+  const int nb = w->K / 32;
+  if (w->type == 0) {
+    for (int j = 0; j < 4; j++) {
+      const int r = 4 * g + j < w->N ? 4 * g + j : w->N - 1;
+      out[j] = dot_f32((const float*)w->data + (size_t)r * w->K, x, w->K);
+    }
+    return;
   }
-  return hsum8(_mm256_add_ps(acc0, acc1)) + (macc0 + macc1);
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+  const float* d = w->d + (size_t)g * nb * 4;
+  if (w->type == 1) {
+    const __m256i m4 = _mm256_set1_epi32(0xF);
+    const uint8_t* q = (const uint8_t*)w->data + (size_t)g * nb * 64;
+    for (int i = 0; i < nb; i++) {
+      const float* xb = x + (size_t)i * 32;
+      const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8);
+      const __m256 x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);
+      const uint8_t* b = q + (size_t)i * 64;
+      const float* di = d + (size_t)i * 4;
+      Q41_BLOCK(b, di, a0)
+      Q41_BLOCK(b + 16, di + 1, a1)
+      Q41_BLOCK(b + 32, di + 2, a2)
+      Q41_BLOCK(b + 48, di + 3, a3)
+    }
+    /* the minimums' part for the 4 rows at once */
+    const float* mg = w->m + (size_t)g * nb * 4;
+    __m128 ms = _mm_setzero_ps();
+    for (int i = 0; i < nb; i++) ms = _mm_fmadd_ps(_mm_loadu_ps(mg + (size_t)i * 4), _mm_set1_ps(xs[i]), ms);
+    float mv[4];
+    _mm_storeu_ps(mv, ms);
+    out[0] = hsum8(a0) + mv[0];
+    out[1] = hsum8(a1) + mv[1];
+    out[2] = hsum8(a2) + mv[2];
+    out[3] = hsum8(a3) + mv[3];
+  } else {
+    const int8_t* q = (const int8_t*)w->data + (size_t)g * nb * 128;
+    for (int i = 0; i < nb; i++) {
+      const float* xb = x + (size_t)i * 32;
+      const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8);
+      const __m256 x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);
+      const int8_t* b = q + (size_t)i * 128;
+      const float* di = d + (size_t)i * 4;
+      Q80_BLOCK(b, di, a0)
+      Q80_BLOCK(b + 32, di + 1, a1)
+      Q80_BLOCK(b + 64, di + 2, a2)
+      Q80_BLOCK(b + 96, di + 3, a3)
+    }
+    out[0] = hsum8(a0);
+    out[1] = hsum8(a1);
+    out[2] = hsum8(a2);
+    out[3] = hsum8(a3);
+  }
 }
 
-/* Q8_0 block: fp16 d, 32 int8. w = d*q. */
-static float dot_q8_0(const uint8_t* row, const float* x, int nb) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  for (int i = 0; i < nb; i++) {
-    const uint8_t* b = row + (size_t)i * 34;
-    uint16_t dh; memcpy(&dh, b, 2);
-    __m128i r0 = _mm_loadu_si128((const __m128i*)(b + 2));
-    __m128i r1 = _mm_loadu_si128((const __m128i*)(b + 18));
-    const float* xb = x + (size_t)i * 32;
-    __m256 q0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(r0));
-    __m256 q1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(r0, 8)));
-    __m256 q2 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(r1));
-    __m256 q3 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(r1, 8)));
-    __m256 p0 = _mm256_mul_ps(q0, _mm256_loadu_ps(xb));
-    __m256 p1 = _mm256_mul_ps(q1, _mm256_loadu_ps(xb + 8));
-    p0 = _mm256_fmadd_ps(q2, _mm256_loadu_ps(xb + 16), p0);
-    p1 = _mm256_fmadd_ps(q3, _mm256_loadu_ps(xb + 24), p1);
-    __m256 d = _mm256_set1_ps(h2f(dh));
-    if (i & 1) acc1 = _mm256_fmadd_ps(d, _mm256_add_ps(p0, p1), acc1);
-    else acc0 = _mm256_fmadd_ps(d, _mm256_add_ps(p0, p1), acc0);
+/* y = w x for all rows: an orphaned `omp for` over groups of 4 rows (call it inside the
+   parallel region), without the barrier at its end. */
+static void matvec_nowait(const Wt* w, const float* x, const float* xs, float* y) {
+  const int N = w->N, groups = (N + 3) / 4;
+#pragma omp for schedule(static) nowait
+  for (int g = 0; g < groups; g++) {
+    float o[4];
+    dot_group4(w, g, x, xs, o);
+    for (int j = 0; j < 4 && 4 * g + j < N; j++) y[4 * g + j] = o[j];
   }
-  return hsum8(_mm256_add_ps(acc0, acc1));
-}
-
-static inline float row_dot(const Wt* w, int r, const float* x, const float* xs) {
-  if (w->type == 1) return dot_q4_1((const uint8_t*)w->data + (size_t)r * (w->K / 32) * 20, x, xs, w->K / 32);
-  if (w->type == 2) return dot_q8_0((const uint8_t*)w->data + (size_t)r * (w->K / 32) * 34, x, w->K / 32);
-  return dot_f32((const float*)w->data + (size_t)r * w->K, x, w->K);
 }
 
 static void block_sums(const float* x, int K, float* xs) {
@@ -196,7 +229,7 @@ static void rope(float* v, const float* c, const float* s, int hd) {
   }
 }
 
-int fl_abi_version(void) { return 5; }
+int fl_abi_version(void) { return 7; }
 
 /* One decode step for `token` at absolute position `pos`; logits may be NULL (prompt tokens). */
 int fl_forward(Model* m, int token, int pos, float* logits) {
@@ -224,13 +257,10 @@ int fl_forward(Model* m, int token, int pos, float* logits) {
 #pragma omp single
       rmsnorm(xb, x, L->attn_norm, dim, m->eps);
       block_sums(xb, dim, xs);
-      const int nq = L->q.N, nk = L->k.N, nv = L->v.N;
-#pragma omp for schedule(static)
-      for (int r = 0; r < nq + nk + nv; r++) {
-        if (r < nq) q[r] = row_dot(&L->q, r, xb, xs);
-        else if (r < nq + nk) kv[r - nq] = row_dot(&L->k, r - nq, xb, xs);
-        else kv[r - nq] = row_dot(&L->v, r - nq - nk, xb, xs);
-      }
+      matvec_nowait(&L->q, xb, xs, q);
+      matvec_nowait(&L->k, xb, xs, kv);
+      matvec_nowait(&L->v, xb, xs, kv + L->k.N);
+#pragma omp barrier
 #pragma omp single
       {
         for (int h = 0; h < nh; h++) rope(q + h * hd, c, s, hd);
@@ -270,8 +300,8 @@ int fl_forward(Model* m, int token, int pos, float* logits) {
         for (int j = 0; j < hd / 8; j++) _mm256_storeu_ps(o + j * 8, acc[j]);
       }
       block_sums(ao, nh * hd, xs);
-#pragma omp for schedule(static)
-      for (int r = 0; r < dim; r++) xb[r] = row_dot(&L->o, r, ao, xs);
+      matvec_nowait(&L->o, ao, xs, xb);
+#pragma omp barrier
 #pragma omp single
       {
         for (int i = 0; i < dim; i++) x[i] += xb[i];
@@ -279,14 +309,15 @@ int fl_forward(Model* m, int token, int pos, float* logits) {
       }
       block_sums(xb, dim, xs);
 #pragma omp for schedule(static)
-      for (int r = 0; r < hidden; r++) {
-        float g = row_dot(&L->gate, r, xb, xs);
-        float u = row_dot(&L->up, r, xb, xs);
-        hb[r] = (g / (1.0f + expf(-g))) * u;
+      for (int gi = 0; gi < (hidden + 3) / 4; gi++) {
+        float g[4], u[4];
+        dot_group4(&L->gate, gi, xb, xs, g);
+        dot_group4(&L->up, gi, xb, xs, u);
+        for (int j = 0; j < 4 && 4 * gi + j < hidden; j++) hb[4 * gi + j] = (g[j] / (1.0f + expf(-g[j]))) * u[j];
       }
       block_sums(hb, hidden, xs);
-#pragma omp for schedule(static)
-      for (int r = 0; r < dim; r++) xb[r] = row_dot(&L->down, r, hb, xs);
+      matvec_nowait(&L->down, hb, xs, xb);
+#pragma omp barrier
 #pragma omp single
       for (int i = 0; i < dim; i++) x[i] += xb[i];
     }
@@ -294,8 +325,7 @@ int fl_forward(Model* m, int token, int pos, float* logits) {
 #pragma omp single
       rmsnorm(xb, x, m->out_norm, dim, m->eps);
       block_sums(xb, dim, xs);
-#pragma omp for schedule(static)
-      for (int r = 0; r < m->vocab; r++) logits[r] = row_dot(&m->lm_head, r, xb, xs);
+      matvec_nowait(&m->lm_head, xb, xs, logits);
     }
   }
   return 0;
@@ -306,38 +336,33 @@ int fl_forward(Model* m, int token, int pos, float* logits) {
    vectors, so a batch costs about one token's decoding plus n times the multiply-adds. */
 
 static void dequant_row(const Wt* w, int r, float* out) {
-  const int nb = w->K / 32;
+  const int nb = w->K / 32, g = r / 4, j = r % 4;
+  const float* dr = w->d + (size_t)g * nb * 4 + j;
   if (w->type == 1) {
-    const uint8_t* row = (const uint8_t*)w->data + (size_t)r * nb * 20;
-    const __m128i mask = _mm_set1_epi8(0x0F);
+    const uint8_t* q = (const uint8_t*)w->data + (size_t)g * nb * 64 + j * 16;
+    const float* mr = w->m + (size_t)g * nb * 4 + j;
+    const __m256i m4 = _mm256_set1_epi32(0xF);
     for (int i = 0; i < nb; i++) {
-      const uint8_t* b = row + (size_t)i * 20;
-      uint32_t dm; memcpy(&dm, b, 4);
-      __m128 dmf = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm));
-      __m256 d = _mm256_broadcastss_ps(dmf);
-      __m256 m = _mm256_broadcastss_ps(_mm_shuffle_ps(dmf, dmf, 1));
-      __m128i raw = _mm_loadu_si128((const __m128i*)(b + 4));
-      __m128i lo = _mm_and_si128(raw, mask);
-      __m128i hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+      const __m256 d = _mm256_broadcast_ss(dr + (size_t)i * 4), m = _mm256_broadcast_ss(mr + (size_t)i * 4);
+      const uint8_t* b = q + (size_t)i * 64;
+      __m256i t0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)b));
+      __m256i t1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(b + 8)));
       float* o = out + (size_t)i * 32;
-      _mm256_storeu_ps(o, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo))), m));
-      _mm256_storeu_ps(o + 8, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)))), m));
-      _mm256_storeu_ps(o + 16, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi))), m));
-      _mm256_storeu_ps(o + 24, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)))), m));
+      _mm256_storeu_ps(o, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_and_si256(t0, m4))), m));
+      _mm256_storeu_ps(o + 8, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_and_si256(t1, m4))), m));
+      _mm256_storeu_ps(o + 16, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_srli_epi32(t0, 4))), m));
+      _mm256_storeu_ps(o + 24, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_srli_epi32(t1, 4))), m));
     }
   } else {  /* Q8_0 */
-    const uint8_t* row = (const uint8_t*)w->data + (size_t)r * nb * 34;
+    const int8_t* q = (const int8_t*)w->data + (size_t)g * nb * 128 + j * 32;
     for (int i = 0; i < nb; i++) {
-      const uint8_t* b = row + (size_t)i * 34;
-      uint16_t dh; memcpy(&dh, b, 2);
-      __m256 d = _mm256_set1_ps(h2f(dh));
-      __m128i r0 = _mm_loadu_si128((const __m128i*)(b + 2));
-      __m128i r1 = _mm_loadu_si128((const __m128i*)(b + 18));
+      const __m256 d = _mm256_broadcast_ss(dr + (size_t)i * 4);
+      const int8_t* b = q + (size_t)i * 128;
       float* o = out + (size_t)i * 32;
-      _mm256_storeu_ps(o, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(r0))));
-      _mm256_storeu_ps(o + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(r0, 8)))));
-      _mm256_storeu_ps(o + 16, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(r1))));
-      _mm256_storeu_ps(o + 24, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(r1, 8)))));
+      _mm256_storeu_ps(o, _mm256_mul_ps(d, Q80_CVT(b)));
+      _mm256_storeu_ps(o + 8, _mm256_mul_ps(d, Q80_CVT(b + 8)));
+      _mm256_storeu_ps(o + 16, _mm256_mul_ps(d, Q80_CVT(b + 16)));
+      _mm256_storeu_ps(o + 24, _mm256_mul_ps(d, Q80_CVT(b + 24)));
     }
   }
 }
@@ -518,21 +543,21 @@ int fl_forward_batch(Model* m, const int* tokens, int n, int pos0, float* logits
 #pragma omp single
       rmsnorm(xb, xl, m->out_norm, dim, m->eps);
       block_sums(xb, dim, xs);
-#pragma omp for schedule(static)
-      for (int r = 0; r < m->vocab; r++) logits_last[r] = row_dot(&m->lm_head, r, xb, xs);
+      matvec_nowait(&m->lm_head, xb, xs, logits_last);
     }
   }
   return 0;
 }
 """
 
-_ABI_VERSION = 5
+_ABI_VERSION = 7
 _CFLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-ffp-contract=off", "-shared", "-fPIC"]
 
 
 class _Wt(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("type", ctypes.c_int32), ("N", ctypes.c_int32),
-                ("K", ctypes.c_int32), ("pad", ctypes.c_int32)]
+    _fields_ = [("data", ctypes.c_void_p), ("d", ctypes.c_void_p), ("m", ctypes.c_void_p),
+                ("type", ctypes.c_int32), ("N", ctypes.c_int32), ("K", ctypes.c_int32),
+                ("pad", ctypes.c_int32)]
 
 
 class _Layer(ctypes.Structure):
@@ -692,6 +717,43 @@ def dequantize_blocks(kind: int, blocks: torch.Tensor, K: int) -> torch.Tensor:
     return (d * q).reshape(N, K)
 
 
+def repack_blocks(kind: int, blocks: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The kernel's layout of GGUF blocks (see the C source): rows padded to a multiple of 4 and
+    grouped by 4, the group's blocks interleaved. Returns (quants uint8 [groups, nb, 4, 16|32],
+    d fp32 [groups, nb, 4], m fp32 [groups, nb, 4] for Q4_1 else None). The fp16 scales widen
+    exactly, so these are the same weights."""
+    N, nb = blocks.shape[0], K // 32
+    b = blocks.view(N, nb, _BLOCK_BYTES[kind])
+    pad = -N % 4
+    if pad:
+        b = torch.cat([b, torch.zeros(pad, nb, b.shape[-1], dtype=b.dtype)])
+    groups = b.shape[0] // 4
+
+    def grouped(t: torch.Tensor) -> torch.Tensor:  # [4*groups, nb, ...] -> [groups, nb, 4, ...]
+        return t.reshape(groups, 4, nb, *t.shape[2:]).transpose(1, 2).contiguous()
+
+    d = grouped(b[..., 0:2].contiguous().view(torch.float16).float().reshape(-1, nb))
+    if kind == T_Q4_1:
+        m = grouped(b[..., 2:4].contiguous().view(torch.float16).float().reshape(-1, nb))
+        return grouped(b[..., 4:20]), d, m
+    return grouped(b[..., 2:34]), d, None
+
+
+def dequantize_repacked(kind: int, quants: torch.Tensor, d: torch.Tensor, m: torch.Tensor | None,
+                        N: int) -> torch.Tensor:
+    """fp32 weights [N, K] from the kernel's layout (:func:`repack_blocks`), computed as the
+    kernel's dequant_row does (d*q + m, d*q)."""
+    def rows(t: torch.Tensor) -> torch.Tensor:  # [groups, nb, 4, ...] -> [N, nb, ...]
+        return t.transpose(1, 2).reshape(-1, t.shape[1], *t.shape[3:])[:N]
+
+    dd = rows(d)[..., None]
+    if kind == T_Q4_1:
+        qs = rows(quants)
+        q = torch.cat([qs & 0x0F, qs >> 4], dim=-1).float()
+        return (dd * q + rows(m)[..., None]).reshape(N, -1)
+    return (dd * rows(quants).view(torch.int8).float()).reshape(N, -1)
+
+
 def cached_packed_weights(model, gguf_path, cache_dir=None) -> dict[str, tuple[int, torch.Tensor]]:
     """:func:`gguf_packed_weights`, with the blocks kept on disk after the first (slow) read.
 
@@ -801,7 +863,10 @@ class FastDecoder:
         # the eager path 3-4x.
         self.n_threads = n_threads or DEFAULT_THREADS
         self.max_positions = int(max_positions or getattr(cfg, "max_position_embeddings", 4096) or 4096)
-        self.packed = packed or {}
+        packed = packed or {}
+        self.packed_types = {name: kind for name, (kind, _b) in packed.items()}
+        # {name: (kind, quants, d, m)}: the kernel's layout; the GGUF blocks are not kept.
+        self.packed: dict[str, tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
         self.keep: list[Any] = []  # tensors whose pointers the C side holds
         self.packed_bytes = 0
 
@@ -831,18 +896,17 @@ class FastDecoder:
                                  "v": "self_attn.v_proj", "o": "self_attn.o_proj",
                                  "gate": "mlp.gate_proj", "up": "mlp.up_proj",
                                  "down": "mlp.down_proj"}[field] + ".weight"
-                setattr(L, field, self._wt(name, mod.weight))
+                setattr(L, field, self._wt(name, mod.weight, packed))
         head = model.get_output_embeddings().weight
         self.model_struct = _Model(
             n_layers=self.n_layers, dim=self.dim, hidden=self.hidden, n_heads=self.n_heads,
             n_kv=self.n_kv, head_dim=self.head_dim, vocab=self.vocab, n_threads=self.n_threads,
             eps=float(cfg.rms_norm_eps), attn_scale=scale,
             embed=embed.data_ptr(), out_norm=self._ptr(inner.norm.weight),
-            lm_head=self._wt("lm_head.weight", head),
+            lm_head=self._wt("lm_head.weight", head, packed),
             cos_t=self.cos.data_ptr(), sin_t=self.sin.data_ptr(),
             lenA=0, capB=0, max_pos=self.max_positions, layers=self.layers, scratch=None,
         )
-        self.packed_types = {name: kind for name, (kind, _b) in self.packed.items()}
         self._busy = threading.Lock()
 
     def _ptr(self, t: torch.Tensor) -> int:
@@ -852,14 +916,16 @@ class FastDecoder:
         self.keep.append(t)
         return t.data_ptr()
 
-    def _wt(self, name: str, weight: torch.Tensor) -> _Wt:
+    def _wt(self, name: str, weight: torch.Tensor, packed: dict) -> _Wt:
         N, K = weight.shape
-        if name in self.packed:
-            kind, blocks = self.packed[name]
-            self.keep.append(blocks)
-            self.packed_bytes += blocks.numel()
-            return _Wt(data=blocks.data_ptr(), type=kind, N=N, K=K)
-        return _Wt(data=self._ptr(weight), type=T_F32, N=N, K=K)
+        if name in packed:
+            kind, blocks = packed[name]
+            quants, d, m = repack_blocks(kind, blocks, K)
+            self.packed[name] = (kind, quants, d, m)
+            self.packed_bytes += quants.numel() + 4 * d.numel() + (4 * m.numel() if m is not None else 0)
+            return _Wt(data=quants.data_ptr(), d=d.data_ptr(), m=m.data_ptr() if m is not None else None,
+                       type=kind, N=N, K=K)
+        return _Wt(data=self._ptr(weight), d=None, m=None, type=T_F32, N=N, K=K)
 
     @property
     def description(self) -> str:
