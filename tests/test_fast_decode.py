@@ -253,6 +253,16 @@ def _quantize_q8_0(w: torch.Tensor) -> torch.Tensor:
     return torch.cat([d.view(torch.uint8), q.view(torch.uint8)], -1).reshape(N, -1).contiguous()
 
 
+def test_the_kernels_exp_is_within_2_ulp_of_expf():
+    lib = fast.load_kernel()
+    x = torch.cat([torch.linspace(-87.0, 0.0, 200_003), torch.tensor([-1e-7, -0.5, -86.99, 0.0])])
+    y = torch.empty_like(x)
+    lib.fl_exp(x.data_ptr(), y.data_ptr(), x.numel())
+    ref = torch.exp(x.double())
+    ulp = (ref.float().nextafter(torch.tensor(float("inf"))) - ref.float()).double()
+    assert ((y.double() - ref).abs() / ulp).max() <= 2.0
+
+
 @pytest.mark.parametrize("kind", [fast.T_Q4_1, fast.T_Q8_0])
 def test_repacking_keeps_every_weight_for_any_row_count(kind):
     torch.manual_seed(1)
