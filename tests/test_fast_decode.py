@@ -253,6 +253,28 @@ def _quantize_q8_0(w: torch.Tensor) -> torch.Tensor:
     return torch.cat([d.view(torch.uint8), q.view(torch.uint8)], -1).reshape(N, -1).contiguous()
 
 
+def test_kv_is_appended_in_place_with_cat_semantics():
+    from types import SimpleNamespace
+
+    layer = SimpleNamespace()
+    a, b, c = (torch.randn(1, 3, n, 8) for n in (5, 2, 4))
+    keys = fast._append_kv(layer, "keys", a, fresh=True)
+    assert torch.equal(keys, a)
+    layer.keys = keys
+    grown = fast._append_kv(layer, "keys", b)
+    assert torch.equal(grown, torch.cat([a, b], -2))
+    assert grown.data_ptr() == keys.data_ptr()  # no copy of the prompt's KV
+    layer.keys = grown[:, :, :4]  # DynamicCache.crop: a view of the same buffer
+    regrown = fast._append_kv(layer, "keys", c)
+    assert torch.equal(regrown, torch.cat([a[:, :, :4], c], -2)) and regrown.data_ptr() == keys.data_ptr()
+    layer.keys = torch.cat([regrown, b], -2)  # the eager path's update: a new tensor
+    moved = fast._append_kv(layer, "keys", c)
+    assert torch.equal(moved, torch.cat([a[:, :, :4], c, b, c], -2))
+    big = torch.randn(1, 3, 400, 8)  # past the spare room: a bigger buffer
+    layer.keys = moved
+    assert torch.equal(fast._append_kv(layer, "keys", big), torch.cat([moved, big], -2))
+
+
 def test_the_kernels_exp_is_within_2_ulp_of_expf():
     lib = fast.load_kernel()
     x = torch.cat([torch.linspace(-87.0, 0.0, 200_003), torch.tensor([-1e-7, -0.5, -86.99, 0.0])])

@@ -265,7 +265,8 @@ def cache_nbytes(cache) -> int:
         for name in ("keys", "values"):
             t = getattr(layer, name, None)
             if isinstance(t, torch.Tensor):
-                total += t.numel() * t.element_size()
+                # The whole buffer: the fast path's KV views keep spare room behind them.
+                total += max(t.numel() * t.element_size(), t.untyped_storage().nbytes())
     return total
 
 
