@@ -9,7 +9,9 @@ ratios taken from the same run, because these machines are noisy. Measured:
 
 * decode speed: N greedy tokens after a short prompt, tok/s over tokens 2..N;
 * time to first token for a long prompt, cold (no reuse) and with the prompt's prefix reused
-  (the same prompt plus a few typed tokens, after the prompt alone was answered).
+  (the same prompt plus a few typed tokens, after the prompt alone was answered);
+* decode speed at that long context: the reused answer goes on for N tokens (attention over
+  1,500 positions; llama.cpp keeps its KV in fp16, we keep the PyTorch path's fp32).
 """
 from __future__ import annotations
 
@@ -44,19 +46,21 @@ class Ours:
                             fast_decoder=self.decoder)
         return (len(r.tokens) - 1) / (r.timings["total_s"] - r.timings["first_token_s"]), r.tokens
 
-    def ttft(self, base, typed):
+    def ttft(self, base, typed, n):
         from jupyter_codellama.engine.generation import GenerationRequest, PrefixCache, generate_stream
 
-        def first(ids, cache):
+        def first(ids, cache, new=1):
             r = generate_stream(self.loaded.model, self.loaded.tokenizer,
-                                GenerationRequest(list(ids), max_new_tokens=1), eos_token_ids=(),
+                                GenerationRequest(list(ids), max_new_tokens=new), eos_token_ids=(),
                                 prefix_cache=cache, fast_decoder=self.decoder)
-            return r.timings["first_token_s"]
+            return r
 
-        cold = first(base + typed, None)
+        cold = first(base + typed, None).timings["first_token_s"]
         cache = PrefixCache(2 << 30)
         first(base, cache)
-        return cold, first(base + typed, cache)
+        r = first(base + typed, cache, n)
+        t = r.timings
+        return cold, t["first_token_s"], (len(r.tokens) - 1) / (t["total_s"] - t["first_token_s"])
 
 
 class LlamaCpp:
@@ -83,7 +87,7 @@ class LlamaCpp:
                 break
         return (n - 1) / (time.perf_counter() - t_first), tokens
 
-    def ttft(self, base, typed):
+    def ttft(self, base, typed, n):
         def first(ids):
             t = time.perf_counter()
             next(iter(self._generate(ids)))
@@ -93,7 +97,16 @@ class LlamaCpp:
         cold = first(base + typed)
         self.llm.reset()
         first(base)
-        return cold, first(base + typed)  # llama-cpp-python reuses the longest common prefix
+        # llama-cpp-python reuses the longest common prefix
+        t = time.perf_counter()
+        count, t_first = 0, None
+        for _token in self._generate(base + typed):
+            count += 1
+            if count == 1:
+                t_first = time.perf_counter()
+            if count == n:
+                break
+        return t_first - t, t_first - t, (count - 1) / (time.perf_counter() - t_first)
 
 
 def agree(a, b):
@@ -144,6 +157,7 @@ def main() -> None:
     speed = {s.name: [] for s in sides}
     cold = {s.name: [] for s in sides}
     reused = {s.name: [] for s in sides}
+    long_speed = {s.name: [] for s in sides}
     tokens = {}
     for i in range(args.repeats):
         typed = tok(f"    total_{i} = ", add_special_tokens=False)["input_ids"]
@@ -153,18 +167,20 @@ def main() -> None:
             speed[side.name].append(tps)
             tokens[side.name] = toks
         for side in order:
-            c, r = side.ttft(base, typed)
+            c, r, ls = side.ttft(base, typed, args.new_tokens)
             cold[side.name].append(c)
             reused[side.name].append(r)
+            long_speed[side.name].append(ls)
 
     ref = tokens["ours, eager"]
     print(f"\n{args.new_tokens} greedy tokens; {len(base)}-token prompt (+{len(typed)} typed); "
           f"median of {args.repeats}\n")
-    print(f"{'':14s} {'decode tok/s':>13s} {'TTFT cold':>11s} {'TTFT reused':>12s}  same tokens as eager")
+    print(f"{'':14s} {'decode tok/s':>13s} {'at ' + str(len(base)) + ' ctx':>11s} {'TTFT cold':>11s} "
+          f"{'TTFT reused':>12s}  same tokens as eager")
     for side in sides:
         n = side.name
         same = agree(tokens[n], ref)
-        print(f"{n:14s} {median(speed[n]):13.1f} {median(cold[n]) * 1000:9.0f}ms "
+        print(f"{n:14s} {median(speed[n]):13.1f} {median(long_speed[n]):11.1f} {median(cold[n]) * 1000:9.0f}ms "
               f"{median(reused[n]) * 1000:10.1f}ms  "
               f"{'all ' + str(len(ref)) if same == len(ref) else f'first {same} of {len(ref)}'}")
     f = "ours, fast"
@@ -173,6 +189,7 @@ def main() -> None:
     if "llama.cpp" in speed:
         lc = "llama.cpp"
         print(f"fast / llama.cpp decode:     {median(speed[f]) / median(speed[lc]):5.2f}x")
+        print(f"  same, at {len(base)} context: {median(long_speed[f]) / median(long_speed[lc]):5.2f}x")
         print(f"llama.cpp / fast TTFT cold:  {median(cold[lc]) / median(cold[f]):5.2f}x (>1: ours faster)")
         print(f"llama.cpp / fast TTFT reuse: {median(reused[lc]) / median(reused[f]):5.2f}x (>1: ours faster)")
 
