@@ -106,7 +106,7 @@ class LlamaCpp:
                 t_first = time.perf_counter()
             if count == n:
                 break
-        return t_first - t, t_first - t, (count - 1) / (time.perf_counter() - t_first)
+        return cold, t_first - t, (count - 1) / (time.perf_counter() - t_first)
 
 
 def agree(a, b):
