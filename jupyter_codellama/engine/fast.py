@@ -6,8 +6,13 @@ weight-only int4/int8 CPU kernels have no AVX2 path (they are ≈10× *slower* t
 AVX2-only machine), so neither packing weights for them nor ``torch.compile`` gets us close to
 llama.cpp. This module instead compiles (once, with the system C compiler, ≈2 s) a small AVX2 +
 OpenMP kernel that runs the full decode step — embedding row, RMSNorm, q/k/v, RoPE, GQA
-attention over the KV cache, o_proj, SwiGLU MLP, final norm, lm_head — reading the weights in the
-GGUF's own block formats (Q4_1 for the linear layers, Q8_0 for the tied embedding / lm_head).
+attention over the KV cache, o_proj, SwiGLU MLP, final norm, lm_head — on the weights of the
+GGUF's own blocks (Q4_1 for the linear layers, Q8_0 for the tied embedding / lm_head), repacked
+at preparation into groups of 4 rows whose blocks are interleaved, with the fp16 scales widened
+to fp32 (see repack_blocks): one sequential stream per group, bytes widened straight from memory,
+the activations loaded once for 4 rows. Activations stay fp32 (llama.cpp quantizes them to int8,
+which is faster but changes the tokens). Attention walks the KV in blocks of 64 positions for all
+the queries of a KV head, with a vectorized exp.
 
 Exactness: the packed blocks are taken from the GGUF the model was converted from, and every
 tensor is checked, at preparation time, to dequantize *bit for bit* to the fp32 weight that the
@@ -25,7 +30,9 @@ differs between torch builds), and the tests check that greedy tokens are identi
                                                  is None until ready (never blocks a request)
 
 The KV of the tokens decoded in C lives in the session's own buffer (segment B); the prompt's KV
-(segment A) is read in place from the DynamicCache, so starting a session costs no copy.
+(segment A) is read in place from the DynamicCache, so starting a session costs no copy, and on
+close the new KV is appended in place to a buffer with spare room behind the DynamicCache's views
+(no copy of the whole prompt's KV per request).
 """
 from __future__ import annotations
 
