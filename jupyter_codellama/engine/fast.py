@@ -156,48 +156,34 @@ static void dot_group4(const Wt* w, int g, const float* x, const float* xs, floa
   }
   __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
   const float* d = w->d + (size_t)g * nb * 4;
+  float mv[4] = {0.f, 0.f, 0.f, 0.f};
+#define GROUP4_LOOP(QTYPE, QBYTES, BLOCK) {                                                       \
+    const QTYPE* q = (const QTYPE*)w->data + (size_t)g * nb * 4 * (QBYTES);                      \
+    for (int i = 0; i < nb; i++) {                                                               \
+      const float* xb = x + (size_t)i * 32;                                                      \
+      const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8);                       \
+      const __m256 x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);                 \
+      const QTYPE* b = q + (size_t)i * 4 * (QBYTES);                                             \
+      const float* di = d + (size_t)i * 4;                                                       \
+      BLOCK(b, di, a0) BLOCK(b + (QBYTES), di + 1, a1)                                           \
+      BLOCK(b + 2 * (QBYTES), di + 2, a2) BLOCK(b + 3 * (QBYTES), di + 3, a3)                    \
+    } }
   if (w->type == 1) {
     const __m256i m4 = _mm256_set1_epi32(0xF);
-    const uint8_t* q = (const uint8_t*)w->data + (size_t)g * nb * 64;
-    for (int i = 0; i < nb; i++) {
-      const float* xb = x + (size_t)i * 32;
-      const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8);
-      const __m256 x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);
-      const uint8_t* b = q + (size_t)i * 64;
-      const float* di = d + (size_t)i * 4;
-      Q41_BLOCK(b, di, a0)
-      Q41_BLOCK(b + 16, di + 1, a1)
-      Q41_BLOCK(b + 32, di + 2, a2)
-      Q41_BLOCK(b + 48, di + 3, a3)
-    }
+    GROUP4_LOOP(uint8_t, 16, Q41_BLOCK)
     /* the minimums' part for the 4 rows at once */
     const float* mg = w->m + (size_t)g * nb * 4;
     __m128 ms = _mm_setzero_ps();
     for (int i = 0; i < nb; i++) ms = _mm_fmadd_ps(_mm_loadu_ps(mg + (size_t)i * 4), _mm_set1_ps(xs[i]), ms);
-    float mv[4];
     _mm_storeu_ps(mv, ms);
-    out[0] = hsum8(a0) + mv[0];
-    out[1] = hsum8(a1) + mv[1];
-    out[2] = hsum8(a2) + mv[2];
-    out[3] = hsum8(a3) + mv[3];
   } else {
-    const int8_t* q = (const int8_t*)w->data + (size_t)g * nb * 128;
-    for (int i = 0; i < nb; i++) {
-      const float* xb = x + (size_t)i * 32;
-      const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8);
-      const __m256 x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);
-      const int8_t* b = q + (size_t)i * 128;
-      const float* di = d + (size_t)i * 4;
-      Q80_BLOCK(b, di, a0)
-      Q80_BLOCK(b + 32, di + 1, a1)
-      Q80_BLOCK(b + 64, di + 2, a2)
-      Q80_BLOCK(b + 96, di + 3, a3)
-    }
-    out[0] = hsum8(a0);
-    out[1] = hsum8(a1);
-    out[2] = hsum8(a2);
-    out[3] = hsum8(a3);
+    GROUP4_LOOP(int8_t, 32, Q80_BLOCK)
   }
+#undef GROUP4_LOOP
+  out[0] = hsum8(a0) + mv[0];
+  out[1] = hsum8(a1) + mv[1];
+  out[2] = hsum8(a2) + mv[2];
+  out[3] = hsum8(a3) + mv[3];
 }
 
 /* y = w x for all rows: an orphaned `omp for` over groups of 4 rows (call it inside the
