@@ -223,7 +223,8 @@ static void rope(float* v, const float* c, const float* s, int hd) {
 }
 
 /* ---- Attention. exp8: e^x for 8 floats (x <= 0 here), Cephes' range reduction and polynomial,
-   within 2 ulp of expf (checked against it in the tests), and 10x cheaper than calling expf. */
+   within 2 ulp of exp (1.25 measured, checked in the tests), about 1.4 ns an element here, several
+   times cheaper than calling expf per score. */
 static inline __m256 exp8(__m256 x) {
   x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
   __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
@@ -249,7 +250,7 @@ void fl_exp(const float* x, float* y, int n) {  /* for the tests */
 
 /* Helpers with C = hd/8 a compile-time constant once inlined; the chunk registers are named
    variables, not arrays (gcc copied such arrays through the stack at every call, with
-   store-forwarding stalls: 3x slower). */
+   store-forwarding stalls: the value mix was 1.7x slower). */
 #define CH8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 
 /* out[t] = (q . k_t) * scale for `count` key rows k_t = K + t*hd. Four rows at a time, reduced
