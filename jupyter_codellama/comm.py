@@ -414,6 +414,21 @@ def _snapshot(namespace: Mapping) -> dict:
 # Registration with the kernel
 
 
+def _route_requests_by_their_header(comm) -> None:
+    """Keep each incoming request on the subshell the frontend sent it to.
+
+    ipykernel 7.4 routes a comm's incoming messages to the subshell of the message the kernel
+    was handling when the comm last *sent* something (``BaseComm._reply_subshell_for``, made for
+    widgets that await a frontend reply). Our answers are sent from the engine thread, where
+    "the message being handled" is whatever any shell handled last, often the main shell's
+    running cell; the frontend's next request, sent on its own subshell, was then queued behind
+    that cell (the chat's intermittent "kernel busy" while a cell runs). Our protocol never
+    awaits a frontend reply inside the kernel, so the message's own header is always right.
+    """
+    if hasattr(comm, "_reply_subshell_for"):
+        comm._reply_subshell_for = lambda _data, default: default
+
+
 def register_comm_target(shell=None) -> bool:
     """Register the ``jupyter_codellama`` target; False outside a kernel (plain IPython)."""
     try:
@@ -431,6 +446,7 @@ def register_comm_target(shell=None) -> bool:
         return user_variables(shell) if shell is not None else {}
 
     def on_open(comm, open_msg) -> None:
+        _route_requests_by_their_header(comm)
         session = CommSession(comm.send, namespace=namespace)
         comm.on_msg(lambda msg: session.handle(msg.get("content", {}).get("data")))
         comm.on_close(lambda _msg: session.close())

@@ -8,11 +8,12 @@ a few `complete` requests and a `prewarm` (what typing in JupyterLab sends), a 1
 prints the time to the chat's first reply and each ping's latency. A healthy kernel answers in
 well under a second; "first reply ≈12 s" means the request waited for the cell.
 
-Seen on 2026-11-22 with ipykernel 7.4.0: some trials wait for the cell (with today's code and
-with the code of 2381a3b alike). With py-spy installed, the dump written to
-/tmp/subshell-probe-spy*.txt shows the subshell thread idle in its event loop: the message had
-not reached it. The Galata test "answers while a long cell runs" fails the same way now and then
-(CI retries it once).
+Seen on 2026-11-22 with ipykernel 7.4.0: some trials waited for the cell. The cause: ipykernel
+routes a comm's incoming messages to the subshell of the message it was handling when the comm
+last sent (``BaseComm._reply_subshell_for``); our answers are sent from the engine thread, where
+that is often the main shell's cell. Fixed in jupyter_codellama/comm.py
+(``_route_requests_by_their_header``); tests/test_kernel_comm.py reproduces the old stall. With
+py-spy installed, a dump of the kernel's threads goes to /tmp/subshell-probe-spy*.txt.
 """
 import os, subprocess, sys, threading, time
 from pathlib import Path

@@ -109,6 +109,36 @@ def test_status_is_answered_on_a_subshell_while_a_cell_runs(kernel):
     assert time.monotonic() - started < 3, "the reply waited for the sleeping cell"
 
 
+def test_requests_stay_on_their_subshell_after_answers_sent_from_the_engine_thread(kernel):
+    """ipykernel 7.4 routes a comm's incoming messages to the subshell of whatever message the
+    kernel was handling when the comm last *sent* (meant for widget replies). Our answers are
+    sent from the engine thread, where that is the main shell's last cell: the frontend's next
+    request, sent on its own subshell, then waited for any running cell. Seen as the chat's
+    intermittent "kernel busy" while a cell runs."""
+    _, kc = kernel
+    send(kc, "create_subshell_request", {}, channel="control")
+    subshell = kc.control_channel.get_msg(timeout=10)["content"]["subshell_id"]
+    comm_id = open_comm(kc)
+    kc.execute_interactive("pass", timeout=30)  # the main shell has opened the comm
+    request(kc, comm_id, {"type": "load", "request_id": "l2", "model": "embedded"}, subshell_id=subshell)
+    assert comm_replies(kc, comm_id, "l2")[-1]["status"]["state"] == "ready"
+    request(kc, comm_id, {"type": "chat", "request_id": "c2", "max_new_tokens": 64, "temperature": 0,
+                          "messages": [{"role": "user", "content": "Count from 1 to 30."}]},
+            subshell_id=subshell)
+    # While the answer streams from the engine thread, the main shell handles a message: the
+    # kernel's "current parent", as the engine thread sees it, is now a main-shell one.
+    assert kc.execute_interactive("x = 1", timeout=30)["content"]["status"] == "ok"
+    assert comm_replies(kc, comm_id, "c2")[-1]["type"] == "done"
+    kc.execute("import time; time.sleep(8)")
+    time.sleep(0.5)  # the main shell is now busy
+    for i in range(2):
+        started = time.monotonic()
+        request(kc, comm_id, {"type": "status", "request_id": f"s2-{i}"}, subshell_id=subshell)
+        assert comm_replies(kc, comm_id, f"s2-{i}", timeout=20)[-1]["type"] == "status"
+        assert time.monotonic() - started < 3, "the request waited for the sleeping cell"
+    kc.get_shell_msg(timeout=30)  # let the cell finish before the next test
+
+
 def test_cell_magic_in_a_real_kernel_streams_markdown_and_asks_for_a_new_cell(kernel):
     _, kc = kernel
     assert kc.execute_interactive("%codellama load embedded", timeout=120)["content"]["status"] == "ok"
