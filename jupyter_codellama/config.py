@@ -25,9 +25,11 @@ class CodeLlama(Configurable):
     ).tag(config=True)
 
     quantization = CaselessStrEnum(
-        ["auto", "4bit", "8bit", "none"],
-        help="Weights on a GPU: '4bit' (NF4, double quantisation), '8bit', 'none'. "
-        "'auto' is 4bit on CUDA and none on a CPU.",
+        ["auto", "4bit", "8bit", "none", "nf4", "int8"],
+        help="On a GPU: '4bit' (bitsandbytes NF4, double quantisation, also 'nf4'), '8bit' "
+        "(also 'int8'), 'none'; 'auto' is 4bit. On a CPU: 'auto'/'4bit' run the C kernel on 4-bit "
+        "weights (a GGUF's own, or Q4_0 made once from a checkpoint), '8bit' on Q8_0, 'none' "
+        "transformers in fp32/bf16; 'nf4'/'int8' force bitsandbytes (slow on a CPU).",
     ).tag(config=True)
 
     dtype = CaselessStrEnum(
@@ -74,14 +76,15 @@ class CodeLlama(Configurable):
     local_files_only = Bool(
         False, help="Never contact the model hub (as HF_HUB_OFFLINE=1)."
     ).tag(config=True)
-    fast_decode = CaselessStrEnum(
-        ["auto", "on", "off"],
-        help="Fast CPU decode (a compiled C kernel reading the GGUF's quantized blocks, prepared "
-        "in the background after a load): 'auto' for the embedded model, 'on' for any fp32 "
-        "Llama model on the CPU, 'off' for the plain PyTorch path.",
+    cpu_backend = CaselessStrEnum(
+        ["auto", "kernel", "torch"],
+        help="On a CPU: 'kernel' runs Llama models (GGUF files, the embedded model, Code Llama "
+        "checkpoints quantized once to a cached GGUF) in the compiled C kernel on 4-bit/8-bit "
+        "weights mapped from the file; 'torch' uses transformers; 'auto' is the kernel for those "
+        "models with quantization 'auto', '4bit' or '8bit'.",
     ).tag(config=True)
-    fast_decode_threads = Int(
-        0, help="Threads of the fast CPU decode kernel; 0 picks automatically."
+    cpu_threads = Int(
+        0, help="Threads of the CPU kernel; 0 uses every core this process may run on."
     ).tag(config=True)
 
     @default("model")
@@ -108,9 +111,9 @@ class CodeLlama(Configurable):
     def _cpu_memory_default(self) -> str:
         return _env("CPU_MEMORY")
 
-    @default("fast_decode")
-    def _fast_decode_default(self) -> str:
-        return _env("FAST_DECODE", "auto").lower()
+    @default("cpu_backend")
+    def _cpu_backend_default(self) -> str:
+        return _env("CPU_BACKEND", "auto").lower()
 
     @default("cache_dir")
     def _cache_dir_default(self) -> str:

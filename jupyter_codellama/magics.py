@@ -43,7 +43,9 @@ HELP = """\
   --interpolate              replace {var}, In[n], Out[n], Err[n] in the request (opt-in)
   --preview                  show exactly what the model would be sent; generate nothing
 
-%codellama load [MODEL] [--4bit|--8bit|--no-quant] [--gpu-memory X] [--cpu-memory Y] [--device D]
+%codellama load [MODEL] [--4bit|--8bit|--no-quant|--nf4|--int8] [--gpu-memory X] [--cpu-memory Y] [--device D]
+                             MODEL: a catalogue name, a folder, a hub id, a .gguf file or
+                             owner/repo/file.gguf; on a CPU --4bit/--8bit run the C kernel
 %codellama status | models | unload | config | reset | help
 %codellama explain [In[n]]   explain a cell (default: the previous one)
 %codellama fix [In[n]]       explain the last error and put corrected code in a new cell
@@ -80,6 +82,9 @@ def _load_parser() -> MagicArgumentParser:
     q.add_argument("--4bit", dest="quantization", action="store_const", const="4bit")
     q.add_argument("--8bit", dest="quantization", action="store_const", const="8bit")
     q.add_argument("--no-quant", dest="quantization", action="store_const", const="none")
+    q.add_argument("--nf4", dest="quantization", action="store_const", const="nf4",
+                   help="bitsandbytes NF4 (on a CPU: slow; --4bit runs the CPU kernel)")
+    q.add_argument("--int8", dest="quantization", action="store_const", const="int8")
     p.add_argument("--gpu-memory")
     p.add_argument("--cpu-memory")
     p.add_argument("--device")
@@ -293,8 +298,8 @@ class CodeLlamaMagics(EngineUser, Magics):
             rows.append(("progress", f"{s['progress']['fraction']:.0%} — {s['progress']['stage']}"))
         if s["state"] == "error":
             rows.append(("error", s.get("error", "")))
-        for key in ("model", "repo_id", "quantization", "dtype", "device", "device_map", "memory",
-                    "supports_infill", "chat_format", "context_length"):
+        for key in ("model", "repo_id", "backend", "kernel", "quantization", "dtype", "device",
+                    "device_map", "memory", "supports_infill", "chat_format", "context_length"):
             if key in s:
                 rows.append((key, s[key]))
         rows.append(("prefix cache", s["prefix_cache"]))

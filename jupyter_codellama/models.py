@@ -148,6 +148,26 @@ for _spec in CATALOGUE:
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
+def _gguf_spec(key: str, path: str) -> ModelSpec:
+    """A GGUF file (a path, or 'owner/repo/file.gguf' on the hub) for the CPU kernel."""
+    local = os.path.isfile(path)
+    parts = key.split("/")
+    if not local and not (len(parts) == 3 and all(parts) and not key.startswith((".", "/", "~"))):
+        raise UnknownModelError(
+            f"No GGUF file at {path!r} (a GGUF on the hub is named 'owner/repo/file.gguf')."
+        )
+    return ModelSpec(
+        name=os.path.basename(path),
+        repo_id=os.path.abspath(path) if local else key,
+        family="custom",
+        params_b=0.0,
+        context_length=0,
+        supports_infill=False,
+        chat_format=None,
+        description=f"GGUF file {path}" if local else f"GGUF file {parts[2]} of {parts[0]}/{parts[1]}",
+    )
+
+
 class UnknownModelError(ValueError):
     """The name is neither in the catalogue, nor a folder, nor shaped like a hub id."""
 
@@ -160,6 +180,8 @@ def resolve_model(name: str) -> ModelSpec:
     if key.lower() in _BY_KEY:
         return _BY_KEY[key.lower()]
     path = os.path.expanduser(key)
+    if key.lower().endswith(".gguf"):
+        return _gguf_spec(key, path)
     if os.path.isdir(path):
         return ModelSpec(
             name=os.path.basename(os.path.normpath(path)) or path,

@@ -156,4 +156,4 @@ def test_tasks_run_through_the_notebook_chat_path(tmp_path, capsys):
     assert [r["task_id"] for r in data["results"]] == ["merge strings alternately", "valid parentheses"]
     assert all(r["prompt_kind"] == "chat" for r in data["results"]) and data["settings"]["system"] == "default"
     table = capsys.readouterr().out.splitlines()
-    assert table[2].startswith("| Programming tasks | embedded (none, float32, cpu) | chat | 2 of 5 |")
+    assert table[2].startswith("| Programming tasks | embedded (Q4_1/Q8_0, float32, cpu) | chat | 2 of 5 |")

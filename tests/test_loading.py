@@ -1,4 +1,6 @@
 """Loading: options, memory strings, offload plans, the embedded cache, hub errors."""
+import gc
+import re
 import time
 
 import pytest
@@ -89,17 +91,86 @@ def test_tiny_limits_that_would_put_everything_on_disk_are_refused(config_7b):
         _plan(config_7b, gpu="100MiB", cpu="100MiB")
 
 
+def _cpu_plan(config, cpu: str):
+    import torch
+
+    return plan_device_map(config, quantization="none", dtype=torch.bfloat16,
+                           max_memory={"cpu": parse_memory(cpu)})
+
+
+def test_cpu_only_limit_puts_the_layers_that_do_not_fit_on_disk_and_says_how_many(config_7b):
+    plan = _cpu_plan(config_7b, "4GiB")  # 7B in bf16 is ≈12.6 GiB
+    on_disk = [k for k, v in plan.device_map.items() if v == "disk" and re.search(r"layers\.\d+$", k)]
+    assert 0 < len(on_disk) < 32
+    assert 0 < plan.bytes_by_device["cpu"] <= 4 * 2**30
+    assert any(f"{len(on_disk)} of 32 layers" in w and "disk" in w for w in plan.warnings)
+
+
+def test_cpu_only_limit_with_room_for_nothing_is_refused(config_7b):
+    with pytest.raises(OffloadPlanError, match="none of the model.*cpu_memory"):
+        _cpu_plan(config_7b, "100MiB")
+
+
 # -- the embedded model ------------------------------------------------------------------------
 
 @pytest.mark.slow
 def test_embedded_model_is_converted_once_then_loads_from_the_cache_fast(embedded_engine, cache_dir):
     folder = loading.embedded_model_dir(cache_dir)
     assert (folder / "model.safetensors").is_file() and (folder / ".complete").is_file()
-    load_model(LoadOptions(model="embedded", cache_dir=str(cache_dir)))  # imports warmed up
+    load_model(LoadOptions(model="embedded", quantization="none", cache_dir=str(cache_dir)))  # warm
     started = time.perf_counter()
-    loaded = load_model(LoadOptions(model="embedded", cache_dir=str(cache_dir)))
+    loaded = load_model(LoadOptions(model="embedded", quantization="none", cache_dir=str(cache_dir)))
     assert time.perf_counter() - started < 5.0  # ≈0.8 s here; GGUF conversion takes ≈15–35 s
     assert loaded.spec.name == "embedded" and loaded.device == "cpu"
+
+
+def _greedy_tokens(loaded, n: int = 16) -> list[int]:
+    """What users run: the engine's own loop (not ``model.generate``), no prefix cache."""
+    from jupyter_codellama.engine.generation import GenerationRequest, generate_stream
+
+    ids = loaded.tokenizer("def fibonacci(n):\n")["input_ids"]
+    request = GenerationRequest(prompt_ids=ids, max_new_tokens=n, use_prefix_cache=False)
+    result = generate_stream(loaded.model, loaded.tokenizer, request, eos_token_ids=loaded.eos_token_ids)
+    assert result.stop_reason == "length", result
+    return result.tokens
+
+
+@pytest.mark.slow
+def test_cpu_memory_limit_puts_layers_on_disk_and_generates_the_same_tokens(cache_dir, tmp_path):
+    """The PyTorch path (quantization='none'; the CPU kernel takes 'auto'). fp32 ≈540 MB; 200 MB
+    keeps the embedding and a few layers in memory, the rest on disk."""
+    limited = load_model(LoadOptions(model="embedded", quantization="none", cache_dir=str(cache_dir),
+                                     cpu_memory="200MB", offload_folder=str(tmp_path / "offload")))
+    on_disk = [k for k, v in limited.model.hf_device_map.items() if v == "disk" and re.search(r"layers\.\d+$", k)]
+    assert 0 < len(on_disk) < 30
+    assert "disk" in limited.device_map_summary and "disk" in limited.info()["device_map"]
+    assert any(f"{len(on_disk)} of 30 layers" in w for w in limited.warnings)
+    assert limited.memory()["cpu"] <= 200 * 10**6  # the offloaded weights are not in memory
+    assert limited.backend == "torch"
+    tokens = _greedy_tokens(limited)
+    del limited
+    gc.collect()
+
+    plain = load_model(LoadOptions(model="embedded", quantization="none", cache_dir=str(cache_dir)))
+    assert plain.device_map_summary == "cpu" and not hasattr(plain.model, "hf_device_map")
+    assert _greedy_tokens(plain) == tokens
+
+
+@pytest.mark.slow
+def test_cpu_memory_limit_with_room_for_nothing_is_refused_before_loading_weights(cache_dir, monkeypatch):
+    import transformers
+
+    loading.embedded_model_dir(cache_dir)  # a first-use conversion is not what is timed here
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("weights loaded although the plan leaves room for none of them")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_weights)
+    started = time.perf_counter()
+    with pytest.raises(OffloadPlanError, match="none of the model.*cpu_memory"):
+        load_model(LoadOptions(model="embedded", quantization="none", cache_dir=str(cache_dir),
+                               cpu_memory="50MB"))
+    assert time.perf_counter() - started < 10.0  # config, tokenizer, a meta-model plan: ≈2 s here
 
 
 def test_missing_embedded_package_says_how_to_install_it(monkeypatch):
@@ -149,5 +220,5 @@ def test_trust_remote_code_is_never_switched_on(monkeypatch, shaped_model_dir):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
-    load_model(LoadOptions(model=str(shaped_model_dir)))
+    load_model(LoadOptions(model=str(shaped_model_dir), quantization="none"))  # the PyTorch path
     assert seen == [False]

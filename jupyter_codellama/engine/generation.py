@@ -261,6 +261,8 @@ def cache_seq_length(cache) -> int:
 
 def cache_nbytes(cache) -> int:
     total = 0
+    if hasattr(cache, "nbytes"):
+        return int(cache.nbytes)
     for layer in getattr(cache, "layers", ()):
         for name in ("keys", "values"):
             t = getattr(layer, name, None)
@@ -387,6 +389,40 @@ def decode_one_token(model, token: int, cache):
     return out.logits[0, -1]  # [V]
 
 
+class TorchDecoder:
+    """The PyTorch path for one request: a transformers model and its DynamicCache."""
+
+    def __init__(self, model, cache, *, chunk: int, should_stop: Callable[[], bool]) -> None:
+        self.model, self.cache, self.chunk, self.should_stop = model, cache, chunk, should_stop
+
+    def prefill(self, ids: Sequence[int]) -> torch.Tensor:
+        return prefill(self.model, ids, self.cache, chunk=self.chunk, should_stop=self.should_stop)
+
+    def step(self, token: int) -> torch.Tensor:
+        return decode_one_token(self.model, token, self.cache)
+
+    def close(self) -> None:
+        pass
+
+
+class TorchBackend:
+    """A transformers model behind the decoder interface the loop drives."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def new_cache(self):
+        return _new_cache(self.model)
+
+    def decoder(self, cache, *, chunk: int, should_stop: Callable[[], bool]) -> TorchDecoder:
+        return TorchDecoder(self.model, cache, chunk=chunk, should_stop=should_stop)
+
+
+def as_backend(model):
+    """``model`` itself when it is a backend (e.g. a NativeModel), else the PyTorch backend."""
+    return model if hasattr(model, "new_cache") and hasattr(model, "decoder") else TorchBackend(model)
+
+
 def sample(logits: torch.Tensor, *, temperature: float, top_p: float, generator) -> int:
     if temperature <= 0:
         return int(torch.argmax(logits))
@@ -414,13 +450,13 @@ def generate_stream(
     prefill_chunk: int = 256,
     cancel: threading.Event | None = None,
     on_text: TextCallback | None = None,
-    fast_decoder=None,
 ) -> GenerationResult:
     """Generate for ``request``, calling ``on_text`` with each new piece of text.
 
+    ``model`` is a transformers model or a backend with ``new_cache()`` and
+    ``decoder(cache, chunk=, should_stop=)`` (the CPU kernel's NativeModel); the loop drives the
+    decoder's ``prefill`` / ``step`` / ``close`` without knowing which it is.
     Never raises for cancellation or time-out: those end with a ``stop_reason``.
-    ``fast_decoder`` (a :class:`.fast.FastDecoder`): run decode steps, and a short prompt tail
-    after a reused prefix, in its C kernel; the KV ends up in ``cache`` as with the eager path.
     """
     request.validate()
     cancel = cancel or threading.Event()
@@ -437,11 +473,12 @@ def generate_stream(
     def timed_out() -> bool:
         return deadline is not None and time.perf_counter() > deadline
 
+    backend = as_backend(model)
     cache, n_cached = (None, 0)
     if prefix_cache is not None and request.use_prefix_cache:
         cache, n_cached = prefix_cache.lookup(ids)
     if cache is None:
-        cache, n_cached = _new_cache(model), 0
+        cache, n_cached = backend.new_cache(), 0
 
     detok = IncrementalDetokenizer(tokenizer, ids)
     healer = LeadHealer(tokenizer, request.lead, sorted(stop_ids))
@@ -456,25 +493,10 @@ def generate_stream(
             pieces.append(text)
             emit(text)
 
-    fast = None
-    if fast_decoder is not None:
-        from .fast import start_session
-
-        fast = start_session(fast_decoder, cache, n_cached=n_cached, n_prompt=len(ids),
-                             max_new=request.max_new_tokens)
+    decoder = backend.decoder(cache, chunk=max(1, prefill_chunk),
+                              should_stop=lambda: cancel.is_set() or timed_out())
     try:
-        if fast is not None and fast.prefill_in_kernel:
-            logits = fast.prefill(ids[n_cached:])
-        else:
-            logits = prefill(
-                model,
-                ids[n_cached:],
-                cache,
-                chunk=max(1, prefill_chunk),
-                should_stop=lambda: cancel.is_set() or timed_out(),
-            )
-            if fast is not None:
-                fast.begin()
+        logits = decoder.prefill(ids[n_cached:])
         timings["prefill_s"] = time.perf_counter() - t_start
         while True:
             if healer.steering:
@@ -502,15 +524,11 @@ def generate_stream(
             if timed_out():
                 reason = "time"
                 break
-            logits = fast.step(token) if fast is not None else decode_one_token(model, token, cache)
-            if logits is None:  # the fast path gave up (it has synced the cache): go on eagerly
-                fast = None
-                logits = decode_one_token(model, token, cache)
+            logits = decoder.step(token)
     except Cancelled:
         reason = "cancelled" if cancel.is_set() else "time"
     finally:
-        if fast is not None:
-            fast.close()
+        decoder.close()
     if reason not in ("stop",):
         tail, hit_stop = stops.feed(healer.strip(detok.flush()))
         deliver(tail)

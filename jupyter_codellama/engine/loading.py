@@ -123,9 +123,13 @@ class LoadedModel:
     eos_token_ids: tuple[int, ...]
     load_seconds: float
     warnings: list[str] = field(default_factory=list)
+    #: "torch" (transformers) or "kernel" (the CPU kernel on memory-mapped GGUF blocks)
+    backend: str = "torch"
 
     def memory(self) -> dict[str, int]:
         """Bytes of parameters and buffers per device, as loaded."""
+        if self.backend == "kernel":
+            return {"cpu (mapped file)": self.model.file_bytes}
         totals: dict[str, int] = {}
         for tensor in list(self.model.parameters()) + list(self.model.buffers()):
             dev = str(tensor.device)
@@ -146,6 +150,8 @@ class LoadedModel:
             "context_length": self.spec.context_length,
             "load_seconds": round(self.load_seconds, 2),
             "warnings": list(self.warnings),
+            "backend": self.backend,
+            **({"kernel": self.model.description} if self.backend == "kernel" else {}),
         }
 
 
@@ -203,13 +209,17 @@ def resolve_device(device: str) -> str:
 
 
 def choose_quantization(quantization: str, device: str) -> str:
+    """bitsandbytes' quantization for the PyTorch path: '4bit', '8bit' or 'none'.
+
+    On a CPU, 'auto', '4bit' and '8bit' go to the CPU kernel instead (see :func:`use_kernel`);
+    bitsandbytes runs there only when asked for by name ('nf4', 'int8'), with a warning.
+    """
     q = (quantization or "auto").lower()
     aliases = {"nf4": "4bit", "int4": "4bit", "int8": "8bit", "no": "none", "fp16": "none"}
     q = aliases.get(q, q)
     if q not in ("auto", "4bit", "8bit", "none"):
         raise ValueError(f"Unknown quantization {quantization!r}: use '4bit', '8bit', 'none' or 'auto'.")
     if q == "auto":
-        # NF4 prefill is ≈5× slower than bf16 on a CPU; 4-bit pays off on a GPU.
         return "4bit" if device.startswith("cuda") else "none"
     if q != "none" and importlib.util.find_spec("bitsandbytes") is None:
         raise ModelLoadError(
@@ -378,6 +388,9 @@ def plan_device_map(config, *, quantization: str, dtype, max_memory: dict) -> De
 
     with init_empty_weights():
         meta = AutoModelForCausalLM.from_config(config)
+    # from_config leaves a tied lm_head untied on meta: accelerate would then count it twice and
+    # could put it apart from the embedding it shares its weight with.
+    meta.tie_weights()
     target = {"4bit": CustomDtype.INT4, "8bit": torch.int8, "none": dtype}[quantization]
     # bitsandbytes quantizes nn.Linear weights only, and never the output head.
     keep = {
@@ -416,20 +429,19 @@ def validate_plan(plan: DevicePlan, *, quantization: str, num_layers: int) -> De
     def layers_on(where: str) -> int:
         return sum(1 for k, v in plan.device_map.items() if v == where and re.search(r"layers\.\d+$", k))
 
-    if compute and (on_cpu or on_disk):
+    if compute and on_cpu:
         grow = " stay fp32 (≈8× their 4-bit size)" if quantization != "none" else " move to the GPU on every step"
-        if on_cpu:
-            size = on_cpu * (8 if quantization == "4bit" else 4 if quantization == "8bit" else 1)
-            plan.warnings.append(
-                f"{layers_on('cpu')} of {num_layers} layers are offloaded to the CPU ({_gb(size)} of "
-                f"CPU memory): offloaded layers{grow} and make generation much slower."
-            )
-        if on_disk:
-            plan.warnings.append(
-                f"{layers_on('disk')} of {num_layers} layers ({_gb(on_disk)}) are offloaded to disk: "
-                "expect generation to be very slow."
-            )
-    elif not compute and device_has_gpu_keys(plan):
+        size = on_cpu * (8 if quantization == "4bit" else 4 if quantization == "8bit" else 1)
+        plan.warnings.append(
+            f"{layers_on('cpu')} of {num_layers} layers are offloaded to the CPU ({_gb(size)} of "
+            f"CPU memory): offloaded layers{grow} and make generation much slower."
+        )
+    if on_disk:  # with or without a GPU: a CPU-only plan reads these layers from disk every step
+        plan.warnings.append(
+            f"{layers_on('disk')} of {num_layers} layers ({_gb(on_disk)}) are offloaded to disk: "
+            "expect generation to be very slow."
+        )
+    if not compute and device_has_gpu_keys(plan):
         plan.warnings.append("Nothing fits on the GPU: the model runs on the CPU.")
     return plan
 
@@ -543,14 +555,75 @@ def _repair_codellama_tokenizer(tokenizer) -> None:
         reset(reset=True)
 
 
-def load_model(options: LoadOptions, progress: ProgressCallback | None = None) -> LoadedModel:
-    """Load tokenizer and weights as ``options`` say; raise :class:`ModelLoadError` with advice."""
+def _cpu_placement(options: LoadOptions, config, dtype, report: ProgressCallback):
+    """Unquantized on the CPU: (device_map or None, summary, warnings).
+
+    Without a CPU limit (``cpu_memory``, or ``max_memory["cpu"]``) the whole model loads into
+    memory. Under a limit the model exceeds, the layers that do not fit go to disk, read back
+    on every forward pass; a limit with room for none of it is refused by the plan.
+    """
+    limit = (options.max_memory or {}).get("cpu") if options.max_memory else options.cpu_memory
+    if limit is None:
+        return None, "cpu", []
+    report("planning where the weights go", 0.25)
+    plan = plan_device_map(config, quantization="none", dtype=dtype, max_memory={"cpu": parse_memory(limit)})
+    if "disk" not in plan.device_map.values():
+        return None, "cpu", plan.warnings  # it fits: a plain load, no hooks
+    return plan.device_map, plan.summary(), plan.warnings
+
+
+KERNEL_QUANTIZATIONS = ("auto", "4bit", "8bit")
+BNB_ON_CPU_WARNING = (
+    "bitsandbytes {q} on a CPU is several times slower than unquantized weights; the CPU kernel "
+    "(quantization='4bit' or 'auto') runs 4-bit models much faster."
+)
+
+
+def use_kernel(options: LoadOptions, device: str, spec: ModelSpec, backend: str = "auto") -> bool:
+    """Whether this load goes to the CPU kernel: a CPU, a kernel quantization, a Llama model
+    (a GGUF, the embedded model, or an HF checkpoint quantized once to a cached GGUF)."""
+    if backend == "torch" or device != "cpu":
+        return False
+    if (options.quantization or "auto").lower() not in KERNEL_QUANTIZATIONS:
+        return False
+    if backend == "kernel" or spec.family in ("embedded", "codellama"):
+        return True
+    return spec.repo_id.lower().endswith(".gguf") or _is_llama_folder(spec.repo_id)
+
+
+def _is_llama_folder(path: str) -> bool:
+    import json
+
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return config.get("model_type") == "llama" and any(Path(path).glob("*.safetensors"))
+
+
+def load_model(options: LoadOptions, progress: ProgressCallback | None = None, *,
+               backend: str = "auto", n_threads: int | None = None) -> LoadedModel:
+    """Load tokenizer and weights as ``options`` say; raise :class:`ModelLoadError` with advice.
+
+    ``backend``: 'auto' (the CPU kernel where it applies, else PyTorch), 'kernel' or 'torch'.
+    """
     report = progress or (lambda _stage, _fraction: None)
     started = time.perf_counter()
     report("resolving the model", 0.0)
     device = resolve_device(options.device)
     spec = resolve_model(options.model or default_model_name(device))
+    if use_kernel(options, device, spec, backend):
+        from .cpu_loading import load_native
+
+        return load_native(options, spec, report, n_threads=n_threads)
+    if spec.repo_id.lower().endswith(".gguf"):
+        raise ModelLoadError(
+            f"{spec.name} is a GGUF file: it runs on the CPU kernel (device='cpu', quantization "
+            "'auto', '4bit' or '8bit'). For the PyTorch path, point the model at a checkpoint folder."
+        )
     quantization = choose_quantization(options.quantization, device)
+    if device == "cpu" and quantization != "none":
+        log.warning(BNB_ON_CPU_WARNING.format(q=options.quantization))
     dtype = choose_dtype(options.dtype, device, spec.params_b)
 
     local_only = options.local_files_only
@@ -614,7 +687,10 @@ def load_model(options: LoadOptions, progress: ProgressCallback | None = None) -
         else:
             kwargs["device_map"], summary = {"": int(device.split(":")[1])}, device
     else:
-        summary = "cpu"
+        cpu_map, summary, cpu_warnings = _cpu_placement(options, config, dtype, report)
+        if cpu_map is not None:
+            kwargs["device_map"] = cpu_map
+        warnings.extend(cpu_warnings)
     if any(v == "disk" for v in (kwargs.get("device_map") or {}).values()):
         folder = options.offload_folder or str(Path(options.cache_dir or default_cache_dir()) / "offload")
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -635,6 +711,8 @@ def load_model(options: LoadOptions, progress: ProgressCallback | None = None) -
             "gpu_memory to offload part of it to the CPU, or pick a smaller model."
         ) from exc
     model.eval()
+    if device == "cpu" and quantization == "4bit":
+        _skip_bnb_cpu_repacking(model)
     spec = _with_tokenizer_capabilities(spec, tokenizer, config)
     report("ready", 1.0)
     for w in warnings:
@@ -651,6 +729,15 @@ def load_model(options: LoadOptions, progress: ProgressCallback | None = None) -
         load_seconds=time.perf_counter() - started,
         warnings=warnings,
     )
+
+
+def _skip_bnb_cpu_repacking(model) -> None:
+    """bitsandbytes (0.50) repacks NF4 weights for its AVX512-BF16 CPU kernel on the first
+    forward and fails there for row counts that are not multiples of 32 ("N must be divisible
+    by block_n", "shape … is invalid"); its plain CPU path works for every shape."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def free_model(loaded: LoadedModel | None) -> None:

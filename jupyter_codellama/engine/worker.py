@@ -142,7 +142,6 @@ class Engine:
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
         self._last_progress_emit = 0.0
         self._prefix_cache = PrefixCache(self.config.prefix_cache_mb << 20)
-        self._fast = None  # BackgroundFastPath for the loaded model (fast CPU decode), if any
         self._completion_ms: list[float] = []  # first-token latency of recent completions
         self._thread = threading.Thread(target=self._run, name="codellama-engine", daemon=True)
         self._thread.start()
@@ -168,8 +167,6 @@ class Engine:
                     "p95": round(recent[min(len(recent) - 1, int(len(recent) * 0.95))], 1),
                     "n": len(recent),
                 }
-            if self._fast is not None:
-                status["fast_decode"] = self._fast.info()
             status["prefix_cache"] = {
                 "entries": len(self._prefix_cache),
                 "hits": self._prefix_cache.hits,
@@ -298,7 +295,6 @@ class Engine:
     def _do_unload(self) -> None:
         with self._lock:
             loaded, self._loaded = self._loaded, None
-            self._fast = None
             self._prefix_cache.clear()
             self._set_state("unloaded")
         free_model(loaded)
@@ -308,12 +304,11 @@ class Engine:
             self._running = job
             self._pending.remove(job)
             old, self._loaded = self._loaded, None
-            self._fast = None
             self._prefix_cache.clear()
             self._set_state("loading", progress={"stage": "starting", "fraction": 0.0})
         free_model(old)  # before loading the next one: both may not fit
         try:
-            loaded = load_model(job.options, progress=self._report_progress)
+            loaded = load_model(job.options, progress=self._report_progress, **_backend_choice(self.config))
         except BaseException as exc:  # noqa: BLE001 - reported to the waiter and in status
             job.error = exc if isinstance(exc, Exception) else ModelLoadError(str(exc))
             with self._lock:
@@ -322,7 +317,6 @@ class Engine:
         else:
             with self._lock:
                 self._loaded = loaded
-                self._fast = _start_fast_path(self.config, loaded)
                 self._running = None
                 self._set_state("ready")
         finally:
@@ -371,7 +365,6 @@ class Engine:
                 prefill_chunk=self.config.prefill_chunk_tokens,
                 cancel=job._cancel,
                 on_text=_safe_callback(job.on_chunk, job.request_id),
-                fast_decoder=self._fast.decoder if self._fast is not None else None,
             ), None
         except (ValueError, TypeError) as exc:
             code = "prompt_too_long" if type(exc).__name__ == "PromptTooLongError" else "bad_request"
@@ -437,26 +430,11 @@ class Engine:
                 log.exception("engine status listener failed")
 
 
-def _start_fast_path(config, loaded: LoadedModel):
-    """Prepare the fast CPU decode path in the background (None where it does not apply)."""
-    mode = str(getattr(config, "fast_decode", "auto") or "auto").lower()
-    if mode == "off" or not str(loaded.device).startswith("cpu"):
-        return None
-    embedded = loaded.spec.family == "embedded"
-    if mode == "auto" and not embedded:
-        return None  # proven identical and faster for the embedded model only
-    try:
-        from .fast import BackgroundFastPath, check_model_supported
-        from .loading import find_embedded_gguf
-
-        check_model_supported(loaded.model)
-        gguf = find_embedded_gguf() if embedded else None
-    except Exception as exc:  # noqa: BLE001 - the eager path is always there
-        log.info("fast decode not used: %s", exc)
-        return None
-    threads = int(getattr(config, "fast_decode_threads", 0) or 0) or None
-    return BackgroundFastPath(loaded.model, gguf_path=gguf, n_threads=threads,
-                              cache_dir=config.cache_dir or None)
+def _backend_choice(config) -> dict[str, Any]:
+    """The load's backend and CPU threads from the configuration."""
+    backend = str(getattr(config, "cpu_backend", "auto") or "auto").lower()
+    threads = int(getattr(config, "cpu_threads", 0) or 0) or None
+    return {"backend": backend, "n_threads": threads}
 
 
 def _safe_callback(callback: Callable[[str], None] | None, request_id: str) -> Callable[[str], None] | None:

@@ -74,7 +74,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     common.add_argument("--max-time", type=_positive_float, metavar="S",
                         help="seconds each generation may take (default: no limit)")
     common.add_argument("--threads", type=_positive_int, metavar="N",
-                        help="CPU threads for torch (default: torch's choice). On a busy machine 1 "
+                        help="CPU threads for torch and the CPU kernel (default: every core). On a busy machine 1 "
                         "can be several times faster than 2")
     common.add_argument("--out", metavar="FILE.json",
                         help="JSON report (default: eval-<benchmark>-<model>-<time>.json here)")
@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     engine = Engine(CodeLlama(model=args.model, quantization=args.quantization, dtype=args.dtype,
-                              device=args.device))
+                              device=args.device, cpu_threads=args.threads or 0))
     try:
         print(f"loading {args.model} …", file=sys.stderr, flush=True)
         t0 = time.perf_counter()

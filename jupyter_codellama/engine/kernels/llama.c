@@ -1,0 +1,388 @@
+/* The forward pass of a Llama model on the CPU, on weights in the layout of quants.h.
+
+   jcl_forward runs n consecutive tokens at positions pos0..pos0+n-1, writes their keys and
+   values into the KV buffers and returns the last token's logits:
+     n == 1  one decode step: every weight row is dotted with the activation in its own format
+             (jcl_dot_group4), 4 rows at a time;
+     n  > 1  a prompt chunk: each group of 4 weight rows is dequantized once into fp32 and
+             multiplied with all n activation vectors.
+   Work is shared between threads in small dynamic chunks, so a thread that loses its core to
+   another process delays only the chunk it holds, not a fixed share of every matrix. */
+#include "quants.h"
+#include <omp.h>
+#include <stdlib.h>
+
+typedef struct {
+  const float* attn_norm;
+  const float* ffn_norm;
+  Wt q, k, v, o, gate, up, down;
+} Layer;
+
+typedef struct {
+  int32_t n_layers, dim, hidden, n_heads, n_kv, head_dim, vocab, n_threads;
+  float eps, attn_scale;
+  int32_t rope_pairs;   /* 1: rotate adjacent pairs (GGUF's q/k row order), 0: halves (HF's) */
+  int32_t max_pos;
+  Wt embed, lm_head;
+  const float* out_norm;
+  const float* cos_t;   /* [max_pos, head_dim / 2] */
+  const float* sin_t;
+  Layer* layers;
+} Model;
+
+typedef struct {
+  float* k;             /* [n_layers, n_kv, cap, head_dim] */
+  float* v;
+  int32_t cap, pad;
+} KV;
+
+int jcl_abi_version(void) { return 1; }
+int jcl_model_size(void) { return (int)sizeof(Model); }
+int jcl_layer_size(void) { return (int)sizeof(Layer); }
+int jcl_kv_size(void) { return (int)sizeof(KV); }
+int jcl_has_avx2(void) { return JCL_AVX2; }
+
+#define DYN_CHUNK 4   /* groups of 4 rows a thread takes at a time */
+
+/* ---- small vector steps ------------------------------------------------------------------ */
+
+static void rmsnorm(float* out, const float* x, const float* w, int n, float eps) {
+  float ss = 0.f;
+  for (int i = 0; i < n; i++) ss += x[i] * x[i];
+  const float r = 1.0f / sqrtf(ss / (float)n + eps);
+  for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * r);
+}
+
+static void rope(float* v, const float* c, const float* s, int hd, int pairs) {
+  const int half = hd / 2;
+  for (int i = 0; i < half; i++) {
+    const int a_i = pairs ? 2 * i : i, b_i = pairs ? 2 * i + 1 : i + half;
+    const float a = v[a_i], b = v[b_i];
+    v[a_i] = a * c[i] - b * s[i];
+    v[b_i] = b * c[i] + a * s[i];
+  }
+}
+
+static float silu(float g) { return g / (1.0f + expf(-g)); }
+
+static void add_into(float* x, const float* y, int n) {
+  for (int i = 0; i < n; i++) x[i] += y[i];
+}
+
+/* y = w x for all rows (an orphaned `omp for`, call inside the parallel region; no barrier). */
+static void matvec_nowait(const Wt* w, const float* x, const float* xs, float* y) {
+  const int N = w->N, groups = (N + 3) / 4;
+#pragma omp for schedule(dynamic, DYN_CHUNK) nowait
+  for (int g = 0; g < groups; g++) {
+    float o[4];
+    jcl_dot_group4(w, g, x, xs, o);
+    for (int j = 0; j < 4 && 4 * g + j < N; j++) y[4 * g + j] = o[j];
+  }
+}
+
+/* ---- attention --------------------------------------------------------------------------- */
+
+#if JCL_AVX2
+static inline float hsum8(__m256 v) {
+  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  __m128 sh = _mm_movehdup_ps(lo);
+  __m128 s = _mm_add_ps(lo, sh);
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehl_ps(sh, s)));
+}
+#endif
+
+/* out[t] = (q . K_t) * scale for `count` rows of K (row stride hd). */
+static void scores(const float* q, const float* K, int count, float scale, float* out, int hd) {
+  for (int t = 0; t < count; t++) {
+    const float* k = K + (size_t)t * hd;
+#if JCL_AVX2
+    __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+    int c = 0;
+    for (; c + 16 <= hd; c += 16) {
+      a = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), _mm256_loadu_ps(k + c), a);
+      b = _mm256_fmadd_ps(_mm256_loadu_ps(q + c + 8), _mm256_loadu_ps(k + c + 8), b);
+    }
+    float s = hsum8(_mm256_add_ps(a, b));
+#else
+    float s = 0.f;
+    int c = 0;
+#endif
+    for (; c < hd; c++) s += q[c] * k[c];
+    out[t] = s * scale;
+  }
+}
+
+/* o += sum_t p[t] * V_t for `count` rows of V. */
+static void mix(const float* p, const float* V, int count, float* o, int hd) {
+  for (int t = 0; t < count; t++) {
+    const float* v = V + (size_t)t * hd;
+    int c = 0;
+#if JCL_AVX2
+    const __m256 pt = _mm256_set1_ps(p[t]);
+    for (; c + 8 <= hd; c += 8)
+      _mm256_storeu_ps(o + c, _mm256_fmadd_ps(pt, _mm256_loadu_ps(v + c), _mm256_loadu_ps(o + c)));
+#endif
+    for (; c < hd; c++) o[c] += p[t] * v[c];
+  }
+}
+
+static void softmax(float* a, int T) {
+  float mx = a[0], sum = 0.f;
+  for (int t = 1; t < T; t++) if (a[t] > mx) mx = a[t];
+  for (int t = 0; t < T; t++) { a[t] = expf(a[t] - mx); sum += a[t]; }
+  const float inv = 1.0f / sum;
+  for (int t = 0; t < T; t++) a[t] *= inv;
+}
+
+/* Causal attention of query heads h0..h1-1 (all of one KV head's group or a slice of it) for n
+   tokens at positions pos0.. ; K, V: that KV head's rows. Keys and values are walked in blocks of
+   64 positions for all the queries at once, so each block is read from memory once. */
+static void attend(const float* Q, float* O, int ld, int h0, int h1, int n, int pos0,
+                   const float* K, const float* V, int hd, float scale, float* att) {
+  const int Tmax = pos0 + n, TB = 64, nq = (h1 - h0) * n;
+  for (int t0 = 0; t0 < Tmax; t0 += TB)
+    for (int i = 0; i < nq; i++) {
+      const int h = h0 + i / n, j = i % n, T = pos0 + j + 1, t1 = t0 + TB < T ? t0 + TB : T;
+      if (t0 < t1) scores(Q + (size_t)j * ld + (size_t)h * hd, K + (size_t)t0 * hd, t1 - t0, scale,
+                          att + (size_t)i * Tmax + t0, hd);
+    }
+  for (int i = 0; i < nq; i++) {
+    const int h = h0 + i / n, j = i % n;
+    softmax(att + (size_t)i * Tmax, pos0 + j + 1);
+    memset(O + (size_t)j * ld + (size_t)h * hd, 0, sizeof(float) * hd);
+  }
+  for (int t0 = 0; t0 < Tmax; t0 += TB)
+    for (int i = 0; i < nq; i++) {
+      const int h = h0 + i / n, j = i % n, T = pos0 + j + 1, t1 = t0 + TB < T ? t0 + TB : T;
+      if (t0 < t1) mix(att + (size_t)i * Tmax + t0, V + (size_t)t0 * hd, t1 - t0,
+                       O + (size_t)j * ld + (size_t)h * hd, hd);
+    }
+}
+
+/* Every head's attention for layer l (an orphaned `omp for` with its closing barrier). Work items
+   are (KV head, slice of its query heads) so that threads share few KV heads evenly. */
+static void attention_all(const Model* m, const KV* kv, int l, const float* Q, float* O, int n,
+                          int pos0, float* att) {
+  const int nh = m->n_heads, nkv = m->n_kv, hd = m->head_dim, group = nh / nkv;
+  const int slices = m->n_threads > 1 && group > 1 ? (m->n_threads < group ? m->n_threads : group) : 1;
+  const int Tmax = pos0 + n;
+#pragma omp for schedule(dynamic, 1)
+  for (int item = 0; item < nkv * slices; item++) {
+    const int g = item / slices, sl = item % slices;
+    const int h0 = g * group + sl * group / slices, h1 = g * group + (sl + 1) * group / slices;
+    const size_t base = ((size_t)l * nkv + g) * kv->cap * hd;
+    attend(Q, O, nh * hd, h0, h1, n, pos0, kv->k + base, kv->v + base, hd, m->attn_scale,
+           att + (size_t)h0 * n * Tmax);
+  }
+}
+
+/* Rotate q and k of n tokens and store k, v at their positions (an orphaned `omp for`). */
+static void rope_and_store(const Model* m, const KV* kv, int l, float* Q, float* KVn, int n, int pos0) {
+  const int nh = m->n_heads, nkv = m->n_kv, hd = m->head_dim, kvd = 2 * nkv * hd;
+#pragma omp for schedule(static)
+  for (int j = 0; j < n; j++) {
+    const float* c = m->cos_t + (size_t)(pos0 + j) * (hd / 2);
+    const float* s = m->sin_t + (size_t)(pos0 + j) * (hd / 2);
+    float* q = Q + (size_t)j * nh * hd;
+    float* kvj = KVn + (size_t)j * kvd;
+    for (int h = 0; h < nh; h++) rope(q + h * hd, c, s, hd, m->rope_pairs);
+    for (int h = 0; h < nkv; h++) {
+      rope(kvj + h * hd, c, s, hd, m->rope_pairs);
+      const size_t at = (((size_t)l * nkv + h) * kv->cap + pos0 + j) * hd;
+      memcpy(kv->k + at, kvj + h * hd, sizeof(float) * hd);
+      memcpy(kv->v + at, kvj + (nkv + h) * hd, sizeof(float) * hd);
+    }
+  }
+}
+
+/* ---- one token ----------------------------------------------------------------------------- */
+
+typedef struct { float *x, *xb, *ao, *q, *kv, *hb, *att; } StepBuf;
+
+static void step_attention(const Model* m, const KV* kv, int l, StepBuf* b, int pos, float* xs) {
+  const Layer* L = &m->layers[l];
+#pragma omp single
+  rmsnorm(b->xb, b->x, L->attn_norm, m->dim, m->eps);
+  jcl_x_aux(b->xb, m->dim, xs);
+  matvec_nowait(&L->q, b->xb, xs, b->q);
+  matvec_nowait(&L->k, b->xb, xs, b->kv);
+  matvec_nowait(&L->v, b->xb, xs, b->kv + L->k.N);
+#pragma omp barrier
+  rope_and_store(m, kv, l, b->q, b->kv, 1, pos);
+  attention_all(m, kv, l, b->q, b->ao, 1, pos, b->att);
+  jcl_x_aux(b->ao, m->n_heads * m->head_dim, xs);
+  matvec_nowait(&L->o, b->ao, xs, b->xb);
+#pragma omp barrier
+}
+
+static void step_mlp(const Model* m, int l, StepBuf* b, float* xs) {
+  const Layer* L = &m->layers[l];
+  const int hidden = m->hidden;
+#pragma omp single
+  {
+    add_into(b->x, b->xb, m->dim);
+    rmsnorm(b->xb, b->x, L->ffn_norm, m->dim, m->eps);
+  }
+  jcl_x_aux(b->xb, m->dim, xs);
+#pragma omp for schedule(dynamic, DYN_CHUNK)
+  for (int g = 0; g < (hidden + 3) / 4; g++) {
+    float gv[4], uv[4];
+    jcl_dot_group4(&L->gate, g, b->xb, xs, gv);
+    jcl_dot_group4(&L->up, g, b->xb, xs, uv);
+    for (int j = 0; j < 4 && 4 * g + j < hidden; j++) b->hb[4 * g + j] = silu(gv[j]) * uv[j];
+  }
+  jcl_x_aux(b->hb, hidden, xs);
+  matvec_nowait(&L->down, b->hb, xs, b->xb);
+#pragma omp barrier
+#pragma omp single
+  add_into(b->x, b->xb, m->dim);
+}
+
+static int forward_one(const Model* m, const KV* kv, int token, int pos, float* logits) {
+  const int dim = m->dim, qd = m->n_heads * m->head_dim, kvd = 2 * m->n_kv * m->head_dim;
+  const size_t floats = (size_t)2 * dim + 2 * qd + kvd + m->hidden + (size_t)m->n_heads * (pos + 1);
+  float* mem = malloc(sizeof(float) * floats);
+  if (!mem) return -2;
+  StepBuf b = {mem, mem + dim, mem + 2 * dim, mem + 2 * dim + qd, mem + 2 * dim + 2 * qd,
+               mem + 2 * dim + 2 * qd + kvd, mem + 2 * dim + 2 * qd + kvd + m->hidden};
+  jcl_dequant_row(&m->embed, token, b.x);
+  const int widest = dim > m->hidden ? (dim > qd ? dim : qd) : (m->hidden > qd ? m->hidden : qd);
+#pragma omp parallel num_threads(m->n_threads)
+  {
+    float* xs = malloc(sizeof(float) * JCL_AUX_FLOATS(widest));
+    for (int l = 0; l < m->n_layers; l++) {
+      step_attention(m, kv, l, &b, pos, xs);
+      step_mlp(m, l, &b, xs);
+    }
+    if (logits) {
+#pragma omp single
+      rmsnorm(b.xb, b.x, m->out_norm, dim, m->eps);
+      jcl_x_aux(b.xb, dim, xs);
+      matvec_nowait(&m->lm_head, b.xb, xs, logits);
+    }
+    free(xs);
+  }
+  free(mem);
+  return 0;
+}
+
+/* ---- n tokens ------------------------------------------------------------------------------ */
+
+/* Y[j*ldy + i] = row i of the R dequantized rows in w . X[j*ldx ...], for n tokens: one
+   accumulator per (row, token) over the columns in order. */
+static void rows_times_tokens(const float* w, int K, int R, const float* X, int ldx, int n,
+                              float* Y, int ldy) {
+  for (int j0 = 0; j0 < n; j0 += 3) {
+    const int nt = n - j0 < 3 ? n - j0 : 3;
+#if JCL_AVX2
+    __m256 acc[4][3];
+    for (int i = 0; i < R; i++) for (int j = 0; j < nt; j++) acc[i][j] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+      __m256 xv[3];
+      for (int j = 0; j < nt; j++) xv[j] = _mm256_loadu_ps(X + (size_t)(j0 + j) * ldx + k);
+      for (int i = 0; i < R; i++) {
+        const __m256 wv = _mm256_loadu_ps(w + (size_t)i * K + k);
+        for (int j = 0; j < nt; j++) acc[i][j] = _mm256_fmadd_ps(wv, xv[j], acc[i][j]);
+      }
+    }
+    for (int i = 0; i < R; i++)
+      for (int j = 0; j < nt; j++) Y[(size_t)(j0 + j) * ldy + i] = hsum8(acc[i][j]);
+#else
+    for (int i = 0; i < R; i++)
+      for (int j = 0; j < nt; j++) {
+        const float* wr = w + (size_t)i * K;
+        const float* xr = X + (size_t)(j0 + j) * ldx;
+        float s = 0.f;
+        for (int k = 0; k < K; k++) s += wr[k] * xr[k];
+        Y[(size_t)(j0 + j) * ldy + i] = s;
+      }
+#endif
+  }
+}
+
+/* Y[j*ldy + r] = (row r of w) . X_j for all rows and n tokens (an orphaned `omp for`).
+   wbuf: 4*K floats of this thread. */
+static void matmul_n(const Wt* w, const float* X, int ldx, int n, float* Y, int ldy, float* wbuf) {
+  const int K = w->K, N = w->N;
+#pragma omp for schedule(dynamic, 1)
+  for (int g = 0; g < (N + 3) / 4; g++) {
+    const int r0 = 4 * g, R = N - r0 < 4 ? N - r0 : 4;
+    const float* rows = wbuf;
+    if (w->type == GT_F32) rows = (const float*)(w->data + (size_t)r0 * w->row_bytes);
+    else for (int i = 0; i < R; i++) jcl_dequant_row(w, r0 + i, wbuf + (size_t)i * K);
+    rows_times_tokens(rows, K, R, X, ldx, n, Y + r0, ldy);
+  }
+}
+
+typedef struct { float *X, *XB, *AO, *Q, *KV, *HB, *UP, *ATT, *WB; int wide; } BatchBuf;
+
+static void batch_layer(const Model* m, const KV* kv, int l, BatchBuf* b, int n, int pos0) {
+  const Layer* L = &m->layers[l];
+  const int dim = m->dim, hidden = m->hidden, qd = m->n_heads * m->head_dim;
+  const int kvd = 2 * m->n_kv * m->head_dim;
+  float* wbuf = b->WB + (size_t)omp_get_thread_num() * 4 * b->wide;
+#pragma omp for schedule(static)
+  for (int j = 0; j < n; j++) rmsnorm(b->XB + (size_t)j * dim, b->X + (size_t)j * dim, L->attn_norm, dim, m->eps);
+  matmul_n(&L->q, b->XB, dim, n, b->Q, qd, wbuf);
+  matmul_n(&L->k, b->XB, dim, n, b->KV, kvd, wbuf);
+  matmul_n(&L->v, b->XB, dim, n, b->KV + L->k.N, kvd, wbuf);
+  rope_and_store(m, kv, l, b->Q, b->KV, n, pos0);
+  attention_all(m, kv, l, b->Q, b->AO, n, pos0, b->ATT);
+  matmul_n(&L->o, b->AO, qd, n, b->XB, dim, wbuf);
+#pragma omp for schedule(static)
+  for (int j = 0; j < n; j++) {
+    add_into(b->X + (size_t)j * dim, b->XB + (size_t)j * dim, dim);
+    rmsnorm(b->XB + (size_t)j * dim, b->X + (size_t)j * dim, L->ffn_norm, dim, m->eps);
+  }
+  matmul_n(&L->gate, b->XB, dim, n, b->HB, hidden, wbuf);
+  matmul_n(&L->up, b->XB, dim, n, b->UP, hidden, wbuf);
+#pragma omp for schedule(static)
+  for (int j = 0; j < n; j++)
+    for (int r = 0; r < hidden; r++) {
+      float* h = b->HB + (size_t)j * hidden + r;
+      *h = silu(*h) * b->UP[(size_t)j * hidden + r];
+    }
+  matmul_n(&L->down, b->HB, hidden, n, b->XB, dim, wbuf);
+#pragma omp for schedule(static)
+  for (int j = 0; j < n; j++) add_into(b->X + (size_t)j * dim, b->XB + (size_t)j * dim, dim);
+}
+
+static int forward_batch(const Model* m, const KV* kv, const int* tokens, int n, int pos0, float* logits) {
+  const int dim = m->dim, hidden = m->hidden, qd = m->n_heads * m->head_dim;
+  const int kvd = 2 * m->n_kv * m->head_dim, Tmax = pos0 + n;
+  int wide = dim > hidden ? dim : hidden;
+  if (qd > wide) wide = qd;
+  const size_t per_token = (size_t)2 * dim + 2 * qd + kvd + 2 * hidden;
+  const size_t floats = per_token * n + (size_t)m->n_heads * n * Tmax + (size_t)4 * wide * m->n_threads;
+  float* mem = malloc(sizeof(float) * floats);
+  if (!mem) return -2;
+  BatchBuf b;
+  b.X = mem; b.XB = b.X + (size_t)n * dim; b.AO = b.XB + (size_t)n * dim; b.Q = b.AO + (size_t)n * qd;
+  b.KV = b.Q + (size_t)n * qd; b.HB = b.KV + (size_t)n * kvd; b.UP = b.HB + (size_t)n * hidden;
+  b.ATT = b.UP + (size_t)n * hidden; b.WB = b.ATT + (size_t)m->n_heads * n * Tmax; b.wide = wide;
+  for (int j = 0; j < n; j++) jcl_dequant_row(&m->embed, tokens[j], b.X + (size_t)j * dim);
+#pragma omp parallel num_threads(m->n_threads)
+  {
+    for (int l = 0; l < m->n_layers; l++) batch_layer(m, kv, l, &b, n, pos0);
+    if (logits) {
+      float* xs = malloc(sizeof(float) * JCL_AUX_FLOATS(dim));
+#pragma omp single
+      rmsnorm(b.XB, b.X + (size_t)(n - 1) * dim, m->out_norm, dim, m->eps);
+      jcl_x_aux(b.XB, dim, xs);
+      matvec_nowait(&m->lm_head, b.XB, xs, logits);
+      free(xs);
+    }
+  }
+  free(mem);
+  return 0;
+}
+
+/* n tokens at positions pos0..pos0+n-1; logits of the last into `logits` (may be NULL).
+   Returns 0, -1 for arguments out of range, -2 when out of memory. */
+int jcl_forward(const Model* m, const KV* kv, const int* tokens, int n, int pos0, float* logits) {
+  if (n < 1 || pos0 < 0 || pos0 + n > kv->cap || pos0 + n > m->max_pos) return -1;
+  for (int j = 0; j < n; j++) if (tokens[j] < 0 || tokens[j] >= m->vocab) return -1;
+  return n == 1 ? forward_one(m, kv, tokens[0], pos0, logits)
+                : forward_batch(m, kv, tokens, n, pos0, logits);
+}

@@ -1,0 +1,552 @@
+/* F32, F16, Q4_0, Q4_1 and Q8_0 weights in the layout of quants.h: block sizes, the activation
+   sums, the 4-row dot product and row dequantization (the K-quants are dispatched to kquants.c).
+
+   Each hot function exists twice, chosen at compile time by JCL_AVX2: an AVX2+FMA+F16C version
+   and a plain-C one (any x86-64 or ARM compiler). Both dequantize exactly as gguf does and
+   multiply in fp32, so they agree up to the order of the float sums.
+
+   The quantized dot products follow the same plan in both: the 4 rows of a group share each
+   block's activation loads, and the constant part of a block's weights (Q4_0's -8*d, Q4_1's m)
+   is applied once per block through the block sum of x (xs), not per element. No alignment is
+   assumed anywhere (GGUF blocks of 18 or 34 bytes leave every field unaligned). */
+#include <stdlib.h>
+
+#include "quants.h"
+
+/* Bytes from the start of one block of 4 rows to the next (the 4 rows' blocks of one index). */
+#define Q40_BYTES 18
+#define Q41_BYTES 20
+#define Q80_BYTES 34
+
+int jcl_block_elems(int type) {
+  switch (type) {
+    case GT_F32: case GT_F16: return 1;
+    case GT_Q4_0: case GT_Q4_1: case GT_Q8_0: return 32;
+    case GT_Q4_K: case GT_Q5_K: case GT_Q6_K: return 256;
+    default: return 0;
+  }
+}
+
+int jcl_block_bytes(int type) {
+  switch (type) {
+    case GT_F32: return 4;
+    case GT_F16: return 2;
+    case GT_Q4_0: return Q40_BYTES;
+    case GT_Q4_1: return Q41_BYTES;
+    case GT_Q8_0: return Q80_BYTES;
+    case GT_Q4_K: return 144;
+    case GT_Q5_K: return 176;
+    case GT_Q6_K: return 210;
+    default: return 0;
+  }
+}
+
+int jcl_wt_size(void) { return (int)sizeof(Wt); }
+
+static inline uint16_t ld16(const uint8_t* p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+/* The rows of group g of a quantized weight (block i of row j at (i*4 + j) * block bytes). */
+static inline const uint8_t* group_base(const Wt* w, int g) {
+  return w->data + (size_t)g * 4 * (size_t)w->row_bytes;
+}
+
+/* Row r of a plain (F32/F16) weight for slot j of group g: rows past N repeat row N-1 (read,
+   never past the end), and their outputs are zeroed by the caller. */
+static inline const uint8_t* plain_row(const Wt* w, int g, int j) {
+  int r = 4 * g + j < w->N ? 4 * g + j : w->N - 1;
+  return w->data + (size_t)r * (size_t)w->row_bytes;
+}
+
+static inline void zero_past_n(const Wt* w, int g, float out[4]) {
+  for (int j = 0; j < 4; j++) if (4 * g + j >= w->N) out[j] = 0.f;
+}
+
+#if JCL_AVX2
+/* ============================== AVX2 + FMA + F16C ============================== */
+
+/* How far ahead of the block being read the next lines are requested: the hardware
+   prefetcher alone starts late on every group boundary. */
+#ifndef PF_AHEAD
+#define PF_AHEAD 512
+#endif
+#ifndef Q40_PF
+#define Q40_PF 1
+#endif
+#ifndef Q41_PF
+#define Q41_PF 1
+#endif
+#ifndef Q80_PF
+#define Q80_PF 3
+#endif
+#ifndef PF_HINT
+#define PF_HINT _MM_HINT_T0
+#endif
+/* N requests at the front of the stream, 64 bytes apart. */
+#define PREFETCH_STEP(P, N) {                                                                      \
+    for (int k_ = 0; k_ < (N); k_++) _mm_prefetch((const char*)(P) + PF_AHEAD + 64 * k_, PF_HINT); }
+
+static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+static inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/* The 4 horizontal sums of a0..a3 into out[0..3]. */
+static inline void hsum4x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, float out[4]) {
+  __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+}
+
+void jcl_x_aux(const float* x, int K, float* xs) {
+  int i = 0;
+  for (; 16 * (i + 1) <= K; i++)
+    xs[i] = hsum8(_mm256_add_ps(_mm256_loadu_ps(x + 16 * i), _mm256_loadu_ps(x + 16 * i + 8)));
+  if (16 * i < K) {  /* a partial last run (F32/F16 widths only): its sum, for completeness */
+    float s = 0.f;
+    for (int k = 16 * i; k < K; k++) s += x[k];
+    xs[i] = s;
+  }
+}
+
+/* The fp16 scales of one block index, 4 rows, converted together. The words sit 18 (Q4_0) or 20
+   (Q4_1, a d and m pair) bytes apart: two 32-byte loads, a blend and a permute gather them. */
+#ifndef BCAST_MEM
+#define BCAST_MEM 1
+#endif
+
+/* Q4_0: d of rows 0..3 in lanes 0, 3, 4, 7 (bytes 0, 18, 36, 54; the other lanes are junk). */
+static inline __m256 q40_scales(const uint8_t* b) {
+  const __m256i lo = _mm256_loadu_si256((const __m256i*)b);
+  const __m256i hi = _mm256_loadu_si256((const __m256i*)(b + 32));
+  const __m256i w = _mm256_blend_epi16(lo, hi, 0x0C);
+  const __m256i p = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 0, 0, 0, 0));
+  return _mm256_cvtph_ps(_mm256_castsi256_si128(p));
+}
+
+/* Q4_1: d0 m0 d1 m1 d2 m2 d3 m3 (the dwords at bytes 0, 20, 40, 60). */
+static inline __m256 q41_scales(const uint8_t* b) {
+  const __m256i lo = _mm256_loadu_si256((const __m256i*)b);
+  const __m256i hi = _mm256_loadu_si256((const __m256i*)(b + 32));
+  const __m256i w = _mm256_blend_epi32(lo, hi, 0x84);
+  const __m256i p = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 5, 2, 7, 0, 0, 0, 0));
+  return _mm256_cvtph_ps(_mm256_castsi256_si128(p));
+}
+
+/* Q8_0: d of rows 0..3 in lanes 0..3 (bytes 0, 34, 68, 102). */
+static inline __m128 q80_scales(const uint8_t* b) {
+  const __m128i a = _mm_blend_epi16(_mm_loadu_si128((const __m128i*)b),
+                                    _mm_loadu_si128((const __m128i*)(b + 32)), 0x02);
+  const __m128i c = _mm_blend_epi16(_mm_loadu_si128((const __m128i*)(b + 64)),
+                                    _mm_loadu_si128((const __m128i*)(b + 96)), 0x08);
+  return _mm_cvtph_ps(_mm_blend_epi16(a, c, 0x0C));
+}
+
+#if BCAST_MEM
+/* The per-row scale broadcasts come from a stack copy: loads, where a register permute would
+   take a shuffle slot from the widening of the quants. */
+#define SCALES(V) float sc[8]; _mm256_storeu_ps(sc, V);
+#define BCAST(V, J) _mm256_broadcast_ss(sc + (J))
+#else
+#define SCALES(V)
+#define BCAST(V, J) _mm256_permutevar8x32_ps(V, _mm256_set1_epi32(J))
+#endif
+
+/* Byte k of a row's 16 holds element k (low nibble) and k+16 (high): with t the whole byte,
+   lo*x + hi*y = lo*(x - y/16) + t*(y/16), exactly in real numbers and with roundings of the same
+   size as the direct form (y/16 is exact), so only the low nibble needs masking. x0, x1 are
+   x - y/16 and x2, x3 are y/16 of the block's two 8-lane halves, shared by the 4 rows. */
+#define LOADX4(X)                                                                                  \
+  const __m256 x2 = _mm256_mul_ps(_mm256_loadu_ps((X) + 16), s16);                                 \
+  const __m256 x3 = _mm256_mul_ps(_mm256_loadu_ps((X) + 24), s16);                                 \
+  const __m256 x0 = _mm256_sub_ps(_mm256_loadu_ps(X), x2);                                         \
+  const __m256 x1 = _mm256_sub_ps(_mm256_loadu_ps((X) + 8), x3);
+
+/* The block sum of x (two runs of 16) in every lane. */
+#define BLOCK_SUM(I) _mm256_add_ps(_mm256_broadcast_ss(xs + 2 * (I)), _mm256_broadcast_ss(xs + 2 * (I) + 1))
+
+/* One row's 16 bytes of nibbles at QP times x0..x3 (FIRST starts the sum from the low nibbles
+   of the first 8 bytes), scaled by the broadcast block scale D into ACC. Bytes are widened
+   straight from memory. */
+#define Q4_ROW(QP, FIRST, D, ACC) {                                                                \
+    const __m256i t0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(QP)));               \
+    const __m256i t1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)((QP) + 8)));         \
+    __m256 p = FIRST(_mm256_cvtepi32_ps(_mm256_and_si256(t0, lo4)), x0);                           \
+    p = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(t1, lo4)), x1, p);                    \
+    p = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t0), x2, p);                                           \
+    p = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t1), x3, p);                                           \
+    ACC = _mm256_fmadd_ps(D, p, ACC); }
+
+#define Q4_CONSTS                                                                                  \
+  const __m256i lo4 = _mm256_set1_epi32(0x0F);                                                   \
+  const __m256 s16 = _mm256_set1_ps(1.f / 16.f);                                                  \
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                      \
+  __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+
+/* Q4_0: w = d*(q-8). Each row's block sum starts at -S in each of its 8 lanes (S = block sum of
+   x), which is the -8*S of the offset at no extra instruction. */
+#define Q40_FIRST(V, X) _mm256_fmsub_ps(V, X, S)
+static void q40_group4(const uint8_t* b, int nb, const float* x, const float* xs, float out[4]) {
+  Q4_CONSTS
+  for (int i = 0; i < nb; i++, b += 4 * Q40_BYTES, x += 32) {
+    PREFETCH_STEP(b, Q40_PF)
+    LOADX4(x)
+    const __m256 S = BLOCK_SUM(i), d = q40_scales(b);
+    SCALES(d)
+    Q4_ROW(b + 2, Q40_FIRST, BCAST(d, 0), a0)
+    Q4_ROW(b + Q40_BYTES + 2, Q40_FIRST, BCAST(d, 3), a1)
+    Q4_ROW(b + 2 * Q40_BYTES + 2, Q40_FIRST, BCAST(d, 4), a2)
+    Q4_ROW(b + 3 * Q40_BYTES + 2, Q40_FIRST, BCAST(d, 7), a3)
+  }
+  hsum4x8(a0, a1, a2, a3, out);
+}
+
+/* Q4_1: w = d*q + m. The m part goes through the block sums, the 4 rows in one multiply-add
+   (its d lanes unused). */
+static void q41_group4(const uint8_t* b, int nb, const float* x, const float* xs, float out[4]) {
+  Q4_CONSTS
+  __m256 moff = _mm256_setzero_ps();
+  for (int i = 0; i < nb; i++, b += 4 * Q41_BYTES, x += 32) {
+    PREFETCH_STEP(b, Q41_PF)
+    LOADX4(x)
+    const __m256 dm = q41_scales(b);
+    moff = _mm256_fmadd_ps(dm, BLOCK_SUM(i), moff);
+    SCALES(dm)
+    Q4_ROW(b + 4, _mm256_mul_ps, BCAST(dm, 0), a0)
+    Q4_ROW(b + Q41_BYTES + 4, _mm256_mul_ps, BCAST(dm, 2), a1)
+    Q4_ROW(b + 2 * Q41_BYTES + 4, _mm256_mul_ps, BCAST(dm, 4), a2)
+    Q4_ROW(b + 3 * Q41_BYTES + 4, _mm256_mul_ps, BCAST(dm, 6), a3)
+  }
+  hsum4x8(a0, a1, a2, a3, out);
+  float m[8];
+  _mm256_storeu_ps(m, moff);
+  for (int j = 0; j < 4; j++) out[j] += m[2 * j + 1];
+}
+
+#define Q8_CVT(P) _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(P))))
+#define Q8_ROW(QP, D, ACC) {                                                                       \
+    __m256 p = _mm256_mul_ps(Q8_CVT(QP), x0);                                                      \
+    p = _mm256_fmadd_ps(Q8_CVT((QP) + 8), x1, p);                                                  \
+    p = _mm256_fmadd_ps(Q8_CVT((QP) + 16), x2, p);                                                 \
+    p = _mm256_fmadd_ps(Q8_CVT((QP) + 24), x3, p);                                                 \
+    ACC = _mm256_fmadd_ps(D, p, ACC); }
+
+static void q80_group4(const uint8_t* b, int nb, const float* x, float out[4]) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+  for (int i = 0; i < nb; i++, b += 4 * Q80_BYTES, x += 32) {
+    PREFETCH_STEP(b, Q80_PF)
+    const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
+    const __m256 x2 = _mm256_loadu_ps(x + 16), x3 = _mm256_loadu_ps(x + 24);
+    const __m256 d = _mm256_castps128_ps256(q80_scales(b));
+    SCALES(d)
+    Q8_ROW(b + 2, BCAST(d, 0), a0)
+    Q8_ROW(b + Q80_BYTES + 2, BCAST(d, 1), a1)
+    Q8_ROW(b + 2 * Q80_BYTES + 2, BCAST(d, 2), a2)
+    Q8_ROW(b + 3 * Q80_BYTES + 2, BCAST(d, 3), a3)
+  }
+  hsum4x8(a0, a1, a2, a3, out);
+}
+
+/* Plain rows: 16 columns a step with two accumulators per row (the fma latency), then 8, then
+   the scalar tail. LOAD8(row, k) gives 8 fp32 weights of a row. */
+#define PLAIN_GROUP4(T, LOAD8, SCALAR) {                                                          \
+    const T* r0 = (const T*)plain_row(w, g, 0); const T* r1 = (const T*)plain_row(w, g, 1);       \
+    const T* r2 = (const T*)plain_row(w, g, 2); const T* r3 = (const T*)plain_row(w, g, 3);       \
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0; \
+    int k = 0;                                                                                     \
+    for (; k + 16 <= K; k += 16) {                                                                 \
+      const __m256 xa = _mm256_loadu_ps(x + k), xb = _mm256_loadu_ps(x + k + 8);                  \
+      a0 = _mm256_fmadd_ps(LOAD8(r0, k), xa, a0); b0 = _mm256_fmadd_ps(LOAD8(r0, k + 8), xb, b0); \
+      a1 = _mm256_fmadd_ps(LOAD8(r1, k), xa, a1); b1 = _mm256_fmadd_ps(LOAD8(r1, k + 8), xb, b1); \
+      a2 = _mm256_fmadd_ps(LOAD8(r2, k), xa, a2); b2 = _mm256_fmadd_ps(LOAD8(r2, k + 8), xb, b2); \
+      a3 = _mm256_fmadd_ps(LOAD8(r3, k), xa, a3); b3 = _mm256_fmadd_ps(LOAD8(r3, k + 8), xb, b3); \
+    }                                                                                              \
+    for (; k + 8 <= K; k += 8) {                                                                   \
+      const __m256 xa = _mm256_loadu_ps(x + k);                                                    \
+      a0 = _mm256_fmadd_ps(LOAD8(r0, k), xa, a0); a1 = _mm256_fmadd_ps(LOAD8(r1, k), xa, a1);     \
+      a2 = _mm256_fmadd_ps(LOAD8(r2, k), xa, a2); a3 = _mm256_fmadd_ps(LOAD8(r3, k), xa, a3);     \
+    }                                                                                              \
+    hsum4x8(_mm256_add_ps(a0, b0), _mm256_add_ps(a1, b1), _mm256_add_ps(a2, b2),                  \
+            _mm256_add_ps(a3, b3), out);                                                           \
+    for (; k < K; k++) {                                                                           \
+      out[0] += SCALAR(r0[k]) * x[k]; out[1] += SCALAR(r1[k]) * x[k];                             \
+      out[2] += SCALAR(r2[k]) * x[k]; out[3] += SCALAR(r3[k]) * x[k];                             \
+    }                                                                                              \
+  }
+#define F32_LOAD8(R, K) _mm256_loadu_ps((R) + (K))
+#define F16_LOAD8(R, K) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)((R) + (K))))
+#define F32_SCALAR(V) (V)
+
+static void f32_group4(const Wt* w, int g, const float* x, float out[4]) {
+  const int K = w->K;
+  PLAIN_GROUP4(float, F32_LOAD8, F32_SCALAR)
+}
+
+static void f16_group4(const Wt* w, int g, const float* x, float out[4]) {
+  const int K = w->K;
+  PLAIN_GROUP4(uint16_t, F16_LOAD8, h2f)
+}
+
+/* ---- dequantization: the same operations as gguf (no fused multiply-add) ---- */
+
+static void q40_row(const uint8_t* b, int nb, float* out) {
+  const __m256i lo4 = _mm256_set1_epi32(0x0F), eight = _mm256_set1_epi32(8);
+  for (int i = 0; i < nb; i++, b += 4 * Q40_BYTES, out += 32) {
+    const __m256 d = _mm256_set1_ps(h2f(ld16(b)));
+    const __m256i t0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(b + 2)));
+    const __m256i t1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(b + 10)));
+#define Q40_OUT(T) _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(T, eight)))
+    _mm256_storeu_ps(out, Q40_OUT(_mm256_and_si256(t0, lo4)));
+    _mm256_storeu_ps(out + 8, Q40_OUT(_mm256_and_si256(t1, lo4)));
+    _mm256_storeu_ps(out + 16, Q40_OUT(_mm256_srli_epi32(t0, 4)));
+    _mm256_storeu_ps(out + 24, Q40_OUT(_mm256_srli_epi32(t1, 4)));
+#undef Q40_OUT
+  }
+}
+
+static void q41_row(const uint8_t* b, int nb, float* out) {
+  const __m256i lo4 = _mm256_set1_epi32(0x0F);
+  for (int i = 0; i < nb; i++, b += 4 * Q41_BYTES, out += 32) {
+    const __m256 d = _mm256_set1_ps(h2f(ld16(b))), m = _mm256_set1_ps(h2f(ld16(b + 2)));
+    const __m256i t0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(b + 4)));
+    const __m256i t1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(b + 12)));
+#define Q41_OUT(T) _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(T)), m)
+    _mm256_storeu_ps(out, Q41_OUT(_mm256_and_si256(t0, lo4)));
+    _mm256_storeu_ps(out + 8, Q41_OUT(_mm256_and_si256(t1, lo4)));
+    _mm256_storeu_ps(out + 16, Q41_OUT(_mm256_srli_epi32(t0, 4)));
+    _mm256_storeu_ps(out + 24, Q41_OUT(_mm256_srli_epi32(t1, 4)));
+#undef Q41_OUT
+  }
+}
+
+static void q80_row(const uint8_t* b, int nb, float* out) {
+  for (int i = 0; i < nb; i++, b += 4 * Q80_BYTES, out += 32) {
+    const __m256 d = _mm256_set1_ps(h2f(ld16(b)));
+    for (int k = 0; k < 32; k += 8) _mm256_storeu_ps(out + k, _mm256_mul_ps(Q8_CVT(b + 2 + k), d));
+  }
+}
+
+static void f16_row(const uint16_t* h, int K, float* out) {
+  int k = 0;
+  for (; k + 8 <= K; k += 8)
+    _mm256_storeu_ps(out + k, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(h + k))));
+  for (; k < K; k++) out[k] = h2f(h[k]);
+}
+
+#else
+/* ============================== plain C ============================== */
+
+/* fp16 -> fp32, exact for every input (normals rebias the exponent; subnormals are m * 2^-24,
+   an exact float product; inf/NaN keep their payload). */
+static inline float h2f(uint16_t h) {
+  const uint32_t sign = (uint32_t)(h & 0x8000) << 16, em = h & 0x7FFF;
+  uint32_t bits;
+  if (em >= 0x7C00) {
+    bits = sign | 0x7F800000u | (em & 0x3FF) << 13;
+  } else if (em >= 0x0400) {
+    bits = sign | ((em << 13) + ((uint32_t)(127 - 15) << 23));
+  } else {
+    float f = (float)em * 5.9604644775390625e-8f;
+    memcpy(&bits, &f, 4);
+    bits |= sign;
+  }
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+void jcl_x_aux(const float* x, int K, float* xs) {
+  int i = 0;
+  for (; 16 * (i + 1) <= K; i++) {
+    float l[8];
+    for (int k = 0; k < 8; k++) l[k] = x[16 * i + k] + x[16 * i + 8 + k];
+    xs[i] = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+  }
+  if (16 * i < K) {
+    float s = 0.f;
+    for (int k = 16 * i; k < K; k++) s += x[k];
+    xs[i] = s;
+  }
+}
+
+static inline float sum8(const float* l) {
+  return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+
+/* The 4-bit blocks of one row: 8 lanes per row (independent sums the compiler can vectorize),
+   lane l covering elements l, l+8, l+16, l+24. */
+static inline void nib_block(const uint8_t* q, const float* x, float p[8]) {
+  for (int l = 0; l < 8; l++)
+    p[l] = ((float)(q[l] & 15) * x[l] + (float)(q[l + 8] & 15) * x[l + 8]) +
+           ((float)(q[l] >> 4) * x[l + 16] + (float)(q[l + 8] >> 4) * x[l + 24]);
+}
+
+/* Q4_0: w = d*(q-8): d*(sum q x) per block, and the -8*d*S of each block through S = sum of x. */
+static void q40_group4(const uint8_t* b, int nb, const float* x, const float* xs, float out[4]) {
+  float acc[4][8] = {{0}}, off[4] = {0};
+  for (int i = 0; i < nb; i++, b += 4 * Q40_BYTES, x += 32) {
+    const float S = xs[2 * i] + xs[2 * i + 1];
+    for (int j = 0; j < 4; j++) {
+      const uint8_t* r = b + j * Q40_BYTES;
+      const float d = h2f(ld16(r));
+      float p[8];
+      nib_block(r + 2, x, p);
+      for (int l = 0; l < 8; l++) acc[j][l] += d * p[l];
+      off[j] += d * S;
+    }
+  }
+  for (int j = 0; j < 4; j++) out[j] = sum8(acc[j]) - 8.f * off[j];
+}
+
+static void q41_group4(const uint8_t* b, int nb, const float* x, const float* xs, float out[4]) {
+  float acc[4][8] = {{0}}, off[4] = {0};
+  for (int i = 0; i < nb; i++, b += 4 * Q41_BYTES, x += 32) {
+    const float S = xs[2 * i] + xs[2 * i + 1];
+    for (int j = 0; j < 4; j++) {
+      const uint8_t* r = b + j * Q41_BYTES;
+      const float d = h2f(ld16(r)), m = h2f(ld16(r + 2));
+      float p[8];
+      nib_block(r + 4, x, p);
+      for (int l = 0; l < 8; l++) acc[j][l] += d * p[l];
+      off[j] += m * S;
+    }
+  }
+  for (int j = 0; j < 4; j++) out[j] = sum8(acc[j]) + off[j];
+}
+
+static void q80_group4(const uint8_t* b, int nb, const float* x, float out[4]) {
+  float acc[4][8] = {{0}};
+  for (int i = 0; i < nb; i++, b += 4 * Q80_BYTES, x += 32) {
+    for (int j = 0; j < 4; j++) {
+      const int8_t* q = (const int8_t*)(b + j * Q80_BYTES + 2);
+      const float d = h2f(ld16(b + j * Q80_BYTES));
+      float p[8];
+      for (int l = 0; l < 8; l++)
+        p[l] = ((float)q[l] * x[l] + (float)q[l + 8] * x[l + 8]) +
+               ((float)q[l + 16] * x[l + 16] + (float)q[l + 24] * x[l + 24]);
+      for (int l = 0; l < 8; l++) acc[j][l] += d * p[l];
+    }
+  }
+  for (int j = 0; j < 4; j++) out[j] = sum8(acc[j]);
+}
+
+/* Plain rows, 8 lanes per row; the 4 rows share each x chunk. */
+#define PLAIN_GROUP4(T, CONV) {                                                                    \
+    const T* r[4];                                                                                 \
+    for (int j = 0; j < 4; j++) r[j] = (const T*)plain_row(w, g, j);                               \
+    float acc[4][8] = {{0}};                                                                       \
+    int k = 0;                                                                                     \
+    for (; k + 8 <= K; k += 8)                                                                     \
+      for (int j = 0; j < 4; j++)                                                                  \
+        for (int l = 0; l < 8; l++) acc[j][l] += CONV(r[j][k + l]) * x[k + l];                     \
+    for (int j = 0; j < 4; j++) {                                                                  \
+      float s = sum8(acc[j]);                                                                      \
+      for (int t = k; t < K; t++) s += CONV(r[j][t]) * x[t];                                       \
+      out[j] = s;                                                                                  \
+    }                                                                                              \
+  }
+#define F32_SCALAR(V) (V)
+
+static void f32_group4(const Wt* w, int g, const float* x, float out[4]) {
+  const int K = w->K;
+  PLAIN_GROUP4(float, F32_SCALAR)
+}
+
+static void f16_group4(const Wt* w, int g, const float* x, float out[4]) {
+  const int K = w->K;
+  /* the row is widened a chunk at a time so the conversion stays out of the vectorized loop */
+  const uint16_t* r[4];
+  for (int j = 0; j < 4; j++) r[j] = (const uint16_t*)plain_row(w, g, j);
+  float acc[4][8] = {{0}};
+  int k = 0;
+  for (; k + 8 <= K; k += 8)
+    for (int j = 0; j < 4; j++) {
+      float v[8];
+      for (int l = 0; l < 8; l++) v[l] = h2f(ld16((const uint8_t*)(r[j] + k + l)));
+      for (int l = 0; l < 8; l++) acc[j][l] += v[l] * x[k + l];
+    }
+  for (int j = 0; j < 4; j++) {
+    float s = sum8(acc[j]);
+    for (int t = k; t < K; t++) s += h2f(ld16((const uint8_t*)(r[j] + t))) * x[t];
+    out[j] = s;
+  }
+}
+
+static void q40_row(const uint8_t* b, int nb, float* out) {
+  for (int i = 0; i < nb; i++, b += 4 * Q40_BYTES, out += 32) {
+    const float d = h2f(ld16(b));
+    for (int l = 0; l < 16; l++) {
+      out[l] = d * (float)((b[2 + l] & 15) - 8);
+      out[l + 16] = d * (float)((b[2 + l] >> 4) - 8);
+    }
+  }
+}
+
+static void q41_row(const uint8_t* b, int nb, float* out) {
+  for (int i = 0; i < nb; i++, b += 4 * Q41_BYTES, out += 32) {
+    const float d = h2f(ld16(b)), m = h2f(ld16(b + 2));
+    for (int l = 0; l < 16; l++) {
+      out[l] = d * (float)(b[4 + l] & 15) + m;
+      out[l + 16] = d * (float)(b[4 + l] >> 4) + m;
+    }
+  }
+}
+
+static void q80_row(const uint8_t* b, int nb, float* out) {
+  for (int i = 0; i < nb; i++, b += 4 * Q80_BYTES, out += 32) {
+    const float d = h2f(ld16(b));
+    for (int l = 0; l < 32; l++) out[l] = (float)(int8_t)b[2 + l] * d;
+  }
+}
+
+static void f16_row(const uint16_t* h, int K, float* out) {
+  for (int k = 0; k < K; k++) out[k] = h2f(ld16((const uint8_t*)(h + k)));
+}
+
+#endif
+
+/* ============================== dispatch (both builds) ============================== */
+
+void jcl_dot_group4(const Wt* w, int g, const float* x, const float* xs, float out[4]) {
+  const int nb = w->K / 32;
+  switch (w->type) {
+    case GT_Q4_0: q40_group4(group_base(w, g), nb, x, xs, out); return;
+    case GT_Q4_1: q41_group4(group_base(w, g), nb, x, xs, out); return;
+    case GT_Q8_0: q80_group4(group_base(w, g), nb, x, out); return;
+    case GT_F32: f32_group4(w, g, x, out); zero_past_n(w, g, out); return;
+    case GT_F16: f16_group4(w, g, x, out); zero_past_n(w, g, out); return;
+    case GT_Q4_K: case GT_Q5_K: case GT_Q6_K: jcl_kq_dot_group4(w, g, x, xs, out); return;
+    default: out[0] = out[1] = out[2] = out[3] = 0.f;
+  }
+}
+
+void jcl_dequant_row(const Wt* w, int r, float* out) {
+  const int nb = w->K / 32;
+  /* a quantized row starts at its block 0 in its group and strides over the 4 rows' blocks */
+  const uint8_t* q = group_base(w, r / 4) + (size_t)(r % 4) * (size_t)jcl_block_bytes(w->type);
+  switch (w->type) {
+    case GT_Q4_0: q40_row(q, nb, out); return;
+    case GT_Q4_1: q41_row(q, nb, out); return;
+    case GT_Q8_0: q80_row(q, nb, out); return;
+    case GT_F32: memcpy(out, w->data + (size_t)r * (size_t)w->row_bytes, sizeof(float) * (size_t)w->K); return;
+    case GT_F16: f16_row((const uint16_t*)(w->data + (size_t)r * (size_t)w->row_bytes), w->K, out); return;
+    case GT_Q4_K: case GT_Q5_K: case GT_Q6_K: jcl_kq_dequant_row(w, r, out); return;
+    default: memset(out, 0, sizeof(float) * (size_t)w->K);
+  }
+}
+
+/* y = w x for all N rows, on the calling thread (tests and microbenchmarks). */
+void jcl_test_dot_rows(const Wt* w, const float* x, float* y) {
+  float* xs = malloc(sizeof(float) * (size_t)JCL_AUX_FLOATS(w->K));
+  if (!xs) return;
+  jcl_x_aux(x, w->K, xs);
+  for (int g = 0; g < (w->N + 3) / 4; g++) {
+    float o[4];
+    jcl_dot_group4(w, g, x, xs, o);
+    for (int j = 0; j < 4 && 4 * g + j < w->N; j++) y[4 * g + j] = o[j];
+  }
+  free(xs);
+}

@@ -1,0 +1,66 @@
+/* Weight formats the CPU kernel reads: GGUF's own blocks, unchanged, with the rows of a weight
+   matrix interleaved in groups of 4.
+
+   Layout of a quantized weight (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K):
+     rows padded with zero blocks to a multiple of 4 and grouped by 4; group g starts at
+     data + g * 4 * row_bytes; within a group, block i of row j (0..3) is at byte offset
+     (i * 4 + j) * block_bytes. So one group is one sequential stream (the prefetcher follows one
+     stream, not four), and the 4 rows of a group share the activation loads.
+   F32 and F16 weights are plain rows: row r at data + r * row_bytes (no padding).
+
+   Activations stay fp32 (the weights are dequantized exactly as gguf/llama.cpp do, then
+   multiplied in fp32), so results match a float reference on the dequantized weights closely.
+
+   Two builds of every function: AVX2+FMA+F16C where the compiler targets them, plain C
+   otherwise (the `generic` build); the same results up to summation order. */
+#ifndef JCL_QUANTS_H
+#define JCL_QUANTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define JCL_AVX2 1
+#include <immintrin.h>
+#else
+#define JCL_AVX2 0
+#endif
+
+/* GGML type numbers, as in the GGUF file. */
+enum { GT_F32 = 0, GT_F16 = 1, GT_Q4_0 = 2, GT_Q4_1 = 3, GT_Q8_0 = 8,
+       GT_Q4_K = 12, GT_Q5_K = 13, GT_Q6_K = 14 };
+
+typedef struct {
+  const uint8_t* data;   /* the layout above */
+  int32_t type;          /* GT_* */
+  int32_t N, K;          /* rows, columns (K a multiple of the block size) */
+  int32_t pad;
+  int64_t row_bytes;     /* bytes of one row in its own format (K / block_elems * block_bytes) */
+} Wt;
+
+/* Elements and bytes of one block of `type` (F32/F16: one element). 0 for unknown types. */
+int jcl_block_elems(int type);
+int jcl_block_bytes(int type);
+
+/* Floats of auxiliary activation data x_aux() writes for a K-wide vector (enough for any type). */
+#define JCL_AUX_FLOATS(K) ((K) / 16 + 8)
+
+/* What dot_group4 needs besides x, computed once per activation vector and shared by every
+   weight that multiplies it: the sums of x over each run of 16 elements (xs[i] = sum of
+   x[16i .. 16i+15]), from which block sums of 32 are pair sums. */
+void jcl_x_aux(const float* x, int K, float* xs);
+
+/* out[j] = (row 4g+j of w) . x for j = 0..3. Rows past N give whatever (the caller drops them);
+   F32/F16 rows past N must not be read. */
+void jcl_dot_group4(const Wt* w, int g, const float* x, const float* xs, float out[4]);
+
+/* Row r of w, dequantized exactly as gguf's dequantize() does (fp32). */
+void jcl_dequant_row(const Wt* w, int r, float* out);
+
+/* The K-quants (Q4_K, Q5_K, Q6_K: super-blocks of 256), in kquants.c; same contracts as above. */
+void jcl_kq_dot_group4(const Wt* w, int g, const float* x, const float* xs, float out[4]);
+void jcl_kq_dequant_row(const Wt* w, int r, float* out);
+
+#endif

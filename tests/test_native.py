@@ -1,0 +1,245 @@
+"""The CPU engine (engine/native.py + engine/kernels/*.c) on memory-mapped GGUF blocks.
+
+Small Llama models of Code Llama's head size (128) with GQA and random weights, in every weight
+type the kernel reads, against a float64 forward on the weights the blocks dequantize to.
+No timing asserts: speed is measured by benchmarks/decode.py.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from jupyter_codellama.engine import kernels
+from jupyter_codellama.engine.generation import GenerationRequest, PrefixCache, generate_stream
+from jupyter_codellama.engine.native import NativeModel, UnsupportedModelError
+from jupyter_codellama.testing.gguf_model import (TinyShape, reference_greedy, reference_logits,
+                                                   write_tiny_gguf)
+
+SHAPE = TinyShape()
+IDS = [1, 5, 900, 33, 47, 2, 600, 7, 8, 9, 10, 11, 512, 3]
+#: |kernel - float64 reference| / max |reference| for the last position's logits
+LOGIT_TOLERANCE = 1e-5
+VARIANTS = ["generic"] + (["avx2"] if kernels.cpu_has_avx2() else [])
+BASIC = ["F32", "F16", "Q4_0", "Q4_1", "Q8_0"]
+K_TYPES = ["Q4_K", "Q5_K", "Q6_K"]
+
+
+def _kquantize(a: np.ndarray, kind: str) -> np.ndarray:
+    """gguf has no K-quant quantizer: ours (checked against gguf's dequantizer in its tests)."""
+    from kquants_ref import quantize_q4_k, quantize_q5_k, quantize_q6_k
+    from jupyter_codellama.testing.gguf_model import gguf_quantize
+
+    fn = {"Q4_K": quantize_q4_k, "Q5_K": quantize_q5_k, "Q6_K": quantize_q6_k}.get(kind)
+    return fn(a.astype(np.float32)) if fn else gguf_quantize(a, kind)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """{kind: (gguf path, weights)}, written once for the module."""
+    folder = tmp_path_factory.mktemp("tiny-gguf")
+    made = {}
+
+    def get(kind: str):
+        if kind not in made:
+            path = folder / f"tiny-{kind}.gguf"
+            quantize = _kquantize if kind in K_TYPES else None
+            kwargs = {"quantize": quantize} if quantize else {}
+            # K-quant files mix types as llama.cpp's Q4_K_M does (Q6_K output head).
+            head = "Q6_K" if kind in K_TYPES else None
+            made[kind] = (path, write_tiny_gguf(path, kind, shape=SHAPE, head_kind=head, **kwargs))
+        return made[kind]
+
+    get.folder = folder
+    return get
+
+
+def _open(path, folder, variant="avx2" if kernels.cpu_has_avx2() else "generic", threads=2):
+    return NativeModel.open(path, n_threads=threads, variant=variant, cache_dir=folder)
+
+
+def _greedy(model: NativeModel, ids, n: int) -> list[int]:
+    dec = model.decoder(model.new_cache(), chunk=5)
+    logits, out = dec.prefill(ids), []
+    for _ in range(n):
+        out.append(int(logits.argmax()))
+        logits = dec.step(out[-1])
+    return out
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("kind", BASIC + K_TYPES)
+def test_every_weight_type_matches_a_float64_reference(tiny, kind, variant):
+    if kind in K_TYPES:
+        pytest.importorskip("kquants_ref")
+    path, weights = tiny(kind)
+    model = _open(path, tiny.folder, variant)
+    ref = reference_logits(weights, SHAPE, IDS)[-1]
+    # Prefill in chunks of 5 (the batched kernel) and one token at a time (the decode kernel).
+    for chunk in (5, 1):
+        logits = model.decoder(model.new_cache(), chunk=chunk).prefill(IDS).double()
+        err = (logits - ref).abs().max().item() / ref.abs().max().item()
+        assert err < LOGIT_TOLERANCE, (kind, variant, chunk, err)
+    assert _greedy(model, IDS, 32) == reference_greedy(weights, SHAPE, IDS, 32)
+
+
+def test_the_plain_c_build_gives_the_avx2_tokens(tiny):
+    if not kernels.cpu_has_avx2():
+        pytest.skip("no AVX2 here: only the plain C build runs")
+    path, _ = tiny("Q4_0")
+    fast, plain = _open(path, tiny.folder, "avx2"), _open(path, tiny.folder, "generic")
+    assert fast.lib is not plain.lib
+    assert _greedy(fast, IDS, 32) == _greedy(plain, IDS, 32)
+
+
+def test_threads_do_not_change_the_answer(tiny):
+    path, _ = tiny("Q4_0")
+    one, two = _open(path, tiny.folder, threads=1), _open(path, tiny.folder, threads=2)
+    assert _greedy(one, IDS, 24) == _greedy(two, IDS, 24)
+
+
+def _run(model, tokenizer_free_ids, *, cache=None, n=16, **kw):
+    return generate_stream(model, _NoTokenizer(), GenerationRequest(list(tokenizer_free_ids), max_new_tokens=n, **kw),
+                           eos_token_ids=(), prefix_cache=cache, prefill_chunk=8)
+
+
+class _NoTokenizer:
+    """Enough of a tokenizer for generate_stream on token ids (the text is not checked here)."""
+
+    all_special_ids = ()
+
+    def decode(self, ids, **_kw):
+        return "".join(chr(0x4E00 + (i % 2000)) for i in ids)
+
+    def __len__(self):
+        return SHAPE.vocab
+
+
+def test_prefix_reuse_gives_identical_output(tiny):
+    path, _ = tiny("Q4_1")
+    model = _open(path, tiny.folder)
+    cache = PrefixCache(64 << 20)
+    base = IDS * 4
+    first = _run(model, base, cache=cache)
+    assert first.tokens == _run(model, base).tokens
+    for tail in ([17, 18, 19], list(range(100, 140)), [20]):  # short tails, a long one
+        ids = base + tail
+        reused = _run(model, ids, cache=cache)
+        assert reused.cached_tokens >= len(base)
+        assert reused.tokens == _run(model, ids).tokens
+    follow = base + [20] + reused.tokens  # the answer itself is in the cache too
+    again = _run(model, follow, cache=cache, n=8)
+    assert again.cached_tokens == len(follow) - 1
+    assert again.tokens == _run(model, follow, n=8).tokens
+
+
+def test_cancel_during_a_long_prefill_stops_between_chunks(tiny):
+    path, _ = tiny("Q4_0")
+    model = _open(path, tiny.folder)
+    cancel = threading.Event()
+    calls = []
+    forward = model.forward
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            cancel.set()
+        return forward(*args, **kwargs)
+
+    model.forward = counting
+    ids = (IDS * 40)[:400]  # 50 chunks of 8
+    result = generate_stream(model, _NoTokenizer(), GenerationRequest(ids, max_new_tokens=8),
+                             eos_token_ids=(), prefill_chunk=8, cancel=cancel)
+    assert result.stop_reason == "cancelled" and not result.tokens
+    assert len(calls) == 2  # the chunk running when cancelled finished; no other started
+
+
+def test_the_cache_crops_copies_and_grows_like_dynamic_cache(tiny):
+    import copy
+
+    path, _ = tiny("Q8_0")
+    model = _open(path, tiny.folder)
+    cache = model.new_cache()
+    model.decoder(cache).prefill(IDS)
+    assert cache.get_seq_length() == len(IDS)
+    twin = copy.deepcopy(cache)
+    cache.crop(-4)
+    assert cache.get_seq_length() == len(IDS) - 4 and twin.get_seq_length() == len(IDS)
+    a = model.decoder(twin).prefill([7] * 300)  # grows past its capacity, keeping the prefix
+    b = model.decoder(model.new_cache()).prefill(IDS + [7] * 300)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_unsupported_files_get_a_clear_error(tmp_path):
+    import gguf
+
+    path = tmp_path / "gpt2.gguf"
+    w = gguf.GGUFWriter(str(path), "gpt2")
+    w.add_tensor("token_embd.weight", np.zeros((4, 32), np.float32))
+    w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    with pytest.raises(UnsupportedModelError, match="architecture 'gpt2'.*Llama"):
+        NativeModel.open(path, cache_dir=tmp_path)
+    iq = tmp_path / "q5_0.gguf"
+    write_tiny_gguf(iq, "Q5_0", shape=TinyShape(n_layers=1, vocab=64))
+    with pytest.raises(UnsupportedModelError, match="Q5_0.*re-quantize|Q5_0.*Re-quantize"):
+        NativeModel.open(iq, cache_dir=tmp_path)
+
+
+def test_no_compiler_gives_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(kernels.shutil, "which", lambda _name: None)
+    with pytest.raises(kernels.KernelUnavailable, match="No C compiler.*apt-get install gcc"):
+        kernels.library_path("generic", tmp_path)
+
+
+# -- the embedded model through the kernel ----------------------------------------------------
+
+PROMPTS = [
+    "def quicksort(items):\n    \"\"\"Sort a list.\"\"\"\n",
+    "<|im_start|>user\nWhat is a Python decorator? Answer briefly.<|im_end|>\n<|im_start|>assistant\n",
+]
+
+
+@pytest.mark.slow
+def test_the_embedded_model_gives_the_tokens_of_the_pytorch_path(embedded_engine, cache_dir):
+    from jupyter_codellama.engine.loading import LoadOptions, load_model
+
+    kernel = embedded_engine.loaded
+    assert kernel.backend == "kernel" and embedded_engine.status()["backend"] == "kernel"
+    torch_path = load_model(LoadOptions(model="embedded", quantization="none", cache_dir=str(cache_dir)))
+    assert torch_path.backend == "torch"
+    for prompt in PROMPTS:
+        ids = kernel.tokenizer(prompt)["input_ids"]
+        assert ids == torch_path.tokenizer(prompt)["input_ids"]
+        req = dict(eos_token_ids=(), prefix_cache=None)
+        a = generate_stream(kernel.model, kernel.tokenizer, GenerationRequest(ids, max_new_tokens=40), **req)
+        b = generate_stream(torch_path.model, torch_path.tokenizer, GenerationRequest(ids, max_new_tokens=40), **req)
+        assert a.tokens == b.tokens and a.text == b.text
+
+
+@pytest.mark.slow
+def test_a_loaded_model_is_resident_at_about_its_file_size(cache_dir):
+    """RSS after loading and answering: the mapped weights + KV + a stated margin, no fp32 copy."""
+    code = f"""
+import os, resource, torch, transformers
+from jupyter_codellama.engine.native import NativeModel
+from jupyter_codellama.engine.loading import find_embedded_gguf
+def rss(): return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+NativeModel.open(find_embedded_gguf(), cache_dir={str(cache_dir)!r}).close()  # packed, kernel built
+before = rss()
+m = NativeModel.open(find_embedded_gguf(), cache_dir={str(cache_dir)!r}, n_threads=1)
+d = m.decoder(m.new_cache()); logits = d.prefill(list(range(1, 200)))
+for _ in range(50): logits = d.step(int(logits.argmax()))
+print(rss() - before, m.pack_file.stat().st_size, d.cache.nbytes)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    grown, pack, kv = map(int, out.stdout.split()[-3:])
+    margin = 32 << 20  # tokenizer-free: rope tables, scratch, allocator slack
+    assert grown <= pack + kv + margin, f"grew {grown >> 20} MiB for a {pack >> 20} MiB pack + {kv >> 20} MiB KV"

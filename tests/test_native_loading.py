@@ -1,0 +1,101 @@
+"""Loading for the CPU kernel: checkpoints quantized once to a cached GGUF, GGUF paths, hub names."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from jupyter_codellama.engine.generation import GenerationRequest, generate_stream
+from jupyter_codellama.engine.loading import LoadOptions, ModelNotAvailableError, load_model
+from jupyter_codellama.models import UnknownModelError, resolve_model
+from jupyter_codellama.testing.gguf_model import TinyShape, reference_greedy
+
+pytestmark = pytest.mark.slow
+
+
+def _weights_of(gguf_path) -> dict[str, np.ndarray]:
+    """What the GGUF's blocks dequantize to, per tensor (GGUF row order)."""
+    from gguf import GGUFReader, quants
+
+    reader = GGUFReader(str(gguf_path))
+    out = {}
+    for t in reader.tensors:
+        w = quants.dequantize(np.asarray(t.data), t.tensor_type).astype(np.float32)
+        out[t.name] = w.reshape([int(n) for n in reversed(t.shape)] if len(t.shape) > 1 else -1)
+    return out, {t.name: t.tensor_type.name for t in reader.tensors}
+
+
+def _greedy(loaded, ids, n=24):
+    r = generate_stream(loaded.model, loaded.tokenizer, GenerationRequest(list(ids), max_new_tokens=n),
+                        eos_token_ids=())
+    return r.tokens
+
+
+def test_a_checkpoint_is_quantized_once_to_a_cached_4bit_gguf(shaped_model_dir, cache_dir):
+    from transformers import AutoConfig
+
+    options = LoadOptions(model=str(shaped_model_dir), quantization="4bit", cache_dir=str(cache_dir))
+    loaded = load_model(options)
+    assert loaded.backend == "kernel" and loaded.quantization.startswith("Q4_0")
+    gguf_path = loaded.model.info.path
+    assert gguf_path.is_file() and gguf_path.parent == cache_dir / "gguf"
+    weights, kinds = _weights_of(gguf_path)
+    assert kinds["blk.0.attn_q.weight"] == kinds["blk.1.ffn_up.weight"] == "Q4_0"
+
+    # The tokens are a float64 forward's on exactly those 4-bit weights.
+    cfg = AutoConfig.from_pretrained(shaped_model_dir)
+    shape = TinyShape(dim=cfg.hidden_size, n_layers=cfg.num_hidden_layers, n_heads=cfg.num_attention_heads,
+                      n_kv=cfg.num_key_value_heads, hidden=cfg.intermediate_size, vocab=cfg.vocab_size,
+                      rope_theta=cfg.rope_parameters["rope_theta"], eps=cfg.rms_norm_eps)
+    ids = loaded.tokenizer("def fibonacci(n):\n")["input_ids"]
+    tokens = _greedy(loaded, ids)
+    assert tokens == reference_greedy(weights, shape, ids, len(tokens))
+
+    # A second load maps the cached file: no second quantization, the same tokens.
+    stamp = gguf_path.stat().st_mtime_ns
+    started = time.perf_counter()
+    again = load_model(options)
+    assert time.perf_counter() - started < 20  # no quantization (that takes far longer on big models)
+    assert again.model.info.path == gguf_path and gguf_path.stat().st_mtime_ns == stamp
+    assert _greedy(again, ids) == tokens
+    # The checkpoint's own tokenizer (FIM pieces and all) comes along.
+    assert again.spec.supports_infill and again.tokenizer("Hello world")["input_ids"] == [1, 15043, 3186]
+
+
+def test_8bit_on_a_cpu_is_q8_0_for_the_kernel(shaped_model_dir, cache_dir):
+    loaded = load_model(LoadOptions(model=str(shaped_model_dir), quantization="8bit", cache_dir=str(cache_dir)))
+    assert loaded.backend == "kernel" and loaded.quantization.startswith("Q8_0")
+    assert len(_greedy(loaded, [1, 822, 285], n=4)) == 4
+
+
+def test_a_gguf_path_loads_with_its_own_tokenizer(tmp_path, cache_dir):
+    """The embedded model's GGUF, named by path: the tokenizer and chat template come from the file."""
+    from jupyter_codellama.engine.loading import find_embedded_gguf
+
+    loaded = load_model(LoadOptions(model=str(find_embedded_gguf()), cache_dir=str(cache_dir)))
+    assert loaded.backend == "kernel" and loaded.spec.family == "custom"
+    assert loaded.spec.chat_format == "template" and loaded.spec.supports_infill is False
+    assert loaded.tokenizer.eos_token_id in loaded.eos_token_ids
+    assert "im_start" in loaded.tokenizer.chat_template
+
+
+def test_a_hub_gguf_offline_fails_fast_with_advice(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    started = time.perf_counter()
+    with pytest.raises(ModelNotAvailableError, match="cannot be downloaded"):
+        load_model(LoadOptions(model="TheBloke/CodeLlama-7B-GGUF/codellama-7b.Q4_K_M.gguf",
+                               cache_dir=str(tmp_path)))
+    assert time.perf_counter() - started < 2
+
+
+def test_gguf_names_resolve_or_say_what_is_expected(tmp_path):
+    f = tmp_path / "model.Q4_0.gguf"
+    f.write_bytes(b"GGUF")
+    assert resolve_model(str(f)).repo_id == str(f)
+    assert resolve_model("owner/repo/file.Q4_K_M.gguf").repo_id == "owner/repo/file.Q4_K_M.gguf"
+    with pytest.raises(UnknownModelError, match="No GGUF file"):
+        resolve_model(str(tmp_path / "missing.gguf"))
