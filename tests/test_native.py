@@ -88,6 +88,33 @@ def test_every_weight_type_matches_a_float64_reference(tiny, kind, variant):
     assert _greedy(model, IDS, 32) == reference_greedy(weights, SHAPE, IDS, 32)
 
 
+@pytest.mark.parametrize("kind", ["Q4_0", "Q4_K", "F16"])
+def test_long_prompt_chunks_through_blas_match_the_reference(tiny, kind):
+    """Chunks of >= BLAS_MIN_TOKENS run the same forward with BLAS matmuls on dequantized blocks."""
+    from jupyter_codellama.engine.native import BLAS_MIN_TOKENS
+
+    if kind in K_TYPES:
+        pytest.importorskip("kquants_ref")
+    path, weights = tiny(kind)
+    model = _open(path, tiny.folder)
+    ids = (IDS * 8)[: BLAS_MIN_TOKENS + 40]
+    ref = reference_logits(weights, SHAPE, ids)[-1]
+    for chunk in (BLAS_MIN_TOKENS, len(ids)):  # two BLAS chunks + a kernel tail; one BLAS chunk
+        logits = model.decoder(model.new_cache(), chunk=chunk).prefill(ids).double()
+        assert (logits - ref).abs().max().item() / ref.abs().max().item() < LOGIT_TOLERANCE
+
+
+def test_threads_follow_the_free_cores(monkeypatch, tmp_path):
+    from jupyter_codellama.engine import native
+
+    loadavg = tmp_path / "loadavg"
+    real = native.Path
+    monkeypatch.setattr(native, "Path", lambda p: loadavg if p == "/proc/loadavg" else real(p))
+    for running, free in (("1", 4), ("2", 3), ("4", 1), ("9", 1)):
+        loadavg.write_text(f"0.5 0.5 0.5 {running}/300 12345\n")
+        assert native.free_cores(4) == free
+
+
 def test_the_plain_c_build_gives_the_avx2_tokens(tiny):
     if not kernels.cpu_has_avx2():
         pytest.skip("no AVX2 here: only the plain C build runs")

@@ -267,6 +267,13 @@ def _bind(lib) -> None:
     lib.jcl_forward.restype = ctypes.c_int
     lib.jcl_forward.argtypes = [ctypes.POINTER(_Model), ctypes.POINTER(_KV), ctypes.c_void_p,
                                 ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+    lib.jcl_dequant_rows.restype = None
+    lib.jcl_dequant_rows.argtypes = [ctypes.POINTER(layout.Wt), ctypes.c_int, ctypes.c_int,
+                                     ctypes.c_void_p, ctypes.c_int]
+    lib.jcl_dequant_row.restype = None
+    lib.jcl_dequant_row.argtypes = [ctypes.POINTER(layout.Wt), ctypes.c_int, ctypes.c_void_p]
+    lib.jcl_matvec.restype = None
+    lib.jcl_matvec.argtypes = [ctypes.POINTER(layout.Wt), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
 
 
 def default_threads() -> int:
@@ -274,6 +281,19 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS
         return max(1, os.cpu_count() or 1)
+
+
+def free_cores(cores: int) -> int:
+    """Cores not taken by other runnable threads right now (at least 1).
+
+    A kernel thread that shares a core with another busy process makes every other thread wait
+    for it at each step; running one thread fewer is then faster (see the benchmark's "+ busy"
+    rows). /proc/loadavg's fourth field counts the runnable threads, this one included."""
+    try:
+        running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return cores
+    return max(1, min(cores, cores - (running - 1)))
 
 
 def rope_tables(head_dim: int, theta: float, max_pos: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -296,11 +316,14 @@ class NativeModel:
         self.variant = variant or kernels.best_variant()
         self.lib = kernels.load_library(self.variant, cache_dir)
         _bind(self.lib)
-        self.n_threads = int(n_threads or default_threads())
+        #: None: every free core, decided per request (free_cores); else a fixed count
+        self.fixed_threads = int(n_threads) if n_threads else None
+        self.n_threads = self.fixed_threads or default_threads()
         self.max_positions = int(max_positions or self.hyper.context_length)
         self.file_bytes = info.path.stat().st_size if info.path.exists() else pack.stat().st_size
         self._map = np.memmap(pack, dtype=np.uint8, mode="r")
         self._keep: list = []
+        self._vectors: dict[int, torch.Tensor] = {}
         self.struct = self._build_struct()
         self._ref = ctypes.byref(self.struct)
         self._lock = threading.Lock()
@@ -358,8 +381,22 @@ class NativeModel:
         main = sorted(kinds, key=lambda k: -kinds[k])[:2]
         return "/".join(main)
 
+    def vector(self, ptr: int, n: int) -> torch.Tensor:
+        """A float32 vector the struct points at (norm weights), as a tensor sharing its memory."""
+        cached = self._vectors.get(ptr)
+        if cached is None:
+            buf = (ctypes.c_float * n).from_address(ptr)
+            cached = self._vectors[ptr] = torch.frombuffer(buf, dtype=torch.float32)
+        return cached
+
     def set_threads(self, n: int) -> None:
         self.n_threads = self.struct.n_threads = max(1, int(n))
+
+    def pick_threads(self) -> int:
+        """Threads for the next request: the fixed count, or the cores free right now."""
+        if self.fixed_threads is None:
+            self.set_threads(free_cores(default_threads()))
+        return self.n_threads
 
     @property
     def description(self) -> str:
@@ -378,12 +415,18 @@ class NativeModel:
         return KernelDecoder(self, cache, chunk=chunk, should_stop=should_stop)
 
     def forward(self, cache: "KVCache", tokens: Sequence[int], logits: torch.Tensor | None) -> None:
-        """Run ``tokens`` at the cache's next positions (one kernel call)."""
+        """Run ``tokens`` at the cache's next positions: a short run in one kernel call, a long
+        prompt chunk through BLAS matmuls on dequantized weight blocks (:class:`ChunkForward`)."""
         n = len(tokens)
         pos = cache.length
         if pos + n > self.max_positions:
             raise ValueError(f"the prompt and answer need {pos + n} positions; this model has {self.max_positions}")
         cache.reserve(pos + n)
+        if n >= BLAS_MIN_TOKENS:
+            with self._lock:
+                ChunkForward(self, cache).run(list(tokens), logits)
+            cache.length = pos + n
+            return
         ids = (ctypes.c_int * n)(*tokens)
         out = ctypes.c_void_p(logits.data_ptr()) if logits is not None else None
         with self._lock:
@@ -395,6 +438,93 @@ class NativeModel:
     def close(self) -> None:
         self._map = None
         self._keep.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# Long prompt chunks: the same forward, its matmuls done by BLAS
+
+#: Prompt chunks of at least this many tokens go through BLAS (torch.mm); shorter ones, and every
+#: decode step, through the kernel's own batched forward, which needs no dequantized copy.
+BLAS_MIN_TOKENS = 32
+#: Floats of one dequantized weight block handed to BLAS (bounded memory, cache friendly).
+_BLOCK_FLOATS = 2 << 20
+
+
+class ChunkForward:
+    """One prompt chunk: the kernel's forward pass in torch ops, each weight matrix dequantized
+    by the kernel in row blocks and multiplied by BLAS (each block decoded once per chunk)."""
+
+    def __init__(self, model: "NativeModel", cache: "KVCache") -> None:
+        self.m, self.cache, self.h = model, cache, model.hyper
+        self.lib = model.lib
+        self.threads = model.n_threads
+
+    def matmul(self, x: torch.Tensor, wt: layout.Wt) -> torch.Tensor:
+        """x [n, K] @ W.T → [n, N]."""
+        N, K = wt.N, wt.K
+        out = torch.empty(x.shape[0], N)
+        rows = max(4, min(N, _BLOCK_FLOATS // K))
+        buf = torch.empty(rows, K)
+        ref = ctypes.byref(wt)
+        for r0 in range(0, N, rows):
+            r1 = min(N, r0 + rows)
+            self.lib.jcl_dequant_rows(ref, r0, r1, buf.data_ptr(), self.threads)
+            out[:, r0:r1] = torch.mm(x, buf[: r1 - r0].T)
+        return out
+
+    def rms(self, x: torch.Tensor, weight_ptr: int) -> torch.Tensor:
+        w = self.m.vector(weight_ptr, x.shape[-1])
+        return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.h.eps))
+
+    def rope(self, x: torch.Tensor, pos0: int) -> torch.Tensor:  # x: [n, heads, hd], pairs order
+        n = x.shape[0]
+        c = self.m.cos[pos0 : pos0 + n, None, :]
+        s = self.m.sin[pos0 : pos0 + n, None, :]
+        a, b = x[..., 0::2], x[..., 1::2]
+        out = torch.empty_like(x)
+        out[..., 0::2] = a * c - b * s
+        out[..., 1::2] = b * c + a * s
+        return out
+
+    def attention(self, l: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos0: int) -> torch.Tensor:
+        n, h = q.shape[0], self.h
+        end = pos0 + n
+        self.cache.k[l, :, pos0:end] = k.transpose(0, 1)
+        self.cache.v[l, :, pos0:end] = v.transpose(0, 1)
+        keys, values = self.cache.k[l, :, :end], self.cache.v[l, :, :end]  # [n_kv, T, hd]
+        group = h.n_heads // h.n_kv
+        qh = q.transpose(0, 1).reshape(h.n_kv, group * n, h.head_dim)  # heads of a KV head together
+        scores = torch.bmm(qh, keys.transpose(1, 2)) * (h.head_dim ** -0.5)  # [n_kv, group*n, T]
+        visible = torch.arange(end)[None, :] <= (pos0 + torch.arange(n))[:, None]  # [n, T]
+        scores = scores.view(h.n_kv, group, n, end).masked_fill(~visible, float("-inf"))
+        probs = scores.softmax(-1).view(h.n_kv, group * n, end)
+        out = torch.bmm(probs, values).view(h.n_heads, n, h.head_dim)
+        return out.transpose(0, 1).reshape(n, h.n_heads * h.head_dim)
+
+    def layer(self, l: int, x: torch.Tensor, pos0: int) -> torch.Tensor:
+        L, h, n = self.m.layers[l], self.h, x.shape[0]
+        xn = self.rms(x, L.attn_norm)
+        q = self.rope(self.matmul(xn, L.q).view(n, h.n_heads, h.head_dim), pos0)
+        k = self.rope(self.matmul(xn, L.k).view(n, h.n_kv, h.head_dim), pos0)
+        v = self.matmul(xn, L.v).view(n, h.n_kv, h.head_dim)
+        x = x + self.matmul(self.attention(l, q, k, v, pos0), L.o)
+        xn = self.rms(x, L.ffn_norm)
+        gate = torch.nn.functional.silu(self.matmul(xn, L.gate))
+        return x + self.matmul(gate * self.matmul(xn, L.up), L.down)
+
+    @torch.inference_mode()
+    def run(self, tokens: list[int], logits: torch.Tensor | None) -> None:
+        pos0 = self.cache.length
+        x = torch.empty(len(tokens), self.h.dim)
+        embed = ctypes.byref(self.m.struct.embed)
+        for i, t in enumerate(tokens):
+            self.lib.jcl_dequant_row(embed, t, x[i].data_ptr())
+        for l in range(self.h.n_layers):
+            x = self.layer(l, x, pos0)
+        if logits is not None:
+            last = self.rms(x[-1:], self.m.struct.out_norm)[0].contiguous()
+            self.lib.jcl_matvec(ctypes.byref(self.m.struct.lm_head), last.data_ptr(), logits.data_ptr(),
+                                self.threads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,6 +589,7 @@ class KernelDecoder:
         self.chunk = max(1, int(chunk))
         self.should_stop = should_stop or (lambda: False)
         self.logits = torch.empty(model.hyper.vocab)
+        model.pick_threads()
 
     def prefill(self, ids: Sequence[int]) -> torch.Tensor:
         """Run the prompt's tokens; the last one's logits [V] (a buffer reused by step)."""

@@ -268,37 +268,52 @@ static int forward_one(const Model* m, const KV* kv, int token, int pos, float* 
 
 /* ---- n tokens ------------------------------------------------------------------------------ */
 
-/* Y[j*ldy + i] = row i of the R dequantized rows in w . X[j*ldx ...], for n tokens: one
-   accumulator per (row, token) over the columns in order. */
+/* Y[j*ldy + i] = row i of the R dequantized rows in w . X_j for NT tokens: one accumulator per
+   (row, token) over the columns in order. R and NT are compile-time constants at every call
+   (always inlined), so the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void tile(const float* w, int K, const float* X, int ldx,
+                                                       float* Y, int ldy, const int R, const int NT) {
+#if JCL_AVX2
+  __m256 acc[4][3];
+  for (int i = 0; i < R; i++) for (int j = 0; j < NT; j++) acc[i][j] = _mm256_setzero_ps();
+  int k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 xv[3];
+    for (int j = 0; j < NT; j++) xv[j] = _mm256_loadu_ps(X + (size_t)j * ldx + k);
+    for (int i = 0; i < R; i++) {
+      const __m256 wv = _mm256_loadu_ps(w + (size_t)i * K + k);
+      for (int j = 0; j < NT; j++) acc[i][j] = _mm256_fmadd_ps(wv, xv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < R; i++)
+    for (int j = 0; j < NT; j++) {
+      float s = hsum8(acc[i][j]);
+      for (int kk = k; kk < K; kk++) s += w[(size_t)i * K + kk] * X[(size_t)j * ldx + kk];
+      Y[(size_t)j * ldy + i] = s;
+    }
+#else
+  for (int i = 0; i < R; i++)
+    for (int j = 0; j < NT; j++) {
+      const float* wr = w + (size_t)i * K;
+      const float* xr = X + (size_t)j * ldx;
+      float s = 0.f;
+      for (int k = 0; k < K; k++) s += wr[k] * xr[k];
+      Y[(size_t)j * ldy + i] = s;
+    }
+#endif
+}
+
 static void rows_times_tokens(const float* w, int K, int R, const float* X, int ldx, int n,
                               float* Y, int ldy) {
-  for (int j0 = 0; j0 < n; j0 += 3) {
-    const int nt = n - j0 < 3 ? n - j0 : 3;
-#if JCL_AVX2
-    __m256 acc[4][3];
-    for (int i = 0; i < R; i++) for (int j = 0; j < nt; j++) acc[i][j] = _mm256_setzero_ps();
-    int k = 0;
-    for (; k + 8 <= K; k += 8) {
-      __m256 xv[3];
-      for (int j = 0; j < nt; j++) xv[j] = _mm256_loadu_ps(X + (size_t)(j0 + j) * ldx + k);
-      for (int i = 0; i < R; i++) {
-        const __m256 wv = _mm256_loadu_ps(w + (size_t)i * K + k);
-        for (int j = 0; j < nt; j++) acc[i][j] = _mm256_fmadd_ps(wv, xv[j], acc[i][j]);
-      }
-    }
-    for (int i = 0; i < R; i++)
-      for (int j = 0; j < nt; j++) Y[(size_t)(j0 + j) * ldy + i] = hsum8(acc[i][j]);
-#else
-    for (int i = 0; i < R; i++)
-      for (int j = 0; j < nt; j++) {
-        const float* wr = w + (size_t)i * K;
-        const float* xr = X + (size_t)(j0 + j) * ldx;
-        float s = 0.f;
-        for (int k = 0; k < K; k++) s += wr[k] * xr[k];
-        Y[(size_t)(j0 + j) * ldy + i] = s;
-      }
-#endif
+  int j = 0;
+  if (R == 4) {
+    for (; j + 3 <= n; j += 3) tile(w, K, X + (size_t)j * ldx, ldx, Y + (size_t)j * ldy, ldy, 4, 3);
+    if (n - j == 2) tile(w, K, X + (size_t)j * ldx, ldx, Y + (size_t)j * ldy, ldy, 4, 2);
+    else if (n - j == 1) tile(w, K, X + (size_t)j * ldx, ldx, Y + (size_t)j * ldy, ldy, 4, 1);
+    return;
   }
+  for (int i = 0; i < R; i++)
+    for (j = 0; j < n; j++) tile(w + (size_t)i * K, K, X + (size_t)j * ldx, ldx, Y + (size_t)j * ldy + i, ldy, 1, 1);
 }
 
 /* Y[j*ldy + r] = (row r of w) . X_j for all rows and n tokens (an orphaned `omp for`).
@@ -385,4 +400,21 @@ int jcl_forward(const Model* m, const KV* kv, const int* tokens, int n, int pos0
   for (int j = 0; j < n; j++) if (tokens[j] < 0 || tokens[j] >= m->vocab) return -1;
   return n == 1 ? forward_one(m, kv, tokens[0], pos0, logits)
                 : forward_batch(m, kv, tokens, n, pos0, logits);
+}
+
+/* ---- pieces for the PyTorch prompt path (long prompt chunks go through a BLAS matmul) -------- */
+
+/* Rows r0..r1-1 of w, dequantized, into out [(r1 - r0), K]. */
+void jcl_dequant_rows(const Wt* w, int r0, int r1, float* out, int n_threads) {
+#pragma omp parallel for schedule(dynamic, 8) num_threads(n_threads)
+  for (int r = r0; r < r1; r++) jcl_dequant_row(w, r, out + (size_t)(r - r0) * w->K);
+}
+
+/* y = w x (all rows), the decode kernel's dot products. */
+void jcl_matvec(const Wt* w, const float* x, float* y, int n_threads) {
+  float* xs = malloc(sizeof(float) * JCL_AUX_FLOATS(w->K));
+  jcl_x_aux(x, w->K, xs);
+#pragma omp parallel num_threads(n_threads)
+  matvec_nowait(w, x, xs, y);
+  free(xs);
 }
