@@ -7,8 +7,11 @@
 
    The quantized dot products follow the same plan in both: the 4 rows of a group share each
    block's activation loads, and the constant part of a block's weights (Q4_0's -8*d, Q4_1's m)
-   is applied once per block through the block sum of x (xs), not per element. No alignment is
-   assumed anywhere (GGUF blocks of 18 or 34 bytes leave every field unaligned). */
+   is applied once per block through the block sum of x (xs), not per element.
+
+   Alignment: quantized blocks need none (blocks of 18 or 34 bytes leave every field unaligned,
+   so every load is unaligned); F32 and F16 rows are read as their own types, so their start must
+   be 4- resp. 2-byte aligned, as x and the output are. */
 #include <stdlib.h>
 
 #include "quants.h"
@@ -61,29 +64,20 @@ static inline void zero_past_n(const Wt* w, int g, float out[4]) {
   for (int j = 0; j < 4; j++) if (4 * g + j >= w->N) out[j] = 0.f;
 }
 
+/* Software prefetch of the quantized weights, PF_AHEAD bytes ahead of the block being read. The
+   hardware prefetcher stops at every 4 KiB page, and with this much arithmetic between the
+   loads, out-of-order execution alone keeps too few lines in flight. N requests per step, 64
+   bytes apart: one for the 72 and 80-byte steps of Q4_0 and Q4_1 (the one line in nine it skips
+   costs less than a duplicate request on every step), three for the 136 bytes of Q8_0. Plain
+   rows (F32, F16) read 4 dense streams, which the hardware prefetcher follows well enough. */
+#define PF_AHEAD 2048
+
 #if JCL_AVX2
 /* ============================== AVX2 + FMA + F16C ============================== */
 
-/* How far ahead of the block being read the next lines are requested: the hardware
-   prefetcher alone starts late on every group boundary. */
-#ifndef PF_AHEAD
-#define PF_AHEAD 512
-#endif
-#ifndef Q40_PF
-#define Q40_PF 1
-#endif
-#ifndef Q41_PF
-#define Q41_PF 1
-#endif
-#ifndef Q80_PF
-#define Q80_PF 3
-#endif
-#ifndef PF_HINT
-#define PF_HINT _MM_HINT_T0
-#endif
-/* N requests at the front of the stream, 64 bytes apart. */
 #define PREFETCH_STEP(P, N) {                                                                      \
-    for (int k_ = 0; k_ < (N); k_++) _mm_prefetch((const char*)(P) + PF_AHEAD + 64 * k_, PF_HINT); }
+    for (int k_ = 0; k_ < (N); k_++)                                                               \
+      _mm_prefetch((const char*)(P) + PF_AHEAD + 64 * k_, _MM_HINT_T0); }
 
 static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
@@ -111,11 +105,8 @@ void jcl_x_aux(const float* x, int K, float* xs) {
   }
 }
 
-/* The fp16 scales of one block index, 4 rows, converted together. The words sit 18 (Q4_0) or 20
-   (Q4_1, a d and m pair) bytes apart: two 32-byte loads, a blend and a permute gather them. */
-#ifndef BCAST_MEM
-#define BCAST_MEM 1
-#endif
+/* The fp16 scales of one block index, the 4 rows' together: a few wide loads, blends and a
+   permute gather them for one conversion (cheaper than four scalar loads and conversions). */
 
 /* Q4_0: d of rows 0..3 in lanes 0, 3, 4, 7 (bytes 0, 18, 36, 54; the other lanes are junk). */
 static inline __m256 q40_scales(const uint8_t* b) {
@@ -144,15 +135,10 @@ static inline __m128 q80_scales(const uint8_t* b) {
   return _mm_cvtph_ps(_mm_blend_epi16(a, c, 0x0C));
 }
 
-#if BCAST_MEM
 /* The per-row scale broadcasts come from a stack copy: loads, where a register permute would
-   take a shuffle slot from the widening of the quants. */
+   take a shuffle slot that the widening of the quants needs. */
 #define SCALES(V) float sc[8]; _mm256_storeu_ps(sc, V);
-#define BCAST(V, J) _mm256_broadcast_ss(sc + (J))
-#else
-#define SCALES(V)
-#define BCAST(V, J) _mm256_permutevar8x32_ps(V, _mm256_set1_epi32(J))
-#endif
+#define BCAST(J) _mm256_broadcast_ss(sc + (J))
 
 /* Byte k of a row's 16 holds element k (low nibble) and k+16 (high): with t the whole byte,
    lo*x + hi*y = lo*(x - y/16) + t*(y/16), exactly in real numbers and with roundings of the same
@@ -165,7 +151,8 @@ static inline __m128 q80_scales(const uint8_t* b) {
   const __m256 x1 = _mm256_sub_ps(_mm256_loadu_ps((X) + 8), x3);
 
 /* The block sum of x (two runs of 16) in every lane. */
-#define BLOCK_SUM(I) _mm256_add_ps(_mm256_broadcast_ss(xs + 2 * (I)), _mm256_broadcast_ss(xs + 2 * (I) + 1))
+#define BLOCK_SUM(I)                                                                               \
+  _mm256_add_ps(_mm256_broadcast_ss(xs + 2 * (I)), _mm256_broadcast_ss(xs + 2 * (I) + 1))
 
 /* One row's 16 bytes of nibbles at QP times x0..x3 (FIRST starts the sum from the low nibbles
    of the first 8 bytes), scaled by the broadcast block scale D into ACC. Bytes are widened
@@ -191,14 +178,14 @@ static inline __m128 q80_scales(const uint8_t* b) {
 static void q40_group4(const uint8_t* b, int nb, const float* x, const float* xs, float out[4]) {
   Q4_CONSTS
   for (int i = 0; i < nb; i++, b += 4 * Q40_BYTES, x += 32) {
-    PREFETCH_STEP(b, Q40_PF)
+    PREFETCH_STEP(b, 1)
     LOADX4(x)
     const __m256 S = BLOCK_SUM(i), d = q40_scales(b);
     SCALES(d)
-    Q4_ROW(b + 2, Q40_FIRST, BCAST(d, 0), a0)
-    Q4_ROW(b + Q40_BYTES + 2, Q40_FIRST, BCAST(d, 3), a1)
-    Q4_ROW(b + 2 * Q40_BYTES + 2, Q40_FIRST, BCAST(d, 4), a2)
-    Q4_ROW(b + 3 * Q40_BYTES + 2, Q40_FIRST, BCAST(d, 7), a3)
+    Q4_ROW(b + 2, Q40_FIRST, BCAST(0), a0)
+    Q4_ROW(b + Q40_BYTES + 2, Q40_FIRST, BCAST(3), a1)
+    Q4_ROW(b + 2 * Q40_BYTES + 2, Q40_FIRST, BCAST(4), a2)
+    Q4_ROW(b + 3 * Q40_BYTES + 2, Q40_FIRST, BCAST(7), a3)
   }
   hsum4x8(a0, a1, a2, a3, out);
 }
@@ -209,15 +196,15 @@ static void q41_group4(const uint8_t* b, int nb, const float* x, const float* xs
   Q4_CONSTS
   __m256 moff = _mm256_setzero_ps();
   for (int i = 0; i < nb; i++, b += 4 * Q41_BYTES, x += 32) {
-    PREFETCH_STEP(b, Q41_PF)
+    PREFETCH_STEP(b, 1)
     LOADX4(x)
     const __m256 dm = q41_scales(b);
     moff = _mm256_fmadd_ps(dm, BLOCK_SUM(i), moff);
     SCALES(dm)
-    Q4_ROW(b + 4, _mm256_mul_ps, BCAST(dm, 0), a0)
-    Q4_ROW(b + Q41_BYTES + 4, _mm256_mul_ps, BCAST(dm, 2), a1)
-    Q4_ROW(b + 2 * Q41_BYTES + 4, _mm256_mul_ps, BCAST(dm, 4), a2)
-    Q4_ROW(b + 3 * Q41_BYTES + 4, _mm256_mul_ps, BCAST(dm, 6), a3)
+    Q4_ROW(b + 4, _mm256_mul_ps, BCAST(0), a0)
+    Q4_ROW(b + Q41_BYTES + 4, _mm256_mul_ps, BCAST(2), a1)
+    Q4_ROW(b + 2 * Q41_BYTES + 4, _mm256_mul_ps, BCAST(4), a2)
+    Q4_ROW(b + 3 * Q41_BYTES + 4, _mm256_mul_ps, BCAST(6), a3)
   }
   hsum4x8(a0, a1, a2, a3, out);
   float m[8];
@@ -237,15 +224,15 @@ static void q80_group4(const uint8_t* b, int nb, const float* x, float out[4]) {
   __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
   __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
   for (int i = 0; i < nb; i++, b += 4 * Q80_BYTES, x += 32) {
-    PREFETCH_STEP(b, Q80_PF)
+    PREFETCH_STEP(b, 3)
     const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8);
     const __m256 x2 = _mm256_loadu_ps(x + 16), x3 = _mm256_loadu_ps(x + 24);
     const __m256 d = _mm256_castps128_ps256(q80_scales(b));
     SCALES(d)
-    Q8_ROW(b + 2, BCAST(d, 0), a0)
-    Q8_ROW(b + Q80_BYTES + 2, BCAST(d, 1), a1)
-    Q8_ROW(b + 2 * Q80_BYTES + 2, BCAST(d, 2), a2)
-    Q8_ROW(b + 3 * Q80_BYTES + 2, BCAST(d, 3), a3)
+    Q8_ROW(b + 2, BCAST(0), a0)
+    Q8_ROW(b + Q80_BYTES + 2, BCAST(1), a1)
+    Q8_ROW(b + 2 * Q80_BYTES + 2, BCAST(2), a2)
+    Q8_ROW(b + 3 * Q80_BYTES + 2, BCAST(3), a3)
   }
   hsum4x8(a0, a1, a2, a3, out);
 }
@@ -339,23 +326,46 @@ static void f16_row(const uint16_t* h, int K, float* out) {
 #else
 /* ============================== plain C ============================== */
 
-/* fp16 -> fp32, exact for every input (normals rebias the exponent; subnormals are m * 2^-24,
-   an exact float product; inf/NaN keep their payload). */
+#if defined(__GNUC__)  /* GCC and Clang, any target */
+#define PREFETCH_STEP(P, N) {                                                                      \
+    for (int k_ = 0; k_ < (N); k_++) __builtin_prefetch((const char*)(P) + PF_AHEAD + 64 * k_); }
+#else
+#define PREFETCH_STEP(P, N)
+#endif
+
+/* fp16 -> fp32, exact for every input: normals rebias the exponent, inf/NaN keep their
+   payload (NaNs stay signaling or quiet as they were, like numpy), subnormals and zero are
+   m * 2^-24, an exact float product. */
 static inline float h2f(uint16_t h) {
-  const uint32_t sign = (uint32_t)(h & 0x8000) << 16, em = h & 0x7FFF;
-  uint32_t bits;
-  if (em >= 0x7C00) {
-    bits = sign | 0x7F800000u | (em & 0x3FF) << 13;
-  } else if (em >= 0x0400) {
-    bits = sign | ((em << 13) + ((uint32_t)(127 - 15) << 23));
-  } else {
-    float f = (float)em * 5.9604644775390625e-8f;
-    memcpy(&bits, &f, 4);
-    bits |= sign;
-  }
+  const uint32_t em = h & 0x7FFFu, sign = (uint32_t)(h & 0x8000u) << 16;
+  const float sub = (float)(int32_t)em * 5.9604644775390625e-8f;
+  uint32_t sub_bits;
+  memcpy(&sub_bits, &sub, 4);
+  const uint32_t bits = em >= 0x7C00u ? (em << 13) | 0x7F800000u
+                      : em >= 0x0400u ? (em << 13) + ((uint32_t)(127 - 15) << 23) : sub_bits;
+  const uint32_t out_bits = bits | sign;
   float f;
-  memcpy(&f, &bits, 4);
+  memcpy(&f, &out_bits, 4);
   return f;
+}
+
+/* 64 of them, the same conversion written as whole-array steps so that it vectorizes. */
+#define H2F_CHUNK 64
+static void h2f_chunk(const void* src, float* restrict v) {
+  uint16_t h[H2F_CHUNK];
+  uint32_t sub_bits[H2F_CHUNK], o[H2F_CHUNK];
+  float sub[H2F_CHUNK];
+  memcpy(h, src, sizeof h);
+  for (int l = 0; l < H2F_CHUNK; l++)
+    sub[l] = (float)(int32_t)(h[l] & 0x3FFu) * 5.9604644775390625e-8f;
+  memcpy(sub_bits, sub, sizeof sub);
+  for (int l = 0; l < H2F_CHUNK; l++) {
+    const uint32_t em = h[l] & 0x7FFFu;
+    const uint32_t bits = em >= 0x7C00u ? (em << 13) | 0x7F800000u
+                        : em >= 0x0400u ? (em << 13) + ((uint32_t)(127 - 15) << 23) : sub_bits[l];
+    o[l] = bits | (uint32_t)(h[l] & 0x8000u) << 16;
+  }
+  memcpy(v, o, sizeof o);
 }
 
 void jcl_x_aux(const float* x, int K, float* xs) {
@@ -376,25 +386,48 @@ static inline float sum8(const float* l) {
   return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
 }
 
-/* The 4-bit blocks of one row: 8 lanes per row (independent sums the compiler can vectorize),
-   lane l covering elements l, l+8, l+16, l+24. */
-static inline void nib_block(const uint8_t* q, const float* x, float p[8]) {
+/* A block's 32 quants as floats, in element order, then its 8 lanes of products with x (lane l
+   sums elements l, l+8, l+16, l+24). Converting first, into arrays, is what lets compilers
+   vectorize both steps. */
+static inline void nib_floats(const uint8_t* restrict q, float* restrict v) {
+  /* nibbles split 8 bytes at a time in 64-bit words, then widened in one convertible loop */
+  uint64_t w[2], t[4];
+  uint8_t u[32];
+  memcpy(w, q, 16);
+  for (int h = 0; h < 2; h++) {
+    t[h] = w[h] & 0x0F0F0F0F0F0F0F0Full;
+    t[h + 2] = (w[h] >> 4) & 0x0F0F0F0F0F0F0F0Full;
+  }
+  memcpy(u, t, 32);
+  for (int l = 0; l < 32; l++) v[l] = (float)u[l];
+}
+
+static inline void i8_floats(const int8_t* restrict q, float* restrict v) {
+  for (int l = 0; l < 32; l++) v[l] = (float)q[l];
+}
+
+static inline void block_lanes(const float* restrict v, const float* restrict x, float* restrict p) {
   for (int l = 0; l < 8; l++)
-    p[l] = ((float)(q[l] & 15) * x[l] + (float)(q[l + 8] & 15) * x[l + 8]) +
-           ((float)(q[l] >> 4) * x[l + 16] + (float)(q[l + 8] >> 4) * x[l + 24]);
+    p[l] = (v[l] * x[l] + v[l + 8] * x[l + 8]) + (v[l + 16] * x[l + 16] + v[l + 24] * x[l + 24]);
+}
+
+static inline void add_scaled(float* restrict acc, float d, const float* restrict p) {
+  for (int l = 0; l < 8; l++) acc[l] += d * p[l];
 }
 
 /* Q4_0: w = d*(q-8): d*(sum q x) per block, and the -8*d*S of each block through S = sum of x. */
 static void q40_group4(const uint8_t* b, int nb, const float* x, const float* xs, float out[4]) {
   float acc[4][8] = {{0}}, off[4] = {0};
   for (int i = 0; i < nb; i++, b += 4 * Q40_BYTES, x += 32) {
+    PREFETCH_STEP(b, 1)
     const float S = xs[2 * i] + xs[2 * i + 1];
     for (int j = 0; j < 4; j++) {
       const uint8_t* r = b + j * Q40_BYTES;
       const float d = h2f(ld16(r));
-      float p[8];
-      nib_block(r + 2, x, p);
-      for (int l = 0; l < 8; l++) acc[j][l] += d * p[l];
+      float v[32], p[8];
+      nib_floats(r + 2, v);
+      block_lanes(v, x, p);
+      add_scaled(acc[j], d, p);
       off[j] += d * S;
     }
   }
@@ -404,14 +437,15 @@ static void q40_group4(const uint8_t* b, int nb, const float* x, const float* xs
 static void q41_group4(const uint8_t* b, int nb, const float* x, const float* xs, float out[4]) {
   float acc[4][8] = {{0}}, off[4] = {0};
   for (int i = 0; i < nb; i++, b += 4 * Q41_BYTES, x += 32) {
+    PREFETCH_STEP(b, 1)
     const float S = xs[2 * i] + xs[2 * i + 1];
     for (int j = 0; j < 4; j++) {
       const uint8_t* r = b + j * Q41_BYTES;
-      const float d = h2f(ld16(r)), m = h2f(ld16(r + 2));
-      float p[8];
-      nib_block(r + 4, x, p);
-      for (int l = 0; l < 8; l++) acc[j][l] += d * p[l];
-      off[j] += m * S;
+      float v[32], p[8];
+      nib_floats(r + 4, v);
+      block_lanes(v, x, p);
+      add_scaled(acc[j], h2f(ld16(r)), p);
+      off[j] += h2f(ld16(r + 2)) * S;
     }
   }
   for (int j = 0; j < 4; j++) out[j] = sum8(acc[j]) + off[j];
@@ -420,53 +454,48 @@ static void q41_group4(const uint8_t* b, int nb, const float* x, const float* xs
 static void q80_group4(const uint8_t* b, int nb, const float* x, float out[4]) {
   float acc[4][8] = {{0}};
   for (int i = 0; i < nb; i++, b += 4 * Q80_BYTES, x += 32) {
+    PREFETCH_STEP(b, 3)
     for (int j = 0; j < 4; j++) {
-      const int8_t* q = (const int8_t*)(b + j * Q80_BYTES + 2);
-      const float d = h2f(ld16(b + j * Q80_BYTES));
-      float p[8];
-      for (int l = 0; l < 8; l++)
-        p[l] = ((float)q[l] * x[l] + (float)q[l + 8] * x[l + 8]) +
-               ((float)q[l + 16] * x[l + 16] + (float)q[l + 24] * x[l + 24]);
-      for (int l = 0; l < 8; l++) acc[j][l] += d * p[l];
+      const uint8_t* r = b + j * Q80_BYTES;
+      float v[32], p[8];
+      i8_floats((const int8_t*)(r + 2), v);
+      block_lanes(v, x, p);
+      add_scaled(acc[j], h2f(ld16(r)), p);
     }
   }
   for (int j = 0; j < 4; j++) out[j] = sum8(acc[j]);
 }
 
-/* Plain rows, 8 lanes per row; the 4 rows share each x chunk. */
-#define PLAIN_GROUP4(T, CONV) {                                                                    \
-    const T* r[4];                                                                                 \
-    for (int j = 0; j < 4; j++) r[j] = (const T*)plain_row(w, g, j);                               \
-    float acc[4][8] = {{0}};                                                                       \
-    int k = 0;                                                                                     \
-    for (; k + 8 <= K; k += 8)                                                                     \
-      for (int j = 0; j < 4; j++)                                                                  \
-        for (int l = 0; l < 8; l++) acc[j][l] += CONV(r[j][k + l]) * x[k + l];                     \
-    for (int j = 0; j < 4; j++) {                                                                  \
-      float s = sum8(acc[j]);                                                                      \
-      for (int t = k; t < K; t++) s += CONV(r[j][t]) * x[t];                                       \
-      out[j] = s;                                                                                  \
-    }                                                                                              \
-  }
-#define F32_SCALAR(V) (V)
-
+/* Plain rows: 8 lanes per row, the 4 rows sharing each x chunk. */
 static void f32_group4(const Wt* w, int g, const float* x, float out[4]) {
   const int K = w->K;
-  PLAIN_GROUP4(float, F32_SCALAR)
+  const float* r[4];
+  for (int j = 0; j < 4; j++) r[j] = (const float*)plain_row(w, g, j);
+  float acc[4][8] = {{0}};
+  int k = 0;
+  for (; k + 8 <= K; k += 8)
+    for (int j = 0; j < 4; j++)
+      for (int l = 0; l < 8; l++) acc[j][l] += r[j][k + l] * x[k + l];
+  for (int j = 0; j < 4; j++) {
+    float s = sum8(acc[j]);
+    for (int t = k; t < K; t++) s += r[j][t] * x[t];
+    out[j] = s;
+  }
 }
 
 static void f16_group4(const Wt* w, int g, const float* x, float out[4]) {
   const int K = w->K;
-  /* the row is widened a chunk at a time so the conversion stays out of the vectorized loop */
+  /* each row is widened a chunk at a time, so the conversion and the products both vectorize */
   const uint16_t* r[4];
   for (int j = 0; j < 4; j++) r[j] = (const uint16_t*)plain_row(w, g, j);
   float acc[4][8] = {{0}};
   int k = 0;
-  for (; k + 8 <= K; k += 8)
+  for (; k + H2F_CHUNK <= K; k += H2F_CHUNK)
     for (int j = 0; j < 4; j++) {
-      float v[8];
-      for (int l = 0; l < 8; l++) v[l] = h2f(ld16((const uint8_t*)(r[j] + k + l)));
-      for (int l = 0; l < 8; l++) acc[j][l] += v[l] * x[k + l];
+      float v[H2F_CHUNK];
+      h2f_chunk(r[j] + k, v);
+      for (int c = 0; c < H2F_CHUNK; c += 8)
+        for (int l = 0; l < 8; l++) acc[j][l] += v[c + l] * x[k + c + l];
     }
   for (int j = 0; j < 4; j++) {
     float s = sum8(acc[j]);
@@ -503,7 +532,9 @@ static void q80_row(const uint8_t* b, int nb, float* out) {
 }
 
 static void f16_row(const uint16_t* h, int K, float* out) {
-  for (int k = 0; k < K; k++) out[k] = h2f(ld16((const uint8_t*)(h + k)));
+  int k = 0;
+  for (; k + H2F_CHUNK <= K; k += H2F_CHUNK) h2f_chunk(h + k, out + k);
+  for (; k < K; k++) out[k] = h2f(ld16((const uint8_t*)(h + k)));
 }
 
 #endif
@@ -527,12 +558,13 @@ void jcl_dequant_row(const Wt* w, int r, float* out) {
   const int nb = w->K / 32;
   /* a quantized row starts at its block 0 in its group and strides over the 4 rows' blocks */
   const uint8_t* q = group_base(w, r / 4) + (size_t)(r % 4) * (size_t)jcl_block_bytes(w->type);
+  const uint8_t* plain = w->data + (size_t)r * (size_t)w->row_bytes;
   switch (w->type) {
     case GT_Q4_0: q40_row(q, nb, out); return;
     case GT_Q4_1: q41_row(q, nb, out); return;
     case GT_Q8_0: q80_row(q, nb, out); return;
-    case GT_F32: memcpy(out, w->data + (size_t)r * (size_t)w->row_bytes, sizeof(float) * (size_t)w->K); return;
-    case GT_F16: f16_row((const uint16_t*)(w->data + (size_t)r * (size_t)w->row_bytes), w->K, out); return;
+    case GT_F32: memcpy(out, plain, sizeof(float) * (size_t)w->K); return;
+    case GT_F16: f16_row((const uint16_t*)plain, w->K, out); return;
     case GT_Q4_K: case GT_Q5_K: case GT_Q6_K: jcl_kq_dequant_row(w, r, out); return;
     default: memset(out, 0, sizeof(float) * (size_t)w->K);
   }
