@@ -6,6 +6,7 @@ No timing asserts: speed is measured by benchmarks/decode.py.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -124,6 +125,18 @@ def test_the_plain_c_build_gives_the_avx2_tokens(tiny):
     assert _greedy(fast, IDS, 32) == _greedy(plain, IDS, 32)
 
 
+def test_the_softmax_exp_is_within_2_ulp_of_expf():
+    if not kernels.cpu_has_avx2():
+        pytest.skip("the vectorized exp is in the AVX2 build")
+    lib = kernels.load_library("avx2")
+    x = torch.cat([torch.linspace(-87.0, 0.0, 200_003), torch.tensor([-1e-7, -0.5, -86.99, 0.0])])
+    y = torch.empty_like(x)
+    lib.jcl_exp(ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(y.data_ptr()), x.numel())
+    ref = torch.exp(x.double())
+    ulp = (ref.float().nextafter(torch.tensor(float("inf"))) - ref.float()).double()
+    assert ((y.double() - ref).abs() / ulp).max() <= 2.0
+
+
 def test_threads_do_not_change_the_answer(tiny):
     path, _ = tiny("Q4_0")
     one, two = _open(path, tiny.folder, threads=1), _open(path, tiny.folder, threads=2)
@@ -184,6 +197,27 @@ def test_cancel_during_a_long_prefill_stops_between_chunks(tiny):
                              eos_token_ids=(), prefill_chunk=8, cancel=cancel)
     assert result.stop_reason == "cancelled" and not result.tokens
     assert len(calls) == 2  # the chunk running when cancelled finished; no other started
+
+
+def test_cancel_inside_a_long_blas_chunk_stops_between_layers(tiny):
+    from jupyter_codellama.engine.generation import Cancelled
+    from jupyter_codellama.engine.native import BLAS_MIN_TOKENS
+
+    path, _ = tiny("Q4_0")
+    model = _open(path, tiny.folder)
+    checks = []
+
+    def stop_at_second_layer():
+        checks.append(1)
+        return True
+
+    cache = model.new_cache()
+    with pytest.raises(Cancelled):
+        model.decoder(cache, chunk=4 * BLAS_MIN_TOKENS, should_stop=stop_at_second_layer).prefill(IDS * 10)
+    assert checks == [1] and cache.length == 0  # asked once, before layer 2; nothing kept
+    # The same cache then answers as a fresh one would.
+    again = model.decoder(cache, chunk=8).prefill(IDS)
+    torch.testing.assert_close(again, model.decoder(model.new_cache(), chunk=8).prefill(IDS))
 
 
 def test_the_cache_crops_copies_and_grows_like_dynamic_cache(tiny):
@@ -270,3 +304,44 @@ print(rss() - before, m.pack_file.stat().st_size, d.cache.nbytes)
     grown, pack, kv = map(int, out.stdout.split()[-3:])
     margin = 32 << 20  # tokenizer-free: rope tables, scratch, allocator slack
     assert grown <= pack + kv + margin, f"grew {grown >> 20} MiB for a {pack >> 20} MiB pack + {kv >> 20} MiB KV"
+
+
+CGROUP = "/sys/fs/cgroup/memory"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.access(CGROUP, os.W_OK), reason="needs a writable cgroup-v1 memory controller (root)")
+def test_a_model_larger_than_its_memory_limit_still_runs(tmp_path):
+    """The weights are pages of a mapped file: under a memory limit below the pack's size they are
+    read back from the file as needed (slowly), and the answer is the same."""
+    shape = TinyShape(dim=1024, n_layers=8, n_heads=8, n_kv=8, hidden=2816, vocab=32000)
+    path = tmp_path / "bigger.Q8_0.gguf"
+    write_tiny_gguf(path, "Q8_0", shape=shape)
+    model = NativeModel.open(path, n_threads=1, cache_dir=tmp_path)  # packs it, outside the limit
+    expected = _greedy(model, IDS, 8)
+    pack = model.pack_file.stat().st_size
+    model.close()
+    group = f"{CGROUP}/jcl-test-{os.getpid()}"
+    os.mkdir(group)
+    code = f"""
+import os, sys, torch
+from jupyter_codellama.engine.native import NativeModel
+group = {group!r}
+open(group + "/cgroup.procs", "w").write(str(os.getpid()))
+used = int(open(group + "/memory.usage_in_bytes").read())
+limit = used + {pack // 2}  # room for half the weights
+open(group + "/memory.limit_in_bytes", "w").write(str(limit))
+m = NativeModel.open({str(path)!r}, n_threads=1, cache_dir={str(tmp_path)!r})
+d = m.decoder(m.new_cache(), chunk=5)
+logits, out = d.prefill({IDS!r}), []
+for _ in range(8):
+    out.append(int(logits.argmax())); logits = d.step(out[-1])
+print("TOKENS", out, "LIMIT", limit, "PEAK", int(open(group + "/memory.max_usage_in_bytes").read()))
+"""
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    finally:
+        os.rmdir(group)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("TOKENS"))
+    assert line.split("LIMIT")[0].strip() == f"TOKENS {expected}"

@@ -99,3 +99,27 @@ def test_gguf_names_resolve_or_say_what_is_expected(tmp_path):
     assert resolve_model("owner/repo/file.Q4_K_M.gguf").repo_id == "owner/repo/file.Q4_K_M.gguf"
     with pytest.raises(UnknownModelError, match="No GGUF file"):
         resolve_model(str(tmp_path / "missing.gguf"))
+
+
+def test_a_codellama_gguf_carries_its_tokenizer_and_infilling_ids(tmp_path, cache_dir):
+    """A GGUF with the real Code Llama tokenizer in it: the FIM prompt's ids are exactly
+    transformers' reference ids for CodeLlama-7b, and <EOT> ends an answer."""
+    from jupyter_codellama.prompts import infill_ids
+    from jupyter_codellama.testing.gguf_model import TinyShape, write_tiny_gguf
+    from jupyter_codellama.testing.gguf_tokenizer import add_codellama_tokenizer
+
+    path = tmp_path / "tiny-codellama.Q4_0.gguf"
+    write_tiny_gguf(path, "Q4_0", shape=TinyShape(n_layers=1, vocab=32016),
+                    add_tokenizer=lambda w: add_codellama_tokenizer(w, cache_dir / "test-assets"))
+    loaded = load_model(LoadOptions(model=str(path), cache_dir=str(tmp_path)))
+    assert loaded.backend == "kernel" and loaded.spec.supports_infill
+    tok = loaded.tokenizer
+    prefix, suffix = 'def remove_non_ascii(s: str) -> str:\n    """ ', "\n    return result\n"
+    assert infill_ids(tok, prefix, suffix) == [
+        1, 32007, 822, 3349, 29918, 5464, 29918, 294, 18869, 29898, 29879, 29901, 851, 29897, 1599, 851,
+        29901, 13, 1678, 9995, 29871, 32008, 13, 1678, 736, 1121, 13, 32009]  # fmt: skip
+    assert 32010 in loaded.eos_token_ids
+    ids = infill_ids(tok, prefix, suffix)
+    result = generate_stream(loaded.model, tok, GenerationRequest(ids, max_new_tokens=8),
+                             eos_token_ids=loaded.eos_token_ids)
+    assert result.stop_reason in ("length", "eos") and result.tokens

@@ -414,7 +414,8 @@ class NativeModel:
                 should_stop: Callable[[], bool] | None = None) -> "KernelDecoder":
         return KernelDecoder(self, cache, chunk=chunk, should_stop=should_stop)
 
-    def forward(self, cache: "KVCache", tokens: Sequence[int], logits: torch.Tensor | None) -> None:
+    def forward(self, cache: "KVCache", tokens: Sequence[int], logits: torch.Tensor | None,
+                should_stop: Callable[[], bool] | None = None) -> None:
         """Run ``tokens`` at the cache's next positions: a short run in one kernel call, a long
         prompt chunk through BLAS matmuls on dequantized weight blocks (:class:`ChunkForward`)."""
         n = len(tokens)
@@ -424,7 +425,7 @@ class NativeModel:
         cache.reserve(pos + n)
         if n >= BLAS_MIN_TOKENS:
             with self._lock:
-                ChunkForward(self, cache).run(list(tokens), logits)
+                ChunkForward(self, cache, should_stop).run(list(tokens), logits)
             cache.length = pos + n
             return
         ids = (ctypes.c_int * n)(*tokens)
@@ -454,8 +455,11 @@ class ChunkForward:
     """One prompt chunk: the kernel's forward pass in torch ops, each weight matrix dequantized
     by the kernel in row blocks and multiplied by BLAS (each block decoded once per chunk)."""
 
-    def __init__(self, model: "NativeModel", cache: "KVCache") -> None:
+    def __init__(self, model: "NativeModel", cache: "KVCache",
+                 should_stop: Callable[[], bool] | None = None) -> None:
         self.m, self.cache, self.h = model, cache, model.hyper
+        # Checked between layers: a long chunk of a 7B model takes tens of seconds on a CPU.
+        self.should_stop = should_stop or (lambda: False)
         self.lib = model.lib
         self.threads = model.n_threads
 
@@ -512,14 +516,25 @@ class ChunkForward:
         gate = torch.nn.functional.silu(self.matmul(xn, L.gate))
         return x + self.matmul(gate * self.matmul(xn, L.up), L.down)
 
-    @torch.inference_mode()
     def run(self, tokens: list[int], logits: torch.Tensor | None) -> None:
+        # BLAS uses as many threads as the kernel would (the configured or free cores).
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            self._run(tokens, logits)
+        finally:
+            torch.set_num_threads(previous)
+
+    @torch.inference_mode()
+    def _run(self, tokens: list[int], logits: torch.Tensor | None) -> None:
         pos0 = self.cache.length
         x = torch.empty(len(tokens), self.h.dim)
         embed = ctypes.byref(self.m.struct.embed)
         for i, t in enumerate(tokens):
             self.lib.jcl_dequant_row(embed, t, x[i].data_ptr())
         for l in range(self.h.n_layers):
+            if l and self.should_stop():
+                raise Cancelled  # the cache's length is unchanged: this chunk never happened
             x = self.layer(l, x, pos0)
         if logits is not None:
             last = self.rms(x[-1:], self.m.struct.out_norm)[0].contiguous()
@@ -602,7 +617,7 @@ class KernelDecoder:
                 raise Cancelled
             piece = ids[start : start + self.chunk]
             last = start + len(piece) == len(ids)
-            self.model.forward(self.cache, piece, self.logits if last else None)
+            self.model.forward(self.cache, piece, self.logits if last else None, self.should_stop)
         return self.logits
 
     def step(self, token: int) -> torch.Tensor:

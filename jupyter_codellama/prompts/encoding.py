@@ -22,7 +22,6 @@ __all__ = ["PromptEncoder", "prompt_encoder"]
 
 _SPIECE = "▁"
 # Tokenizers whose vocabulary is a Llama-2 style SentencePiece model with a dummy prefix.
-_SENTENCEPIECE_CLASSES = {"CodeLlamaTokenizer", "CodeLlamaTokenizerFast", "LlamaTokenizer", "LlamaTokenizerFast"}
 
 _cache: "weakref.WeakKeyDictionary[Any, PromptEncoder]" = weakref.WeakKeyDictionary()
 _cache_lock = threading.Lock()
@@ -99,11 +98,13 @@ def _sentencepiece_copy(tokenizer: Any):
     added tokens are never matched inside text. The user's tokenizer is left untouched.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None or type(tokenizer).__name__ not in _SENTENCEPIECE_CLASSES:
+    if backend is None:
         return None
     serialized = backend.to_str()
     model = json.loads(serialized).get("model", {})
-    if model.get("type") != "BPE" or not model.get("byte_fallback"):
+    # Llama 2's SentencePiece vocabulary as a BPE with byte fallback and "▁" word starts, whatever
+    # the class (transformers 5 loads a GGUF's tokenizer as a generic TokenizersBackend).
+    if model.get("type") != "BPE" or not model.get("byte_fallback") or "▁" + "the" not in model.get("vocab", {}):
         return None
     from tokenizers import Tokenizer
 
