@@ -220,6 +220,21 @@ def test_cancel_inside_a_long_blas_chunk_stops_between_layers(tiny):
     torch.testing.assert_close(again, model.decoder(model.new_cache(), chunk=8).prefill(IDS))
 
 
+def test_the_prefix_cache_holds_a_long_prompt_of_a_big_model():
+    """A 7B's fp32 KV is 1 MB a token: the default 512 MB would keep no notebook-sized prompt."""
+    from types import SimpleNamespace
+
+    from jupyter_codellama.config import CodeLlama
+    from jupyter_codellama.engine.native import Hyper
+    from jupyter_codellama.engine.worker import MIN_CACHED_POSITIONS, _prefix_budget
+
+    hyper = Hyper(32, 4096, 11008, 32, 32, 128, 32016, 1e-5, 1e6, 16384)
+    loaded = SimpleNamespace(backend="kernel", model=SimpleNamespace(hyper=hyper))
+    assert _prefix_budget(CodeLlama(prefix_cache_mb=512), loaded) == (1 << 20) * MIN_CACHED_POSITIONS
+    assert _prefix_budget(CodeLlama(prefix_cache_mb=4096), loaded) == 4096 << 20
+    assert _prefix_budget(CodeLlama(prefix_cache_mb=512), SimpleNamespace(backend="torch", model=None)) == 512 << 20
+
+
 def test_the_cache_crops_copies_and_grows_like_dynamic_cache(tiny):
     import copy
 

@@ -572,7 +572,8 @@ class KVCache:
 
     def reserve(self, need: int) -> None:
         if need > self.capacity:
-            self._allocate(max(need, 2 * self.capacity, 64))
+            # A quarter to spare: the prefix cache budgets the whole buffer.
+            self._allocate(max(need + need // 4, 64))
 
     def get_seq_length(self) -> int:
         return self.length

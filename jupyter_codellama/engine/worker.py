@@ -317,6 +317,7 @@ class Engine:
         else:
             with self._lock:
                 self._loaded = loaded
+                self._prefix_cache.max_bytes = _prefix_budget(self.config, loaded)
                 self._running = None
                 self._set_state("ready")
         finally:
@@ -428,6 +429,20 @@ class Engine:
                 listener(snapshot)
             except Exception:  # noqa: BLE001 - one broken listener must not stop the others
                 log.exception("engine status listener failed")
+
+
+#: Prompt positions whose KV the prefix cache can always hold, whatever prefix_cache_mb says: a
+#: CPU-kernel 7B keeps 1 MB of fp32 KV a token, and an inline completion whose notebook context
+#: did not fit would be prefilled from scratch on every keystroke.
+MIN_CACHED_POSITIONS = 2048
+
+
+def _prefix_budget(config, loaded: LoadedModel) -> int:
+    budget = int(config.prefix_cache_mb) << 20
+    hyper = getattr(loaded.model, "hyper", None)
+    if loaded.backend == "kernel" and hyper is not None:
+        budget = max(budget, hyper.kv_bytes_per_token * MIN_CACHED_POSITIONS)
+    return budget
 
 
 def _backend_choice(config) -> dict[str, Any]:
