@@ -168,6 +168,7 @@ class ShapedLlamaCpp(LlamaCpp):
     def set_threads(self, n: int) -> None:
         import llama_cpp
 
+        n = n or os.cpu_count() or 1  # "auto": llama.cpp's own default, every core
         self.llm.n_threads = self.llm.n_threads_batch = n
         self.llm.context_params.n_threads = self.llm.context_params.n_threads_batch = n
         llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, n, n)
@@ -200,7 +201,11 @@ class ShapedOurs:
         self.model = NativeModel.open(gguf, n_threads=threads)
 
     def set_threads(self, n: int) -> None:
-        if hasattr(self.model, "set_threads"):
+        if hasattr(self.model, "pick_threads"):  # 0 ("auto"): the free cores, decided per request
+            self.model.fixed_threads = n or None
+            self.model.set_threads(n or 1)
+            self.model.pick_threads()
+        elif hasattr(self.model, "set_threads"):
             self.model.set_threads(n)
         else:  # the documented API has no setter: reopen (the mapping is cheap)
             from jupyter_codellama.engine.native import NativeModel
@@ -310,7 +315,7 @@ def shaped_main(args) -> None:
 
     from jupyter_codellama.testing.codellama_tokenizer import build_codellama_tokenizer
 
-    threads = [int(t) for t in (args.threads or "1,2").split(",")]
+    threads = [0 if t.strip() == "auto" else int(t) for t in (args.threads or "1,2").split(",")]
     new_tokens = args.new_tokens or 32
     prompt_tokens = args.prompt_tokens or 512
     repeats = args.repeats or 3
@@ -347,7 +352,7 @@ def shaped_main(args) -> None:
     try:
         import membw
 
-        bandwidth = {t: membw.read_bandwidth(t) for t in threads}
+        bandwidth = {t: membw.read_bandwidth(t or os.cpu_count() or 1) for t in threads}
     except Exception as exc:
         notes.append(f"bandwidth probe failed ({exc})")
         bandwidth = {t: None for t in threads}
@@ -374,7 +379,7 @@ def shaped_main(args) -> None:
         for name in engines:
             t = time.perf_counter()
             try:
-                side = ENGINES[name](gguf, threads[0], n_ctx)
+                side = ENGINES[name](gguf, threads[0] or os.cpu_count() or 1, n_ctx)
             except Exception as exc:
                 print(f"  {name}: cannot open {gguf.name} ({type(exc).__name__}: {exc}); n/a")
                 continue
@@ -411,7 +416,7 @@ def shaped_main(args) -> None:
                 results.append(row)
                 row["load_avg"] = os.getloadavg()[0]
                 if r:
-                    print(f"  {n_threads} thread(s){' + busy' if busy else ''} {name:9s}: decode "
+                    print(f"  {n_threads or 'auto'} thread(s){' + busy' if busy else ''} {name:9s}: decode "
                           f"{row['decode']:.2f} tok/s, prefill {row['prefill']:.1f} tok/s, "
                           f"reused TTFT {row['reused_ms']:.0f} ms (load average {row['load_avg']:.1f})",
                           flush=True)
@@ -420,7 +425,7 @@ def shaped_main(args) -> None:
         del sides
         if not args.no_rss:
             for name in engines:
-                m = measure_rss(name, gguf, threads[0], n_ctx, ids_file)
+                m = measure_rss(name, gguf, threads[0] or os.cpu_count() or 1, n_ctx, ids_file)
                 memory.append({"kind": kind, "engine": name, **(m or {})})
     ids_file.unlink(missing_ok=True)
 
@@ -437,14 +442,14 @@ def shaped_main(args) -> None:
             same = f"{agree(row['tokens'], ref)}/{len(ref)}"
         elif row["engine"] == "llama.cpp" and row["tokens"]:
             same = "(reference)"
-        print(f"| {row['kind']} | {row['threads']}{' + busy' if row['busy'] else ''} | {row['engine']} | "
+        print(f"| {row['kind']} | {row['threads'] or 'auto'}{' + busy' if row['busy'] else ''} | {row['engine']} | "
               f"{_fmt(row['decode'], '.2f')} | {_fmt(row['prefill'], '.1f')} | {_fmt(row['reused_ms'], '.0f')} | "
               f"{_fmt(row.get('gbps'), '.1f')} | {_fmt(row.get('bw_frac') and row['bw_frac'] * 100, '.0f')}% | "
               f"{same} |".replace("n/a%", "n/a"))
     print("\nweights GB/s = bytes a decode step streams (file minus the embedding table: "
           + ", ".join(f"{k} {v['streamed'] / 1e9:.2f} of {v['bytes'] / 1e9:.2f} GB" for k, v in files.items())
           + ") × decode tok/s; read BW from benchmarks/membw.py (" +
-          ", ".join(f"{t}T {_fmt(b, '.1f')} GB/s" for t, b in bandwidth.items()) + ")")
+          ", ".join(f"{t or 'all '}T {_fmt(b, '.1f')} GB/s" for t, b in bandwidth.items()) + ")")
 
     print("\n### Ratios, ours / llama.cpp (>1: ours better; TTFT as llama.cpp / ours)\n")
     print("| file | threads | decode | prefill | TTFT reused |")
@@ -458,7 +463,7 @@ def shaped_main(args) -> None:
         def ratio(a, b):
             return f"{a / b:.2f}x" if a and b else "n/a"
 
-        print(f"| {row['kind']} | {row['threads']}{' + busy' if row['busy'] else ''} | "
+        print(f"| {row['kind']} | {row['threads'] or 'auto'}{' + busy' if row['busy'] else ''} | "
               f"{ratio(o['decode'], row['decode'])} | {ratio(o['prefill'], row['prefill'])} | "
               f"{ratio(row['reused_ms'], o['reused_ms'])} |")
 
