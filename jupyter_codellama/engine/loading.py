@@ -621,6 +621,12 @@ def load_model(options: LoadOptions, progress: ProgressCallback | None = None, *
             f"{spec.name} is a GGUF file: it runs on the CPU kernel (device='cpu', quantization "
             "'auto', '4bit' or '8bit'). For the PyTorch path, point the model at a checkpoint folder."
         )
+    return _load_torch(options, spec, device, report, started)
+
+
+def _load_torch(options: LoadOptions, spec: ModelSpec, device: str, report: ProgressCallback,
+                started: float) -> LoadedModel:
+    """The PyTorch path: transformers' from_pretrained with quantization and placement."""
     quantization = choose_quantization(options.quantization, device)
     if device == "cpu" and quantization != "none":
         log.warning(BNB_ON_CPU_WARNING.format(q=options.quantization))
