@@ -3,6 +3,7 @@
     python benchmarks/matvec.py                          # all types, both builds
     python benchmarks/matvec.py --types Q4_0 Q4_K --variants avx2 --repeats 9
     python benchmarks/matvec.py --shapes 256x4096 --working-set-mb 0 --repeats 1  # quick look
+    python benchmarks/matvec.py --op dequant --types Q4_0 Q4_K Q6_K   # the prompt path's decoding
 
 Types: F32, F16, Q4_0, Q4_1, Q8_0 (kernels/quants.c) and Q4_K, Q5_K, Q6_K (kernels/kquants.c).
 For each type, a random weight of each shape is built in the kernel's layout: random bytes with
@@ -38,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from jupyter_codellama.engine import kernels  # noqa: E402
 from jupyter_codellama.engine.kernels import layout  # noqa: E402
 
-SOURCES = ("quants.c", "kquants.c")
+SOURCES = kernels.SOURCES  # jcl_dequant_rows is in llama.c
 KINDS = {layout.NAMES[k]: k for k in (layout.F32, layout.F16, layout.Q4_0, layout.Q4_1,
                                       layout.Q8_0, layout.Q4_K, layout.Q5_K, layout.Q6_K)}
 SHAPES = ("4096x11008", "11008x4096")
@@ -83,18 +84,31 @@ def weight_copies(kind: int, N: int, K: int, working_set: int, rng) -> tuple[lis
     return [layout.make_wt(pool[c], kind, N, K) for c in range(copies)], pool, one.nbytes
 
 
-def bench(lib, kind: int, N: int, K: int, working_set: int, repeats: int,
+DEQUANT_ROWS = 64
+
+
+def one_pass(lib, op: str, wt, N: int, xp, yp, out) -> None:
+    if op == "dot":
+        lib.jcl_test_dot_rows(ctypes.byref(wt), xp, yp)
+        return
+    for r0 in range(0, N, DEQUANT_ROWS):
+        lib.jcl_dequant_rows(ctypes.byref(wt), r0, min(N, r0 + DEQUANT_ROWS), out, 1)
+
+
+def bench(lib, op: str, kind: int, N: int, K: int, working_set: int, repeats: int,
           rng) -> tuple[float, float]:
-    """(G weights/s, GB/s) of ``jcl_test_dot_rows`` over the copies, median of the passes."""
+    """(G weights/s, GB/s) of ``op`` over the copies, median of the passes."""
     wts, _pool, nbytes = weight_copies(kind, N, K, working_set, rng)  # _pool keeps the memory
     x = rng.standard_normal(K, dtype=np.float32)
     y = np.empty(N, dtype=np.float32)
     xp, yp = x.ctypes.data_as(FloatP), y.ctypes.data_as(FloatP)
+    block = np.empty(DEQUANT_ROWS * K, dtype=np.float32)
+    out = block.ctypes.data_as(FloatP)
     times = []
     for _ in range(repeats + 1):  # the first pass faults the pages in and warms the code
         t0 = time.thread_time()
         for wt in wts:
-            lib.jcl_test_dot_rows(ctypes.byref(wt), xp, yp)
+            one_pass(lib, op, wt, N, xp, yp, out)
         times.append((time.thread_time() - t0) / len(wts))
     t = statistics.median(times[1:])
     return N * K / t / 1e9, nbytes / t / 1e9
@@ -113,6 +127,8 @@ def parse_args() -> argparse.Namespace:
                          "K-quants, of 32 for Q4_0/Q4_1/Q8_0")
     ap.add_argument("--variants", nargs="+", default=["avx2", "generic"],
                     choices=["avx2", "generic"])
+    ap.add_argument("--op", choices=["dot", "dequant"], default="dot",
+                    help="dot: the decode kernel (default); dequant: rows to fp32")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--working-set-mb", type=int, default=1024,
                     help="bytes of weight copies cycled through (beyond the last-level cache); "
@@ -126,6 +142,8 @@ def load_libs(variants: list[str], cache: str) -> dict:
     libs = {v: kernels.load_library(v, cache_dir=cache, sources=SOURCES) for v in variants}
     for lib in libs.values():
         lib.jcl_test_dot_rows.argtypes = [ctypes.POINTER(layout.Wt), FloatP, FloatP]
+        lib.jcl_dequant_rows.argtypes = [ctypes.POINTER(layout.Wt), ctypes.c_int, ctypes.c_int,
+                                         FloatP, ctypes.c_int]
     return libs
 
 
@@ -135,14 +153,15 @@ def main() -> None:
     variants = [v for v in args.variants if v != "avx2" or kernels.cpu_has_avx2()]
     rng = np.random.default_rng(0)
     pages = "4 KiB pages" if args.small_pages else "transparent huge pages where available"
-    print(f"one thread, {args.working_set_mb} MB working set, {pages}, median of {args.repeats}")
+    print(f"{args.op}, one thread, {args.working_set_mb} MB working set, {pages}, "
+          f"median of {args.repeats}")
     print(f"{'type':<6}{'N x K':>14}{'build':>9}{'G weights/s':>13}{'GB/s':>8}")
     with tempfile.TemporaryDirectory() as cache:
         libs = load_libs(variants, cache)
         for name in args.types:
             for N, K in args.shapes:
                 for v in variants:
-                    gw, gb = bench(libs[v], KINDS[name], N, K, args.working_set_mb << 20,
+                    gw, gb = bench(libs[v], args.op, KINDS[name], N, K, args.working_set_mb << 20,
                                    args.repeats, rng)
                     print(f"{name:<6}{f'{N}x{K}':>14}{v:>9}{gw:>13.2f}{gb:>8.2f}", flush=True)
 

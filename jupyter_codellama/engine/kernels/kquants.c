@@ -13,8 +13,8 @@
    Q4_K/Q5_K come off the caller's per-16 activation sums xs: one FMA per super-block row. Row r
    lives in group r/4, slot r%4: block i at group + (i*4 + r%4) * block bytes.
 
-   dequant_row (both builds) goes through the plain-C decoder and reproduces gguf's float order
-   exactly; the dots only match it up to summation order. */
+   dequant_row reproduces gguf's float order exactly in both builds (the AVX2 one does the plain-C
+   decoder's operations 8 at a time); the dots only match it up to summation order. */
 #include "quants.h"
 
 #define QK 256
@@ -67,71 +67,83 @@ static inline void kq_scale_min(const uint8_t* s12, uint8_t out[16]) {
   memcpy(out, v, 16);
 }
 
-/* Plain-C decode of one block row, shared by both builds' dequant_row and the generic dot.
-   q: 256 values (uint8 q, or int8 q-32 for Q6_K); dsc: d*sc per sub-block (8 or 16);
-   dm: dmin*m per sub-block of 32 (Q4_K/Q5_K). Returns the sub-block size. */
-static int kq_decode(int type, const uint8_t* b, uint8_t q[QK], float dsc[16], float dm[8]) {
-  if (type == GT_Q6_K) {
-    const uint8_t *ql = b, *qh = b + 128;
-    const int8_t* sc = (const int8_t*)(b + 192);
-    const float d = kq_h2f(b + 208);
-    for (int s = 0; s < 16; s++) dsc[s] = d * (float)sc[s];
-    for (int h = 0; h < 2; h++, ql += 64, qh += 32, q += 128) {
-      for (int l = 0; l < 32; l++) {
-        q[l] = (uint8_t)((int)((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32);
-        q[l + 32] = (uint8_t)((int)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
-        q[l + 64] = (uint8_t)((int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
-        q[l + 96] = (uint8_t)((int)((ql[l + 32] >> 4) | ((qh[l] >> 6) << 4)) - 32);
-      }
-    }
-    return 16;
-  }
-  const float d = kq_h2f(b), dmin = kq_h2f(b + 2);
-  uint8_t sm[16];
-  kq_scale_min(b + 4, sm);
-  for (int s = 0; s < 8; s++) {
-    dsc[s] = d * (float)sm[s];
-    dm[s] = dmin * (float)sm[8 + s];
-  }
-  const uint8_t* qs = b + (type == GT_Q5_K ? 48 : 16);
-  for (int c = 0; c < 4; c++, qs += 32) {
-    for (int l = 0; l < 32; l++) {
-      q[64 * c + l] = qs[l] & 0xF;
-      q[64 * c + 32 + l] = qs[l] >> 4;
-    }
-  }
-  if (type == GT_Q5_K) {
-    const uint8_t* qh = b + 16;
-    for (int s = 0; s < 8; s++)
-      for (int l = 0; l < 32; l++) q[32 * s + l] |= ((qh[l] >> s) & 1) << 4;
-  }
-  return 32;
-}
-
 static inline const uint8_t* kq_block(const Wt* w, int r, int i, int bb) {
   return w->data + (size_t)(r >> 2) * 4 * (size_t)w->row_bytes + ((size_t)i * 4 + (r & 3)) * bb;
 }
 
+#if JCL_AVX2
+
+/* ---- dequantization (AVX2): the plain-C jcl_kq_dequant_row's operations on 8 elements at a
+   time, so the same bits: (d*sc) and (dmin*m) rounded in fp32 once per sub-block, then q times the first,
+   minus the second, with no fused multiply-add (the build passes -ffp-contract=off). ---- */
+
+static inline __m256i kq_u8x8(const uint8_t* p) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)p));
+}
+
+/* 8 elements of one Q4_K/Q5_K sub-block: the nibble at `nib`, Q5_K's 5th bit (bit `bit` of qh). */
+static inline __m256i kq_q45x8(const uint8_t* qs, const uint8_t* qh, __m128i nib, __m128i bit,
+                               int q5) {
+  const __m256i q = _mm256_and_si256(_mm256_srl_epi32(kq_u8x8(qs), nib), _mm256_set1_epi32(0x0F));
+  if (!q5) return q;
+  const __m256i hb = _mm256_and_si256(_mm256_srl_epi32(kq_u8x8(qh), bit), _mm256_set1_epi32(1));
+  return _mm256_or_si256(q, _mm256_slli_epi32(hb, 4));
+}
+
+static void kq_deq45(const uint8_t* b, int q5, float* out) {
+  const float d = kq_h2f(b), dmin = kq_h2f(b + 2);
+  uint8_t sm[16];
+  kq_scale_min(b + 4, sm);
+  const uint8_t *qs = b + (q5 ? 48 : 16), *qh = b + 16;
+  for (int s = 0; s < 8; s++, out += 32) {
+    const __m256 dsc = _mm256_set1_ps(d * (float)sm[s]);
+    const __m256 dm = _mm256_set1_ps(dmin * (float)sm[8 + s]);
+    const __m128i nib = _mm_cvtsi32_si128(4 * (s & 1)), bit = _mm_cvtsi32_si128(s);
+    for (int l = 0; l < 32; l += 8) {
+      const __m256i q = kq_q45x8(qs + 32 * (s >> 1) + l, qh + l, nib, bit, q5);
+      _mm256_storeu_ps(out + l, _mm256_sub_ps(_mm256_mul_ps(dsc, _mm256_cvtepi32_ps(q)), dm));
+    }
+  }
+}
+
+/* 4 bits of `lo` at `nib` and 2 bits of `hi` at `pair`, minus 32: 8 Q6_K values. */
+static inline __m256 kq_q6x8(__m256i lo, int nib, __m256i hi, int pair) {
+  const __m256i l4 = _mm256_and_si256(_mm256_srli_epi32(lo, nib), _mm256_set1_epi32(0x0F));
+  const __m256i h2 = _mm256_and_si256(_mm256_srli_epi32(hi, pair), _mm256_set1_epi32(3));
+  const __m256i q = _mm256_or_si256(l4, _mm256_slli_epi32(h2, 4));
+  return _mm256_cvtepi32_ps(_mm256_sub_epi32(q, _mm256_set1_epi32(32)));
+}
+
+/* Q6_K: elements 32k+l (k = 0..3) of each half take nibble k/2 of ql[l + 32*(k&1)] and bits
+   2k..2k+1 of qh[l]; sub-blocks of 16. */
+static void kq_deq6(const uint8_t* b, float* out) {
+  const float d = kq_h2f(b + 208);
+  const int8_t* sc = (const int8_t*)(b + 192);
+  const uint8_t *ql = b, *qh = b + 128;
+  for (int h = 0; h < 2; h++, ql += 64, qh += 32, out += 128, sc += 8) {
+    for (int l = 0; l < 32; l += 8) {
+      const __m256i lo[2] = {kq_u8x8(ql + l), kq_u8x8(ql + 32 + l)}, hb = kq_u8x8(qh + l);
+      for (int k = 0; k < 4; k++) {
+        const __m256 dsc = _mm256_set1_ps(d * (float)sc[2 * k + l / 16]);
+        const __m256 q = kq_q6x8(lo[k & 1], 4 * (k >> 1), hb, 2 * k);
+        _mm256_storeu_ps(out + 32 * k + l, _mm256_mul_ps(dsc, q));
+      }
+    }
+  }
+}
+
 void jcl_kq_dequant_row(const Wt* w, int r, float* out) {
   const int bb = kq_block_bytes(w->type), nb = w->K / QK;
-  uint8_t q[QK];
-  float dsc[16], dm[8];
   if (!bb) {
     memset(out, 0, sizeof(float) * (size_t)w->K);
     return;
   }
   for (int i = 0; i < nb; i++, out += QK) {
-    const int sub = kq_decode(w->type, kq_block(w, r, i, bb), q, dsc, dm);
-    /* gguf's order: (d*sc) rounded, times q, then minus (dmin*m); never fused. */
-    if (sub == 16) {
-      for (int l = 0; l < QK; l++) out[l] = dsc[l / 16] * (float)(int8_t)q[l];
-    } else {
-      for (int l = 0; l < QK; l++) out[l] = dsc[l / 32] * (float)q[l] - dm[l / 32];
-    }
+    const uint8_t* b = kq_block(w, r, i, bb);
+    if (w->type == GT_Q6_K) kq_deq6(b, out);
+    else kq_deq45(b, w->type == GT_Q5_K, out);
   }
 }
-
-#if JCL_AVX2
 
 /* The AVX2 dot hands the weights to the fp32 arithmetic as fp16 bit patterns equal to small
    integers n (q, or 16q), i.e. subnormal halves n * 2^-24 (exact): vcvtph2ps from memory widens
@@ -388,6 +400,66 @@ void jcl_kq_dot_group4(const Wt* w, int g, const float* x, const float* xs, floa
 }
 
 #else /* plain C */
+
+/* Plain-C decode of one block row, shared by this build's dequant_row and dot.
+   q: 256 values (uint8 q, or int8 q-32 for Q6_K); dsc: d*sc per sub-block (8 or 16);
+   dm: dmin*m per sub-block of 32 (Q4_K/Q5_K). Returns the sub-block size. */
+static int kq_decode(int type, const uint8_t* b, uint8_t q[QK], float dsc[16], float dm[8]) {
+  if (type == GT_Q6_K) {
+    const uint8_t *ql = b, *qh = b + 128;
+    const int8_t* sc = (const int8_t*)(b + 192);
+    const float d = kq_h2f(b + 208);
+    for (int s = 0; s < 16; s++) dsc[s] = d * (float)sc[s];
+    for (int h = 0; h < 2; h++, ql += 64, qh += 32, q += 128) {
+      for (int l = 0; l < 32; l++) {
+        q[l] = (uint8_t)((int)((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32);
+        q[l + 32] = (uint8_t)((int)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+        q[l + 64] = (uint8_t)((int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+        q[l + 96] = (uint8_t)((int)((ql[l + 32] >> 4) | ((qh[l] >> 6) << 4)) - 32);
+      }
+    }
+    return 16;
+  }
+  const float d = kq_h2f(b), dmin = kq_h2f(b + 2);
+  uint8_t sm[16];
+  kq_scale_min(b + 4, sm);
+  for (int s = 0; s < 8; s++) {
+    dsc[s] = d * (float)sm[s];
+    dm[s] = dmin * (float)sm[8 + s];
+  }
+  const uint8_t* qs = b + (type == GT_Q5_K ? 48 : 16);
+  for (int c = 0; c < 4; c++, qs += 32) {
+    for (int l = 0; l < 32; l++) {
+      q[64 * c + l] = qs[l] & 0xF;
+      q[64 * c + 32 + l] = qs[l] >> 4;
+    }
+  }
+  if (type == GT_Q5_K) {
+    const uint8_t* qh = b + 16;
+    for (int s = 0; s < 8; s++)
+      for (int l = 0; l < 32; l++) q[32 * s + l] |= ((qh[l] >> s) & 1) << 4;
+  }
+  return 32;
+}
+
+void jcl_kq_dequant_row(const Wt* w, int r, float* out) {
+  const int bb = kq_block_bytes(w->type), nb = w->K / QK;
+  uint8_t q[QK];
+  float dsc[16], dm[8];
+  if (!bb) {
+    memset(out, 0, sizeof(float) * (size_t)w->K);
+    return;
+  }
+  for (int i = 0; i < nb; i++, out += QK) {
+    const int sub = kq_decode(w->type, kq_block(w, r, i, bb), q, dsc, dm);
+    /* gguf's order: (d*sc) rounded, times q, then minus (dmin*m); never fused. */
+    if (sub == 16) {
+      for (int l = 0; l < QK; l++) out[l] = dsc[l / 16] * (float)(int8_t)q[l];
+    } else {
+      for (int l = 0; l < QK; l++) out[l] = dsc[l / 32] * (float)q[l] - dm[l / 32];
+    }
+  }
+}
 
 #if defined(__GNUC__)
 #define KQ_NOINLINE __attribute__((noinline))
