@@ -197,12 +197,8 @@ class ShapedOurs:
     def __init__(self, gguf: Path, threads: int, n_ctx: int):
         from jupyter_codellama.engine.native import NativeModel
 
-        from jupyter_codellama.config import CodeLlama
-
         self.gguf = gguf
         self.model = NativeModel.open(gguf, n_threads=threads)
-        # the prompt is run in the chunks the product uses (each chunk decodes every weight once)
-        self.chunk = CodeLlama().prefill_chunk_tokens
 
     def set_threads(self, n: int) -> None:
         if hasattr(self.model, "pick_threads"):  # 0 ("auto"): the free cores, decided per request
@@ -218,7 +214,7 @@ class ShapedOurs:
             self.model = NativeModel.open(self.gguf, n_threads=n)
 
     def decode(self, ids, n):
-        dec = self.model.decoder(self.model.new_cache(), chunk=self.chunk)
+        dec = self.model.decoder(self.model.new_cache())
         token = _argmax(dec.prefill(ids))
         t_first = time.perf_counter()
         tokens = [token]
@@ -231,14 +227,14 @@ class ShapedOurs:
 
     def prefill_and_reuse(self, base, typed):
         cache = self.model.new_cache()
-        dec = self.model.decoder(cache, chunk=self.chunk)
+        dec = self.model.decoder(cache)
         t = time.perf_counter()
         _argmax(dec.prefill(base))
         cold = time.perf_counter() - t
         dec.close()
         # The new prompt extends the old one: keep its positions, run the typed tokens only.
         cache.crop(len(base))
-        dec = self.model.decoder(cache, chunk=self.chunk)
+        dec = self.model.decoder(cache)
         t = time.perf_counter()
         _argmax(dec.prefill(typed))
         reused = time.perf_counter() - t
@@ -315,7 +311,7 @@ def _med(xs):
 
 
 def shaped_main(args) -> None:
-    from jupyter_codellama.config import CodeLlama
+    from jupyter_codellama.config import PREFILL_CHUNK_TOKENS
 
     import shaped_gguf
 
@@ -369,7 +365,7 @@ def shaped_main(args) -> None:
     print("read bandwidth: " + ", ".join(f"{t} thread(s) {_fmt(b, '.1f')} GB/s" for t, b in bandwidth.items()))
     print(f"decode: {new_tokens} greedy tokens after a {len(prompt)}-token prompt; prefill: {len(base)} tokens; "
           f"reused: +{TYPED_TOKENS} tokens; llama.cpp n_ctx {n_ctx}, n_batch 512; ours in chunks of "
-          f"{CodeLlama().prefill_chunk_tokens} (prefill_chunk_tokens); median of {repeats}")
+          f"{PREFILL_CHUNK_TOKENS} (prefill_chunk_tokens); median of {repeats}")
     for note in notes:
         print(note)
 

@@ -16,6 +16,10 @@ def _env(name: str, fallback: str = "") -> str:
     return os.environ.get(f"JUPYTER_CODELLAMA_{name}", fallback)
 
 
+#: Prompt tokens per prefill step by default (also the default of decoders built outside a request).
+PREFILL_CHUNK_TOKENS = 256
+
+
 class CodeLlama(Configurable):
     """Settings of the in-kernel Code Llama assistant."""
 
@@ -68,7 +72,7 @@ class CodeLlama(Configurable):
     top_p = Float(0.95, help="Nucleus sampling threshold (used when temperature > 0).").tag(config=True)
     max_time = Float(120.0, help="Seconds a chat or magic answer may take.").tag(config=True)
     prefill_chunk_tokens = Int(
-        256, help="Prompt tokens processed per step; cancel checks happen between chunks."
+        PREFILL_CHUNK_TOKENS, help="Prompt tokens processed per step; cancel checks happen between chunks."
     ).tag(config=True)
     prefix_cache_mb = Int(
         512, help="Memory for KV caches of recent prompts, reused when a prompt shares a prefix."

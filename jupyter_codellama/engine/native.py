@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..config import PREFILL_CHUNK_TOKENS
 from . import kernels
 from .generation import Cancelled
 from .kernels import layout
@@ -410,7 +411,7 @@ class NativeModel:
     def new_cache(self) -> "KVCache":
         return KVCache(self.hyper)
 
-    def decoder(self, cache: "KVCache", *, chunk: int = 64,
+    def decoder(self, cache: "KVCache", *, chunk: int = PREFILL_CHUNK_TOKENS,
                 should_stop: Callable[[], bool] | None = None) -> "KernelDecoder":
         return KernelDecoder(self, cache, chunk=chunk, should_stop=should_stop)
 
@@ -600,7 +601,7 @@ class KVCache:
 class KernelDecoder:
     """One request on a NativeModel: prefill in chunks, then one token at a time."""
 
-    def __init__(self, model: NativeModel, cache: KVCache, *, chunk: int = 64,
+    def __init__(self, model: NativeModel, cache: KVCache, *, chunk: int = PREFILL_CHUNK_TOKENS,
                  should_stop: Callable[[], bool] | None = None) -> None:
         self.model, self.cache = model, cache
         self.chunk = max(1, int(chunk))
