@@ -452,6 +452,24 @@ BLAS_MIN_TOKENS = 32
 _BLOCK_FLOATS = 2 << 20
 
 
+def _libc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _libc_trim()
+
+
+def release_free_heap() -> None:
+    """Give the heap's free pages back to the OS. A chunk's temporaries (megabytes each) are
+    freed into glibc's heap, which keeps them resident after the prompt: tens of MB that a
+    kernel-served model would otherwise hold for good (the resident-memory test)."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 class ChunkForward:
     """One prompt chunk: the kernel's forward pass in torch ops, each weight matrix dequantized
     by the kernel in row blocks and multiplied by BLAS (each block decoded once per chunk)."""
@@ -463,13 +481,16 @@ class ChunkForward:
         self.should_stop = should_stop or (lambda: False)
         self.lib = model.lib
         self.threads = model.n_threads
+        # One block buffer for the whole chunk: allocating 8 MB per matmul raised glibc's mmap
+        # threshold, after which the freed blocks stayed in the heap (resident) for good.
+        self.block = torch.empty(_BLOCK_FLOATS)
 
     def matmul(self, x: torch.Tensor, wt: layout.Wt) -> torch.Tensor:
         """x [n, K] @ W.T → [n, N]."""
         N, K = wt.N, wt.K
         out = torch.empty(x.shape[0], N)
         rows = max(4, min(N, _BLOCK_FLOATS // K))
-        buf = torch.empty(rows, K)
+        buf = self.block[: rows * K].view(rows, K) if rows * K <= _BLOCK_FLOATS else torch.empty(rows, K)
         ref = ctypes.byref(wt)
         for r0 in range(0, N, rows):
             r1 = min(N, r0 + rows)
@@ -525,6 +546,7 @@ class ChunkForward:
             self._run(tokens, logits)
         finally:
             torch.set_num_threads(previous)
+            release_free_heap()
 
     @torch.inference_mode()
     def _run(self, tokens: list[int], logits: torch.Tensor | None) -> None:
