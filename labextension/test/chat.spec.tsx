@@ -1,4 +1,6 @@
-import { RenderMimeRegistry, standardRendererFactories } from '@jupyterlab/rendermime';
+import { EditorLanguageRegistry } from '@jupyterlab/codemirror';
+import { createMarkdownParser } from '@jupyterlab/markedparser-extension';
+import { IRenderMime, RenderMimeRegistry, standardRendererFactories } from '@jupyterlab/rendermime';
 import { Widget } from '@lumino/widgets';
 
 import { ChatPanel } from '../src/chat/panel';
@@ -22,6 +24,15 @@ const markdownParser = {
       .join('')
 };
 
+/** JupyterLab's own Markdown parser (marked, with syntax highlighting), as the app uses it. */
+function jupyterLabMarkdownParser(): IRenderMime.IMarkdownParser {
+  const languages = new EditorLanguageRegistry();
+  for (const language of EditorLanguageRegistry.getDefaultLanguages()) {
+    languages.addLanguage(language);
+  }
+  return createMarkdownParser(languages);
+}
+
 class FakeActions implements ICodeActions {
   calls: [string, string][] = [];
   insertBelow(code: string): void {
@@ -44,7 +55,7 @@ const SNAPSHOT: INotebookSnapshot = {
   selection: ''
 };
 
-function setup(kernel = new FakeKernel({ status: READY })) {
+function setup(kernel = new FakeKernel({ status: READY }), parser: IRenderMime.IMarkdownParser = markdownParser) {
   const { client } = makeClient(kernel);
   const actions = new FakeActions();
   const target: IChatTarget = {
@@ -56,7 +67,7 @@ function setup(kernel = new FakeKernel({ status: READY })) {
     snapshot: () => SNAPSHOT
   };
   const model = new ChatSidebarModel();
-  const rendermime = new RenderMimeRegistry({ initialFactories: standardRendererFactories, markdownParser });
+  const rendermime = new RenderMimeRegistry({ initialFactories: standardRendererFactories, markdownParser: parser });
   const panel = new ChatPanel({ model, rendermime });
   Widget.attach(panel, document.body);
   model.target = target;
@@ -73,6 +84,27 @@ function typeAndSend(input: HTMLTextAreaElement, text: string): void {
   setter.call(input, text);
   input.dispatchEvent(new Event('input', { bubbles: true }));
   input.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', bubbles: true }));
+}
+
+/** Ask a question and let the kernel answer `text` in one piece. */
+async function answer(kernel: FakeKernel, $: (selector: string) => HTMLElement | null, text: string): Promise<void> {
+  await until(() => !!$('.jp-CodeLlama-input'));
+  const asked = kernel.comm.requests('chat').length;
+  typeAndSend($('.jp-CodeLlama-input') as HTMLTextAreaElement, 'Plot df');
+  await until(() => kernel.comm.requests('chat').length === asked + 1);
+  const request = kernel.comm.requests('chat')[asked];
+  kernel.comm.reply({ type: 'done', request_id: request.request_id, text, stop_reason: 'eos' });
+  await until(
+    () => document.querySelectorAll('.jp-CodeLlama-message.jp-mod-assistant[data-state="done"]').length === asked + 1
+  );
+}
+
+/** Click every code button, in order, and return what each passed to the notebook. */
+async function clickAll(actions: FakeActions, $$: (selector: string) => HTMLElement[]): Promise<[string, string][]> {
+  const buttons = $$('.jp-CodeLlama-codeAction');
+  buttons.forEach(b => b.click());
+  await until(() => actions.calls.length === buttons.length);
+  return actions.calls;
 }
 
 afterEach(() => {
@@ -292,6 +324,72 @@ describe('ChatPanel', () => {
 
     button('New chat')!.click();
     await until(() => $$('.jp-CodeLlama-message').length === 0);
+    panel.dispose();
+  });
+});
+
+describe('Code block buttons', () => {
+  // JupyterLab's parser puts a fence's language into `class="language-…"` unescaped, and its
+  // sanitizer keeps `style="display:none"`: this fence renders a hidden span inside the block.
+  const HIDDEN = "import&#32;os;os.remove('data.csv');";
+  const SMUGGLED = '```python"><span/style=display:none>' + HIDDEN + '</span><i/class="\ndf.plot()\n```';
+
+  it('insert and run the fenced source, never text hidden in the rendered block', async () => {
+    const { kernel, actions, $, $$, panel } = setup(undefined, jupyterLabMarkdownParser());
+    await answer(kernel, $, 'Plot it:\n' + SMUGGLED);
+    await until(() => $$('.jp-CodeLlama-codeAction').length === 4);
+    // Generated code never runs, nor reaches the notebook, without a click.
+    await new Promise(resolve => setTimeout(resolve, 50));
+    expect(actions.calls).toEqual([]);
+    expect(kernel.executed).toEqual([]);
+
+    const calls = await clickAll(actions, $$);
+    expect(calls.map(([action]) => action)).toEqual(['insertBelow', 'replaceActive', 'copy', 'insertAndRun']);
+    for (const [, code] of calls) {
+      expect(code).toBe('df.plot()');
+    }
+    // What the block shows is what the buttons insert.
+    expect($('.jp-CodeLlama-answer pre')!.textContent!.trim()).toBe('df.plot()');
+    expect(panel.node.textContent).not.toContain('os.remove');
+    panel.dispose();
+  });
+
+  it('are left off an answer with raw HTML code blocks, and say why', async () => {
+    const { kernel, $, $$, panel } = setup(undefined, jupyterLabMarkdownParser());
+    const raw = '<pre>df.head()<span style="display:none">\nimport os; os.remove("data.csv")</span></pre>';
+    await answer(kernel, $, 'Look:\n\n' + raw + '\n\nThen:\n```python\ndf.plot()\n```');
+    await until(() => !!$('.jp-CodeLlama-codeNote'));
+    expect($$('.jp-CodeLlama-codeAction')).toHaveLength(0);
+    expect($('.jp-CodeLlama-codeNote')!.textContent).toContain('HTML');
+    panel.dispose();
+  });
+
+  it('match every fenced block of the source: in a list, tilde fences, an answer cut mid-block', async () => {
+    const { kernel, actions, $, $$, panel } = setup(undefined, jupyterLabMarkdownParser());
+    const text = [
+      '1. Load it:',
+      '   ```python',
+      '   df = load()',
+      '   if df.empty:',
+      '       raise ValueError("empty")',
+      '   ```',
+      '2. Check:',
+      '~~~',
+      'print(df.shape)  # ``` not a fence end',
+      '~~~',
+      'And plot:',
+      '```python',
+      'df.plot(',
+      '    x="a")'
+    ].join('\n');
+    await answer(kernel, $, text);
+    await until(() => $$('.jp-CodeLlama-codeAction').length === 12);
+    const inserted = (await clickAll(actions, $$)).filter(([action]) => action === 'insertBelow').map(([, code]) => code);
+    expect(inserted).toEqual([
+      'df = load()\nif df.empty:\n    raise ValueError("empty")',
+      'print(df.shape)  # ``` not a fence end',
+      'df.plot(\n    x="a")'
+    ]);
     panel.dispose();
   });
 });

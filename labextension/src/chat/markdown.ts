@@ -4,6 +4,7 @@
  */
 import { IRenderMime, MimeModel, IRenderMimeRegistry } from '@jupyterlab/rendermime';
 
+import { blocksMatch, IAnswerSource, parseAnswer } from './answer';
 import type { ICodeActions } from './sidebarmodel';
 
 const MARKDOWN = 'text/markdown';
@@ -41,10 +42,11 @@ export class MarkdownView {
     while (this._next && !this._disposed) {
       const { text, final, actions } = this._next;
       this._next = null;
-      const model = new MimeModel({ data: { [MARKDOWN]: text }, trusted: false });
+      const answer = parseAnswer(text);
+      const model = new MimeModel({ data: { [MARKDOWN]: answer.markdown }, trusted: false });
       await this._renderer.renderModel(model);
       if (final && actions && !this._disposed) {
-        decorateCodeBlocks(this._renderer.node, actions);
+        decorateCodeBlocks(this._renderer.node, answer, actions);
       }
     }
   }
@@ -62,40 +64,54 @@ export namespace MarkdownView {
   }
 }
 
-/** The code of a rendered block, as the model wrote it (highlighting spans removed). */
-export function blockCode(pre: HTMLElement): string {
-  return (pre.textContent ?? '').replace(/\n$/, '');
+/**
+ * Add Insert below / Replace / Copy / Insert and run buttons after every `<pre>` block. The code
+ * comes from the answer's fenced blocks; when the rendered blocks are not exactly those, no block
+ * gets buttons and a note says why.
+ */
+export function decorateCodeBlocks(root: HTMLElement, answer: IAnswerSource, actions: ICodeActions): void {
+  const pres = Array.from(root.querySelectorAll('pre'));
+  if (!blocksMatch(pres, answer)) {
+    if (pres.length > 0 || answer.blocks.length > 0) {
+      root.appendChild(Private.unmatchedNote());
+    }
+    return;
+  }
+  pres.forEach((pre, i) => pre.insertAdjacentElement('afterend', Private.toolbar(answer.blocks[i], actions)));
 }
 
-/** Add Insert below / Replace / Copy / Insert and run buttons after every `<pre>` block. */
-export function decorateCodeBlocks(root: HTMLElement, actions: ICodeActions): void {
-  root.querySelectorAll('pre').forEach(pre => {
-    if (pre.nextElementSibling?.classList.contains('jp-CodeLlama-codeActions')) {
-      return;
-    }
+namespace Private {
+  export function toolbar(code: string, actions: ICodeActions): HTMLElement {
     const bar = document.createElement('div');
     bar.className = 'jp-CodeLlama-codeActions';
     bar.setAttribute('role', 'toolbar');
     bar.setAttribute('aria-label', 'Code block actions');
-    const button = (label: string, title: string, run: (code: string) => unknown) => {
+    const button = (label: string, title: string, run: () => unknown) => {
       const b = document.createElement('button');
       b.type = 'button';
       b.className = 'jp-CodeLlama-codeAction jp-mod-styled';
       b.textContent = label;
       b.title = title;
-      b.addEventListener('click', () => void run(blockCode(pre as HTMLElement)));
+      b.addEventListener('click', () => void run());
       bar.appendChild(b);
     };
-    button('Insert below', 'Insert this code in a new cell below the active cell', code =>
+    button('Insert below', 'Insert this code in a new cell below the active cell', () =>
       actions.insertBelow(code)
     );
-    button('Replace', "Replace the active cell's code with this code", code =>
-      actions.replaceActive(code)
-    );
-    button('Copy', 'Copy this code to the clipboard', code => actions.copy(code));
-    button('Insert and run', 'Insert this code below the active cell and run it', code =>
+    button('Replace', "Replace the active cell's code with this code", () => actions.replaceActive(code));
+    button('Copy', 'Copy this code to the clipboard', () => actions.copy(code));
+    button('Insert and run', 'Insert this code below the active cell and run it', () =>
       actions.insertAndRun(code)
     );
-    pre.insertAdjacentElement('afterend', bar);
-  });
+    return bar;
+  }
+
+  export function unmatchedNote(): HTMLElement {
+    const note = document.createElement('div');
+    note.className = 'jp-CodeLlama-note jp-CodeLlama-codeNote';
+    note.textContent =
+      'No Insert or Run buttons on this answer: it holds HTML or code outside plain ``` blocks, ' +
+      'so the code a button would insert could differ from the code shown. Select the code to copy it.';
+    return note;
+  }
 }
