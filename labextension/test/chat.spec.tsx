@@ -242,6 +242,42 @@ describe('ChatPanel', () => {
     panel.dispose();
   });
 
+  it('recovers from a kernel restart mid-answer: no spinner left, and the next question is answered', async () => {
+    const { kernel, $, button, panel } = setup();
+    await until(() => !!$('.jp-CodeLlama-input'));
+    typeAndSend($('.jp-CodeLlama-input') as HTMLTextAreaElement, 'Explain');
+    await until(() => kernel.comm.requests('chat').length === 1);
+    kernel.comm.reply({
+      type: 'status',
+      request_id: null,
+      status: { state: 'loading', busy: true, queued: 1, model: 'embedded', progress: { stage: 'weights', fraction: 0.5 } }
+    });
+    button('Preview context')!.click();
+    await until(() => !!$('progress') && !!$('.jp-CodeLlama-thinking') && !!button('Stop'));
+    expect($('.jp-CodeLlama-preview')!.textContent).toBe('Building the prompt…');
+
+    await kernel.restart();
+    await until(() => $('.jp-CodeLlama-message.jp-mod-assistant')!.dataset.state === 'error');
+    expect($('.jp-CodeLlama-message [role="alert"]')!.textContent).toContain('restarted');
+    expect($('.jp-CodeLlama-thinking')).toBeNull();
+    await until(() => $('.jp-CodeLlama-preview')?.textContent === 'The kernel restarted.');
+    // The extension is loaded again in the new kernel, whose model is not loaded.
+    await until(() => $('.jp-CodeLlama-statusText')?.textContent === 'Model not loaded');
+    expect($('progress')).toBeNull();
+    expect(kernel.executed.map(e => e.code)).toEqual(['%load_ext jupyter_codellama']);
+
+    kernel.engineStatus = READY;
+    kernel.comm.reply({ type: 'status', request_id: null, status: READY });
+    await until(() => !!button('Send') || !!$('.jp-CodeLlama-input'));
+    typeAndSend($('.jp-CodeLlama-input') as HTMLTextAreaElement, 'Again');
+    await until(() => kernel.comm.requests('chat').length === 1);
+    const request = kernel.comm.requests('chat')[0];
+    kernel.comm.reply({ type: 'done', request_id: request.request_id, text: 'Back.', stop_reason: 'eos' });
+    await until(() => panel.node.textContent!.includes('Back.'));
+    expect(button('Stop')).toBeUndefined();
+    panel.dispose();
+  });
+
   it('toggles context chips, which change the next request', async () => {
     const { kernel, $, $$, panel } = setup();
     await until(() => $$('.jp-CodeLlama-chip').length === 5);
