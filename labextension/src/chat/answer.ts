@@ -41,10 +41,12 @@ export function parseAnswer(text: string): IAnswerSource {
     }
     // JupyterLab writes the language into an attribute unescaped: keep only a plain name.
     markdown.push(' '.repeat(fence.indent) + fence.marker + fence.language);
+    // The fence's indentation is taken off its lines too (CommonMark).
+    const indentation = new RegExp(`^ {0,${fence.indent}}`);
     const body: string[] = [];
     for (i++; i < lines.length && !closes(lines[i], fence); i++) {
       markdown.push(lines[i]);
-      body.push(lines[i].replace(new RegExp(`^ {0,${fence.indent}}`), ''));
+      body.push(lines[i].replace(indentation, ''));
     }
     if (i < lines.length) {
       markdown.push(lines[i]);
