@@ -71,6 +71,10 @@ static inline const uint8_t* kq_block(const Wt* w, int r, int i, int bb) {
   return w->data + (size_t)(r >> 2) * 4 * (size_t)w->row_bytes + ((size_t)i * 4 + (r & 3)) * bb;
 }
 
+void jcl_kq_dequant_row(const Wt* w, int r, float* out) {
+  jcl_kq_dequant_part(w, r, 0, w->K / QK, out);
+}
+
 #if JCL_AVX2
 
 /* ---- dequantization (AVX2): the plain-C jcl_kq_dequant_row's operations on 8 elements at a
@@ -132,13 +136,13 @@ static void kq_deq6(const uint8_t* b, float* out) {
   }
 }
 
-void jcl_kq_dequant_row(const Wt* w, int r, float* out) {
-  const int bb = kq_block_bytes(w->type), nb = w->K / QK;
+void jcl_kq_dequant_part(const Wt* w, int r, int i0, int nb, float* out) {
+  const int bb = kq_block_bytes(w->type);
   if (!bb) {
-    memset(out, 0, sizeof(float) * (size_t)w->K);
+    memset(out, 0, sizeof(float) * (size_t)nb * QK);
     return;
   }
-  for (int i = 0; i < nb; i++, out += QK) {
+  for (int i = i0; i < i0 + nb; i++, out += QK) {
     const uint8_t* b = kq_block(w, r, i, bb);
     if (w->type == GT_Q6_K) kq_deq6(b, out);
     else kq_deq45(b, w->type == GT_Q5_K, out);
@@ -442,15 +446,15 @@ static int kq_decode(int type, const uint8_t* b, uint8_t q[QK], float dsc[16], f
   return 32;
 }
 
-void jcl_kq_dequant_row(const Wt* w, int r, float* out) {
-  const int bb = kq_block_bytes(w->type), nb = w->K / QK;
+void jcl_kq_dequant_part(const Wt* w, int r, int i0, int nb, float* out) {
+  const int bb = kq_block_bytes(w->type);
   uint8_t q[QK];
   float dsc[16], dm[8];
   if (!bb) {
-    memset(out, 0, sizeof(float) * (size_t)w->K);
+    memset(out, 0, sizeof(float) * (size_t)nb * QK);
     return;
   }
-  for (int i = 0; i < nb; i++, out += QK) {
+  for (int i = i0; i < i0 + nb; i++, out += QK) {
     const int sub = kq_decode(w->type, kq_block(w, r, i, bb), q, dsc, dm);
     /* gguf's order: (d*sc) rounded, times q, then minus (dmin*m); never fused. */
     if (sub == 16) {

@@ -308,75 +308,114 @@ static int forward_one(const Model* m, const KV* kv, int token, int pos, float* 
 
 /* ---- n tokens ------------------------------------------------------------------------------ */
 
-/* Y[j*ldy + i] = row i of the R dequantized rows in w . X_j for NT tokens: one accumulator per
-   (row, token) over the columns in order. R and NT are compile-time constants at every call
-   (always inlined), so the accumulators stay in registers. */
-static inline __attribute__((always_inline)) void tile(const float* w, int K, const float* X, int ldx,
-                                                       float* Y, int ldy, const int R, const int NT) {
+/* A weight is multiplied by the chunk's tokens SEG columns at a time: each group of 4 rows is
+   decoded one segment at a time into a buffer that stays in L1, and multiplied into per-(row,
+   token) partial sums there, so the decoded floats never travel out to L2 and back. */
+#define SEG 256
+
+/* P[(i*n + j)*8 ..] (8 lanes) += row i of the R rows at w (stride ldw) . X_j over kn columns, for
+   NT tokens. R and NT are compile-time constants at every call (always inlined), so the
+   accumulators stay in registers. Lanes hold the columns k = l mod 8 in order, as one pass over
+   the whole row would. */
+static inline __attribute__((always_inline)) void tile(const float* w, int ldw, int kn, const float* X,
+                                                       int ldx, float* P, int n, const int R,
+                                                       const int NT) {
 #if JCL_AVX2
   __m256 acc[4][3];
-  for (int i = 0; i < R; i++) for (int j = 0; j < NT; j++) acc[i][j] = _mm256_setzero_ps();
+  for (int i = 0; i < R; i++)
+    for (int j = 0; j < NT; j++) acc[i][j] = _mm256_loadu_ps(P + (size_t)(i * n + j) * 8);
   int k = 0;
-  for (; k + 8 <= K; k += 8) {
+  for (; k + 8 <= kn; k += 8) {
     __m256 xv[3];
     for (int j = 0; j < NT; j++) xv[j] = _mm256_loadu_ps(X + (size_t)j * ldx + k);
     for (int i = 0; i < R; i++) {
-      const __m256 wv = _mm256_loadu_ps(w + (size_t)i * K + k);
+      const __m256 wv = _mm256_loadu_ps(w + (size_t)i * ldw + k);
       for (int j = 0; j < NT; j++) acc[i][j] = _mm256_fmadd_ps(wv, xv[j], acc[i][j]);
     }
   }
   for (int i = 0; i < R; i++)
     for (int j = 0; j < NT; j++) {
-      float s = hsum8(acc[i][j]);
-      for (int kk = k; kk < K; kk++) s += w[(size_t)i * K + kk] * X[(size_t)j * ldx + kk];
-      Y[(size_t)j * ldy + i] = s;
+      float* p = P + (size_t)(i * n + j) * 8;
+      _mm256_storeu_ps(p, acc[i][j]);
+      for (int kk = k; kk < kn; kk++) p[0] += w[(size_t)i * ldw + kk] * X[(size_t)j * ldx + kk];
     }
 #else
   for (int i = 0; i < R; i++)
     for (int j = 0; j < NT; j++) {
-      const float* wr = w + (size_t)i * K;
+      const float* wr = w + (size_t)i * ldw;
       const float* xr = X + (size_t)j * ldx;
-      float s = 0.f;
-      for (int k = 0; k < K; k++) s += wr[k] * xr[k];
-      Y[(size_t)j * ldy + i] = s;
+      float s = P[(size_t)(i * n + j) * 8];
+      for (int k = 0; k < kn; k++) s += wr[k] * xr[k];
+      P[(size_t)(i * n + j) * 8] = s;
     }
 #endif
 }
 
-static void rows_times_tokens(const float* w, int K, int R, const float* X, int ldx, int n,
-                              float* Y, int ldy) {
+static void rows_times_tokens(const float* w, int ldw, int kn, int R, const float* X, int ldx,
+                              int n, float* P) {
   int j = 0;
   if (R == 4) {
-    for (; j + 3 <= n; j += 3) tile(w, K, X + (size_t)j * ldx, ldx, Y + (size_t)j * ldy, ldy, 4, 3);
-    if (n - j == 2) tile(w, K, X + (size_t)j * ldx, ldx, Y + (size_t)j * ldy, ldy, 4, 2);
-    else if (n - j == 1) tile(w, K, X + (size_t)j * ldx, ldx, Y + (size_t)j * ldy, ldy, 4, 1);
+    for (; j + 3 <= n; j += 3) tile(w, ldw, kn, X + (size_t)j * ldx, ldx, P + (size_t)j * 8, n, 4, 3);
+    if (n - j == 2) tile(w, ldw, kn, X + (size_t)j * ldx, ldx, P + (size_t)j * 8, n, 4, 2);
+    else if (n - j == 1) tile(w, ldw, kn, X + (size_t)j * ldx, ldx, P + (size_t)j * 8, n, 4, 1);
     return;
   }
   for (int i = 0; i < R; i++)
-    for (j = 0; j < n; j++) tile(w + (size_t)i * K, K, X + (size_t)j * ldx, ldx, Y + (size_t)j * ldy + i, ldy, 1, 1);
+    for (j = 0; j < n; j++)
+      tile(w + (size_t)i * ldw, ldw, kn, X + (size_t)j * ldx, ldx, P + (size_t)(i * n + j) * 8, n, 1, 1);
+}
+
+static inline float lanes_sum(const float* p) {
+#if JCL_AVX2
+  return hsum8(_mm256_loadu_ps(p));
+#else
+  return p[0];  /* the plain tile accumulates in lane 0 only */
+#endif
+}
+
+/* Floats of one thread's scratch for matmul_n over n tokens: a decoded segment of 4 rows, then
+   the partial sums. */
+#define MATMUL_SCRATCH(n) ((size_t)4 * SEG + (size_t)32 * (n))
+
+/* Rows r0..r0+R-1 of w times the n tokens into Y (Y[j*ldy + r0 + i]), one segment at a time. */
+static void group_times_tokens(const Wt* w, int r0, int R, const float* X, int ldx, int n,
+                               float* Y, int ldy, float* scratch) {
+  float *seg = scratch, *P = scratch + 4 * SEG;
+  memset(P, 0, sizeof(float) * 8 * (size_t)(R * n));
+  for (int k0 = 0; k0 < w->K; k0 += SEG) {
+    const int kn = w->K - k0 < SEG ? w->K - k0 : SEG;
+    const float* rows = seg;
+    int ldw = SEG;
+    if (w->type == GT_F32) {
+      rows = (const float*)(w->data + (size_t)r0 * w->row_bytes) + k0;
+      ldw = (int)(w->row_bytes / 4);
+    } else {
+      for (int i = 0; i < R; i++) jcl_dequant_part(w, r0 + i, k0, kn, seg + (size_t)i * SEG);
+    }
+    rows_times_tokens(rows, ldw, kn, R, X + k0, ldx, n, P);
+  }
+  for (int i = 0; i < R; i++)
+    for (int j = 0; j < n; j++) Y[(size_t)j * ldy + r0 + i] = lanes_sum(P + (size_t)(i * n + j) * 8);
 }
 
 /* Y[j*ldy + r] = (row r of w) . X_j for all rows and n tokens (an orphaned `omp for`).
-   wbuf: 4*K floats of this thread. */
-static void matmul_n(const Wt* w, const float* X, int ldx, int n, float* Y, int ldy, float* wbuf) {
-  const int K = w->K, N = w->N;
+   scratch: MATMUL_SCRATCH(n) floats of this thread. */
+static void matmul_n(const Wt* w, const float* X, int ldx, int n, float* Y, int ldy, float* scratch) {
+  const int N = w->N;
 #pragma omp for schedule(dynamic, 1)
   for (int g = 0; g < (N + 3) / 4; g++) {
     const int r0 = 4 * g, R = N - r0 < 4 ? N - r0 : 4;
-    const float* rows = wbuf;
-    if (w->type == GT_F32) rows = (const float*)(w->data + (size_t)r0 * w->row_bytes);
-    else for (int i = 0; i < R; i++) jcl_dequant_row(w, r0 + i, wbuf + (size_t)i * K);
-    rows_times_tokens(rows, K, R, X, ldx, n, Y + r0, ldy);
+    group_times_tokens(w, r0, R, X, ldx, n, Y, ldy, scratch);
   }
 }
 
-typedef struct { float *X, *XB, *AO, *Q, *KV, *HB, *UP, *ATT, *WB; int wide; } BatchBuf;
+typedef struct { float *X, *XB, *AO, *Q, *KV, *HB, *UP, *ATT, *WB; } BatchBuf;
 
 static void batch_layer(const Model* m, const KV* kv, int l, BatchBuf* b, int n, int pos0) {
   const Layer* L = &m->layers[l];
   const int dim = m->dim, hidden = m->hidden, qd = m->n_heads * m->head_dim;
   const int kvd = 2 * m->n_kv * m->head_dim;
-  float* wbuf = b->WB + (size_t)omp_get_thread_num() * 4 * b->wide;
+  float* wbuf = b->WB + (size_t)omp_get_thread_num() * MATMUL_SCRATCH(n);
 #pragma omp for schedule(static)
   for (int j = 0; j < n; j++) rmsnorm(b->XB + (size_t)j * dim, b->X + (size_t)j * dim, L->attn_norm, dim, m->eps);
   matmul_n(&L->q, b->XB, dim, n, b->Q, qd, wbuf);
@@ -406,16 +445,14 @@ static void batch_layer(const Model* m, const KV* kv, int l, BatchBuf* b, int n,
 static int forward_batch(const Model* m, const KV* kv, const int* tokens, int n, int pos0, float* logits) {
   const int dim = m->dim, hidden = m->hidden, qd = m->n_heads * m->head_dim;
   const int kvd = 2 * m->n_kv * m->head_dim, Tmax = pos0 + n;
-  int wide = dim > hidden ? dim : hidden;
-  if (qd > wide) wide = qd;
   const size_t per_token = (size_t)2 * dim + 2 * qd + kvd + 2 * hidden;
-  const size_t floats = per_token * n + (size_t)m->n_heads * n * Tmax + (size_t)4 * wide * m->n_threads;
+  const size_t floats = per_token * n + (size_t)m->n_heads * n * Tmax + MATMUL_SCRATCH(n) * m->n_threads;
   float* mem = malloc(sizeof(float) * floats);
   if (!mem) return -2;
   BatchBuf b;
   b.X = mem; b.XB = b.X + (size_t)n * dim; b.AO = b.XB + (size_t)n * dim; b.Q = b.AO + (size_t)n * qd;
   b.KV = b.Q + (size_t)n * qd; b.HB = b.KV + (size_t)n * kvd; b.UP = b.HB + (size_t)n * hidden;
-  b.ATT = b.UP + (size_t)n * hidden; b.WB = b.ATT + (size_t)m->n_heads * n * Tmax; b.wide = wide;
+  b.ATT = b.UP + (size_t)n * hidden; b.WB = b.ATT + (size_t)m->n_heads * n * Tmax;
   for (int j = 0; j < n; j++) jcl_dequant_row(&m->embed, tokens[j], b.X + (size_t)j * dim);
 #pragma omp parallel num_threads(m->n_threads)
   {

@@ -554,21 +554,24 @@ void jcl_dot_group4(const Wt* w, int g, const float* x, const float* xs, float o
   }
 }
 
-void jcl_dequant_row(const Wt* w, int r, float* out) {
-  const int nb = w->K / 32;
-  /* a quantized row starts at its block 0 in its group and strides over the 4 rows' blocks */
-  const uint8_t* q = group_base(w, r / 4) + (size_t)(r % 4) * (size_t)jcl_block_bytes(w->type);
+void jcl_dequant_part(const Wt* w, int r, int k0, int kn, float* out) {
+  const int be = jcl_block_elems(w->type), nb = kn / (be ? be : 1);
+  /* a quantized row starts at its block k0/be in its group and strides over the 4 rows' blocks */
+  const uint8_t* q = group_base(w, r / 4) +
+                     ((size_t)(k0 / (be ? be : 1)) * 4 + (size_t)(r % 4)) * (size_t)jcl_block_bytes(w->type);
   const uint8_t* plain = w->data + (size_t)r * (size_t)w->row_bytes;
   switch (w->type) {
     case GT_Q4_0: q40_row(q, nb, out); return;
     case GT_Q4_1: q41_row(q, nb, out); return;
     case GT_Q8_0: q80_row(q, nb, out); return;
-    case GT_F32: memcpy(out, plain, sizeof(float) * (size_t)w->K); return;
-    case GT_F16: f16_row((const uint16_t*)plain, w->K, out); return;
-    case GT_Q4_K: case GT_Q5_K: case GT_Q6_K: jcl_kq_dequant_row(w, r, out); return;
-    default: memset(out, 0, sizeof(float) * (size_t)w->K);
+    case GT_F32: memcpy(out, (const float*)plain + k0, sizeof(float) * (size_t)kn); return;
+    case GT_F16: f16_row((const uint16_t*)plain + k0, kn, out); return;
+    case GT_Q4_K: case GT_Q5_K: case GT_Q6_K: jcl_kq_dequant_part(w, r, k0 / 256, kn / 256, out); return;
+    default: memset(out, 0, sizeof(float) * (size_t)kn);
   }
 }
+
+void jcl_dequant_row(const Wt* w, int r, float* out) { jcl_dequant_part(w, r, 0, w->K, out); }
 
 /* y = w x for all N rows, on the calling thread (tests and microbenchmarks). */
 void jcl_test_dot_rows(const Wt* w, const float* x, float* y) {

@@ -58,9 +58,14 @@ void jcl_dot_group4(const Wt* w, int g, const float* x, const float* xs, float o
 
 /* Row r of w, dequantized exactly as gguf's dequantize() does (fp32). */
 void jcl_dequant_row(const Wt* w, int r, float* out);
+/* Columns k0..k0+kn-1 of row r, likewise: k0 a multiple of the block size, kn too unless the
+   part ends the row. */
+void jcl_dequant_part(const Wt* w, int r, int k0, int kn, float* out);
 
 /* The K-quants (Q4_K, Q5_K, Q6_K: super-blocks of 256), in kquants.c; same contracts as above. */
 void jcl_kq_dot_group4(const Wt* w, int g, const float* x, const float* xs, float out[4]);
 void jcl_kq_dequant_row(const Wt* w, int r, float* out);
+/* Super-blocks i0..i0+nb-1 of row r. */
+void jcl_kq_dequant_part(const Wt* w, int r, int i0, int nb, float* out);
 
 #endif
