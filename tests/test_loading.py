@@ -222,3 +222,39 @@ def test_trust_remote_code_is_never_switched_on(monkeypatch, shaped_model_dir):
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
     load_model(LoadOptions(model=str(shaped_model_dir), quantization="none"))  # the PyTorch path
     assert seen == [False]
+
+
+_LOAD_WITHOUT_HUB = r'''
+import sys, time
+import torch, transformers  # imported first: the time measured is the load's, not the imports'
+from IPython.core.interactiveshell import InteractiveShell
+
+shell = InteractiveShell.instance()
+shell.run_line_magic("load_ext", "jupyter_codellama")
+for model in sys.argv[1:]:
+    started = time.perf_counter()
+    shell.run_cell(f"%codellama load {model}")
+    print(f"SECONDS {time.perf_counter() - started:.2f}", flush=True)
+'''
+
+
+def test_a_hub_model_without_network_fails_at_once_with_one_quiet_message(tmp_path):
+    """No network (here a hub name that cannot resolve): one clear message within 2 s, no
+    "Retrying in 8s" warnings, on each path that would download (C kernel, PyTorch, hub GGUF)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") and "proxy" not in k.lower()}
+    env.update(HF_ENDPOINT="https://hub.invalid", HF_HOME=str(tmp_path / "hf"))
+    models = ["7b-instruct", "7b-instruct --no-quant", "TheBloke/CodeLlama-7B-GGUF/codellama-7b.Q4_0.gguf"]
+    proc = subprocess.run([sys.executable, "-c", _LOAD_WITHOUT_HUB, *models], env=env,
+                          capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    seconds = [float(s) for s in re.findall(r"SECONDS (\S+)", proc.stdout)]
+    assert len(seconds) == len(models), output
+    assert max(seconds) < 2.0, output
+    assert output.count("is not in the Hugging Face cache") == len(models), output
+    assert "hub.invalid, does not resolve" in output
+    assert "Retrying" not in output and "Traceback" not in output, output

