@@ -377,7 +377,7 @@ def prefill(model, ids: Sequence[int], cache, *, chunk: int, should_stop: Callab
         if start and should_stop():
             raise Cancelled
         piece = torch.tensor([ids[start : start + chunk]], device=device)  # [1, S]
-        out = model(input_ids=piece, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = model(input_ids=piece, cache=cache, use_cache=True, logits_to_keep=1)
         logits = out.logits[0, -1]  # [V]
     return logits
 
@@ -385,7 +385,7 @@ def prefill(model, ids: Sequence[int], cache, *, chunk: int, should_stop: Callab
 @torch.inference_mode()
 def decode_one_token(model, token: int, cache):
     piece = torch.tensor([[token]], device=input_device(model))  # [1, 1]
-    out = model(input_ids=piece, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    out = model(input_ids=piece, cache=cache, use_cache=True, logits_to_keep=1)
     return out.logits[0, -1]  # [V]
 
 
