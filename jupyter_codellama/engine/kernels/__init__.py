@@ -7,6 +7,8 @@ Two builds of the same sources:
 
 The shared library is cached under ``<cache>/kernels`` by a hash of every source file, the
 flags and the compiler, so an edited source is rebuilt and a stale library is never loaded.
+The folder is created private (0700), and a library is loaded only from a folder and a file
+that are the user's own and that no other user can write: loading runs its code in the kernel.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import ctypes
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -74,9 +77,9 @@ def library_path(variant: str, cache_dir: str | os.PathLike | None = None,
     flags = [*_COMMON, *_VARIANT_FLAGS[variant]]
     folder = _cache_folder(cache_dir)
     target = folder / f"{Path(sources[0]).stem}-{variant}-{_digest(sources, flags, cc)}.so"
+    _make_private_folder(folder)
     if target.is_file():
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
+        return _checked(target)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         out = Path(tmp) / target.name
         cmd = [cc, *flags, *(str(HERE / s) for s in sources), "-o", str(out), "-lm"]
@@ -87,7 +90,7 @@ def library_path(variant: str, cache_dir: str | os.PathLike | None = None,
         if proc.returncode != 0:
             raise KernelUnavailable(f"compiling the CPU kernel failed:\n{proc.stderr[-3000:]}")
         os.replace(out, target)
-    return target
+    return _checked(target)
 
 
 def _cache_folder(cache_dir) -> Path:
@@ -96,6 +99,40 @@ def _cache_folder(cache_dir) -> Path:
     from ...config import default_cache_dir
 
     return Path(default_cache_dir()) / "kernels"
+
+
+def _make_private_folder(folder: Path) -> None:
+    """Create ``folder`` readable and writable by its owner only (its parents as usual);
+    refuse it when it exists and others can write it."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    _refuse_if_unsafe(folder, folder)
+
+
+def _checked(library: Path) -> Path:
+    """``library``, once it is known to be safe to load (its folder was checked before)."""
+    _refuse_if_unsafe(library, library.parent)
+    return library
+
+
+def _refuse_if_unsafe(path: Path, folder: Path) -> None:
+    """Another user who can write the folder or the file could put their code in this kernel."""
+    info = path.stat()  # a link is judged by what it points to
+    problem = ""
+    if info.st_uid != os.geteuid():
+        problem = f"is owned by user {info.st_uid}, not by you ({os.geteuid()})"
+    elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problem = f"is writable by other users (mode {stat.S_IMODE(info.st_mode):o})"
+    if problem:
+        raise KernelUnavailable(
+            f"Refusing to load the CPU kernel: {path} {problem}, so someone else could replace "
+            f"the code it runs. Remove the folder or make it yours and private (chmod 700 {folder}, "
+            "and chmod go-w on the files in it), or point JUPYTER_CODELLAMA_CACHE (or the "
+            "cache_dir option) at a private folder."
+        )
 
 
 _loaded: dict[tuple, ctypes.CDLL] = {}
