@@ -110,3 +110,110 @@ def test_candidate_output_and_exit_do_not_confuse_the_report():
     assert MERGE.check(noisy).ok
     assert "SystemExit" in MERGE.check("exit(3)\n").error
     assert MERGE.check(CORRECT + "\nimport os\nos._exit(0)\n").error.startswith("crashed")
+
+
+# -- gaps that broke the harness itself (issue 14) -------------------------------------------------
+
+import os  # noqa: E402
+import resource  # noqa: E402
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def test_writes_through_the_io_and_posix_layers_are_refused_too(tmp_path):
+    target = tmp_path / "escaped.txt"
+    for attack in (f"io.FileIO({str(target)!r}, 'w')", f"_io.FileIO({str(target)!r}, 'wb')",
+                   f"_io.open({str(target)!r}, 'w')",
+                   f"posix.open({str(target)!r}, posix.O_WRONLY | posix.O_CREAT)",
+                   f"posix.mkdir({str(tmp_path / 'd')!r})", f"posix.remove({str(target)!r})"):
+        result = run_tests(f"import io, _io, posix\ndef f():\n    {attack}\n", "f", [((), None)])
+        assert "PermissionError" in result.failures[0].get("error", ""), (attack, result)
+    assert list(tmp_path.iterdir()) == []
+    inside = run_tests("import io\ndef f():\n    return io.FileIO('mine.txt', 'w').write(b'ok')\n", "f", [((), 2)])
+    assert inside.ok, inside
+
+
+def test_leaving_the_process_group_is_refused():
+    for attack in ("posix.fork()", "os.setsid()", "posix.setsid()", "os.setpgid(0, 0)",
+                   "_posixsubprocess.fork_exec"):
+        code = f"import os, posix, _posixsubprocess\ndef f():\n    {attack}()\n" if attack.endswith("exec") \
+            else f"import os, posix\ndef f():\n    {attack}\n"
+        result = run_tests(code, "f", [((), None)])
+        assert "disabled in the sandbox" in result.failures[0].get("error", ""), (attack, result)
+
+
+ESCAPE = '''
+import ctypes, time
+libc = ctypes.CDLL(None)
+def f():
+    pid = libc.fork()
+    if pid == 0:          # the copy leaves the process group and keeps the report pipe open
+        libc.setsid()
+        time.sleep(300)
+    return pid
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(120)
+def test_a_process_that_escapes_the_group_neither_hangs_the_harness_nor_survives():
+    """ctypes gets past the Python-level guards (the README says so): the harness must still
+    come back within its time limit and leave nothing running."""
+    started = time.monotonic()
+    result = run_tests(ESCAPE, "f", [((), 0)], timeout=5)
+    assert time.monotonic() - started < 10, result
+    stray = int(result.failures[0]["got"])
+    deadline = time.monotonic() + 5
+    while _alive(stray) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(stray)
+
+
+FORGE = "import os\ndef merge_alternately(a, b):\n    os.write(3, {report!r})\n    os._exit(0)\n"
+
+
+def test_a_report_written_by_the_candidate_is_not_believed():
+    forged = MERGE.check(FORGE.format(report=b'{"passed": 4, "failures": []}'))
+    assert not forged.ok and forged.passed == 0 and "report" in forged.error
+    appended = MERGE.check("import os\nos.write(3, b'{\"passed\": 4, \"failures\": []}')\n" + CORRECT)
+    assert not appended.ok and "report" in appended.error
+
+
+@pytest.mark.parametrize("report", [b"[1, 2]", b'{"passed": "all"}', b'{"failures": 5}', b"\xff\xfe",
+                                    b'{"passed": 1, "failures": [3]}'])
+def test_a_malformed_report_is_an_error_not_a_crash_of_the_harness(report):
+    result = MERGE.check(FORGE.format(report=report))
+    assert not result.ok and result.passed == 0 and "report" in result.error
+    # The same body behind the right nonce (as if the child itself went wrong) is refused too.
+    from jupyter_codellama.eval import sandbox
+
+    framed = sandbox._parse_report(b"n0nce\n" + report, "n0nce", 4, 0.0)
+    assert not framed.ok and framed.error == "malformed report from the sandbox"
+
+
+def test_output_on_the_report_channel_is_read_with_a_bound():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    flood = ("import os\ndef f():\n    chunk = b'x' * (1 << 20)\n"
+             "    for _ in range(300):\n        os.write(3, chunk)\n")
+    result = run_tests(flood, "f", [((), None)], timeout=30)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert not result.ok and "report" in result.error and "MiB" in result.error
+    assert grown_mb < 100
+
+
+def test_file_size_and_process_count_are_limited():
+    big = run_tests("def f():\n    open('big', 'wb').write(b'x' * (2 << 20))\n", "f", [((), None)],
+                    max_file_size=1 << 20)
+    assert "File too large" in big.failures[0].get("error", ""), big
+    limits = run_tests("import resource\ndef f():\n    return [resource.getrlimit(r)[0] for r in "
+                       "(resource.RLIMIT_FSIZE, resource.RLIMIT_NPROC)]\n", "f", [((), None)])
+    fsize, nproc = eval(limits.failures[0]["got"])
+    assert fsize == 64 << 20 and nproc != resource.RLIM_INFINITY

@@ -2,16 +2,21 @@
 
 Started by :mod:`jupyter_codellama.eval.sandbox` as ``python -I _sandbox_child.py`` in a fresh
 temporary directory (its working directory); the spec arrives on stdin. Before the candidate
-runs, this process caps its own memory, switches networking off, refuses writes outside the
-working directory and refuses to start processes. These guards stop honest mistakes, not code
-written to escape (ctypes gets past all of them). Only the standard library is imported here.
+runs, this process caps its own memory, file sizes and process count, switches networking off,
+refuses writes outside the working directory and refuses to start processes or to leave its
+process group, at every layer Python offers (``os``, ``posix``, ``io``, ``_io``). These guards
+stop honest mistakes, not code written to escape (ctypes gets past all of them). The report goes
+to the parent on a private copy of stdout, framed by a nonce from the spec that the candidate
+is not given. Only the standard library is imported here.
 """
 from __future__ import annotations
 
+import _io
 import builtins
 import io
 import json
 import os
+import posix
 import resource
 import shutil
 import socket
@@ -27,7 +32,10 @@ _TWO_PATH_FUNCTIONS = ("rename", "replace", "link", "symlink")
 _PROCESS_FUNCTIONS = ("system", "popen", "fork", "forkpty", "execv", "execve", "execl", "execle",
                       "execlp", "execlpe", "execvp", "execvpe", "spawnl", "spawnle", "spawnlp",
                       "spawnlpe", "spawnv", "spawnve", "spawnvp", "spawnvpe", "posix_spawn",
-                      "posix_spawnp", "kill", "killpg")
+                      "posix_spawnp", "kill", "killpg", "setsid", "setpgid", "setpgrp")
+#: A few more processes or threads than the user has when the candidate starts (the limit counts
+#: all of the user's; a fork bomb stops there).
+_SPARE_PROCESSES = 32
 
 
 def _refuse(what: str):
@@ -45,11 +53,22 @@ def _disable_network() -> None:
     socket.socketpair = refused  # type: ignore[assignment]
 
 
+def _replace(name: str, make) -> None:
+    """Put ``make(original)`` in place of ``name`` in ``os`` and in ``posix``, where the same
+    function is reachable under its own name (``posix.open is os.open``)."""
+    for module in (os, posix):
+        if hasattr(module, name):
+            setattr(module, name, make(getattr(module, name)))
+
+
 def _disable_processes() -> None:
+    """No new processes and no leaving the process group: the time limit kills the group."""
+    import _posixsubprocess
+
     for name in _PROCESS_FUNCTIONS:
-        if hasattr(os, name):
-            setattr(os, name, _refuse(f"os.{name}"))
+        _replace(name, lambda _original, name=name: _refuse(f"os.{name}"))
     subprocess.Popen = _refuse("starting a process")  # type: ignore[misc]
+    _posixsubprocess.fork_exec = _refuse("starting a process")
 
 
 def _confine_writes(root: str) -> None:
@@ -78,8 +97,15 @@ def _confine_writes(root: str) -> None:
             check(path, dir_fd)
         return real_os_open(path, flags, *args, dir_fd=dir_fd, **kwargs)
 
-    builtins.open = io.open = guarded_open  # type: ignore[assignment]
-    os.open = guarded_os_open  # type: ignore[assignment]
+    class GuardedFileIO(io.FileIO):
+        def __init__(self, file, mode="r", *args, **kwargs):
+            if any(c in mode for c in "wax+"):
+                check(file)
+            super().__init__(file, mode, *args, **kwargs)
+
+    builtins.open = io.open = _io.open = guarded_open  # type: ignore[assignment]
+    io.FileIO = _io.FileIO = GuardedFileIO  # type: ignore[misc]
+    _replace("open", lambda _original: guarded_os_open)
 
     def one_path(function):
         def guarded(path, *args, dir_fd=None, **kwargs):
@@ -97,11 +123,9 @@ def _confine_writes(root: str) -> None:
         return guarded
 
     for name in _PATH_FUNCTIONS:
-        if hasattr(os, name):
-            setattr(os, name, one_path(getattr(os, name)))
+        _replace(name, one_path)
     for name in _TWO_PATH_FUNCTIONS:
-        if hasattr(os, name):
-            setattr(os, name, two_paths(getattr(os, name)))
+        _replace(name, two_paths)
     real_rmtree = shutil.rmtree
 
     def guarded_rmtree(path, *args, **kwargs):
@@ -111,9 +135,35 @@ def _confine_writes(root: str) -> None:
     shutil.rmtree = guarded_rmtree  # type: ignore[assignment]
 
 
-def _limit_memory(max_bytes: int | None) -> None:
-    if max_bytes:
-        resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
+def _limit_resources(max_memory: int | None, max_file_size: int | None) -> None:
+    """Address space, size of any file written (EFBIG: Python ignores SIGXFSZ) and processes."""
+    if max_memory:
+        resource.setrlimit(resource.RLIMIT_AS, (max_memory, max_memory))
+    if max_file_size:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_size, max_file_size))
+    tasks = _user_task_count()
+    if tasks is not None and hasattr(resource, "RLIMIT_NPROC"):
+        limit = tasks + _SPARE_PROCESSES
+        hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+
+
+def _user_task_count() -> int | None:
+    """Processes and threads of this user (what RLIMIT_NPROC counts); None without /proc."""
+    uid, count = os.getuid(), 0
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        try:
+            if os.stat(f"/proc/{pid}").st_uid == uid:
+                count += len(os.listdir(f"/proc/{pid}/task"))
+        except OSError:  # the process ended meanwhile
+            continue
+    return count
 
 
 def _silence_output() -> int:
@@ -189,9 +239,10 @@ def _run_check(spec: dict) -> dict:
 
 def main() -> None:
     spec = json.loads(sys.stdin.read())
+    nonce = spec.pop("nonce")
     report_fd = _silence_output()
     try:
-        _limit_memory(spec.get("max_memory"))
+        _limit_resources(spec.get("max_memory"), spec.get("max_file_size"))
         _disable_network()
         _disable_processes()
         _confine_writes(os.getcwd())
@@ -199,7 +250,7 @@ def main() -> None:
     except BaseException as exc:  # noqa: BLE001 - whatever happens, the parent gets a report
         report = {"passed": 0, "failures": [], "error": f"sandbox: {_describe(exc)}"}
     with os.fdopen(report_fd, "w") as out:
-        out.write(json.dumps(report, default=repr))
+        out.write(nonce + "\n" + json.dumps(report, default=repr))
 
 
 if __name__ == "__main__":
