@@ -258,3 +258,33 @@ def test_a_hub_model_without_network_fails_at_once_with_one_quiet_message(tmp_pa
     assert output.count("is not in the Hugging Face cache") == len(models), output
     assert "hub.invalid, does not resolve" in output
     assert "Retrying" not in output and "Traceback" not in output, output
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    for name in loading._PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_a_hanging_name_lookup_counts_as_no_network_after_a_second(monkeypatch, no_proxy):
+    import socket
+
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: time.sleep(10))
+    started = time.monotonic()
+    with pytest.raises(ModelNotAvailableError, match="does not resolve"):
+        loading.require_hub("codellama/CodeLlama-7b-hf")
+    assert time.monotonic() - started < loading.HUB_LOOKUP_SECONDS + 0.5
+
+
+def test_behind_a_proxy_the_hub_name_is_not_looked_up_here(monkeypatch, no_proxy):
+    import socket
+
+    def unresolvable(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unresolvable)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    loading.require_hub("codellama/CodeLlama-7b-hf")  # the proxy resolves it: no error here
+    monkeypatch.delenv("HTTPS_PROXY")
+    with pytest.raises(ModelNotAvailableError):
+        loading.require_hub("codellama/CodeLlama-7b-hf")
