@@ -1,12 +1,20 @@
 """Keep secrets out of prompts: deny-listed names, their values, and token-shaped strings.
 
 A notebook often holds an API key (``api_key = "sk-..."`` or ``getpass()``); the model must
-never see it, whether it sits in a cell, an output, a variable summary or an interpolation.
-Three nets, all applied to every piece of text that goes into a prompt:
+never see it, whether it sits in a cell, an output, a chat message, a variable summary or an
+interpolation. Four nets, all applied to every piece of text that goes into a prompt:
 
 1. the *values* of deny-listed variables in the namespace (string or bytes, 6+ characters);
-2. string literals assigned to a deny-listed name, attribute, keyword or dict/environ key;
-3. strings shaped like well-known credentials (OpenAI, GitHub, Hugging Face, AWS, Slack, Google).
+2. PEM private-key blocks;
+3. values given to a deny-listed name: string literals assigned to a name, attribute,
+   keyword or dict/environ key (``auth=("u", "p")`` too), ``os.environ.setdefault("NAME", "v")``,
+   ``%env NAME=v`` and unquoted ``NAME=v`` lines (``.env`` files, ``export``);
+4. strings shaped like well-known credentials (OpenAI, Anthropic, Stripe, GitHub, GitLab,
+   Hugging Face, AWS, Slack, Google, JWTs), ``Bearer``/``Basic``/``Token`` header values and
+   the password of a ``scheme://user:password@host`` URL.
+
+Every pattern is anchored so that it scans each character a bounded number of times: the
+redactor runs on the engine thread on every keystroke, over cells of any size.
 
 Over-redaction (``max_tokens = "100"`` matches ``*token*``) is the accepted price.
 """
@@ -14,33 +22,69 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import sys
+import threading
+from collections import OrderedDict
 from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
-__all__ = ["DEFAULT_DENY", "REDACTED", "Redactor", "is_denied"]
+__all__ = ["DEFAULT_DENY", "REDACTED", "Redactor", "is_denied", "redaction_cache_bytes"]
 
 #: fnmatch patterns, matched case-insensitively against variable names and string keys.
-DEFAULT_DENY: tuple[str, ...] = ("*key*", "*token*", "*secret*", "*password*")
+DEFAULT_DENY: tuple[str, ...] = (
+    "*key*", "*token*", "*secret*", "*password*", "*passwd*", "pass", "*_pass", "*_pass_*",
+    "pwd", "*_pwd", "pwd_*", "*credential*", "creds", "*_creds", "auth", "*_auth", "auth_*",
+    "*_auth_*", "*authorization*",
+)
 REDACTED = "<redacted>"
 _MIN_SECRET_CHARS = 6
 
-# `name = "..."`, `name: str = "..."`, `f(name="...")`, `["name"] = "..."`, `{"name": "..."}`;
-# not `name == "..."` nor `KeyError: '...'` (a bare name before ":" assigns nothing).
+# A quoted literal without named groups (the first element of ``auth=("user", "password")``).
+_PLAIN_LITERAL = r"""[rRbBuUfF]{0,2}(?:"[^"\\\n]*+(?:\\.[^"\\\n]*+)*+"|'[^'\\\n]*+(?:\\.[^'\\\n]*+)*+')"""
+# The target of a literal: `name = `, `name: str = `, `f(name=`, `["name"] = `, `{"name": `,
+# `setdefault("name", `; not `name == ` nor `KeyError: '...'` (a bare name before ":" assigns
+# nothing). `(?<!\w)` and the possessive quantifiers keep the scan linear: without them a long
+# word run was retried from each of its characters.
 _ASSIGNED_LITERAL = re.compile(
-    r"""(?:(?P<name>[A-Za-z_]\w*)\s*(?::\s*[\w.\[\], |]+?\s*)?=(?!=)"""
-    r"""|(?P<kq>["'])(?P<key>[^"'\n]{1,200})(?P=kq)\s*(?:\]\s*=(?!=)|:))\s*"""
-    r"""(?P<pfx>[rRbBuUfF]{0,2})(?P<q>\"\"\"|'''|"|')(?P<val>(?:\\.|(?!(?P=q))[^\n])*)(?P=q)"""
+    r"""(?:(?<!\w)(?P<name>[A-Za-z_]\w*+)\s*+(?::\s*+[\w.\[\], |]{1,100}+)?=(?!=)"""
+    r"""|(?P<call>\(\s*+)?(?P<kq>["'])(?P<key>[^"'\n]{1,200}+)(?P=kq)\s*+(?:\]\s*+=(?!=)|:|(?(call),|(?!))))\s*+"""
+    rf"""(?P<pair>\(\s*+{_PLAIN_LITERAL}\s*+,\s*+)?"""
+    r"""(?P<pfx>[rRbBuUfF]{0,2})(?P<q>\"\"\"|'''|"|')(?P<val>(?:\\.|(?!(?P=q))[^\\\n])*+)(?P=q)"""
+)
+# `%env NAME=value`, `%env NAME value`, `export NAME=value`, `NAME=value` (no spaces around "=",
+# as in .env files and shells; Python code is written `name = value`).
+_UNQUOTED_ASSIGNMENT = re.compile(
+    r"""^[ \t]*+(?:%(?:set_)?env[ \t]++(?P<ename>[A-Za-z_]\w*+)(?:[ \t]*+=[ \t]*+|[ \t]++)(?P<evalue>\S[^\n]*+)"""
+    r"""|(?:!?export[ \t]++)?(?P<uname>[A-Za-z_]\w*+)=(?P<uvalue>[^\s'"=(][^\s'"(]*+)(?!\S))""",
+    re.MULTILINE,
 )
 _CREDENTIAL_SHAPES = re.compile(
-    r"(?<![\w-])(?:sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"
-    r"|hf_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35})"
+    r"(?<![\w-])(?:sk-[A-Za-z0-9_-]{16,}|[srp]k_(?:live|test)_[A-Za-z0-9]{10,}"
+    r"|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{20,}"
+    r"|hf_[A-Za-z0-9]{20,}|(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[0-9A-Z]{16}"
+    r"|xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}"
+    r"|eyJ[A-Za-z0-9_-]{8,}+\.eyJ[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]*)"
+    # An AWS secret access key: 40 base64 characters with upper, lower case and a digit.
+    r"|(?<![A-Za-z0-9/+=])(?=[A-Za-z0-9/+]{0,39}[A-Z])(?=[A-Za-z0-9/+]{0,39}[a-z])"
+    r"(?=[A-Za-z0-9/+]{0,39}[0-9])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"
+)
+_AUTH_SCHEME = re.compile(r"(?<!\w)(?P<scheme>Bearer|Basic|Token)\s++(?P<token>[A-Za-z0-9._~+/-]{16,}+=*+)")
+_URL_PASSWORD = re.compile(r"://(?P<user>[^\s:/@'\"]{0,256}+):(?P<password>[^\s/@'\"]{1,256}+)@")
+_PEM_PRIVATE_KEY = re.compile(
+    r"(?P<begin>-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----)[\s\S]*?"
+    r"(?:(?P<end>-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----)|\Z)"
 )
 
 
 def is_denied(name: str, deny: Sequence[str] = DEFAULT_DENY) -> bool:
     """Whether ``name`` matches one of the fnmatch patterns, ignoring case."""
-    lowered = name.lower()
-    return any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in deny)
+    return _deny_pattern(tuple(deny)).match(name.lower()) is not None
+
+
+@lru_cache(maxsize=64)
+def _deny_pattern(deny: tuple[str, ...]) -> re.Pattern:
+    """The patterns as one regex: names are checked for every variable on every keystroke."""
+    return re.compile("|".join(fnmatch.translate(p.lower()) for p in deny) or "(?!)")
 
 
 class Redactor:
@@ -53,26 +97,50 @@ class Redactor:
         self._needles = _needles(self.deny)
 
     def __call__(self, text: str) -> str:
-        return _redact(text, self._values, self.deny, self._needles) if text else text
+        if not text:
+            return text
+        key = (text, self._values, self.deny, self._needles)
+        found = _cache.get(key)
+        if found is None:
+            found = _redact(text, self._values, self.deny, self._needles)
+            _cache.put(key, found)
+        return found
 
 
-@lru_cache(maxsize=4096)  # the same cells are redacted again on every keystroke
 def _redact(text: str, values: tuple[str, ...], deny: tuple[str, ...], needles: tuple[str, ...] | None) -> str:
     for value in values:
         text = text.replace(value, REDACTED)
+    text = _PEM_PRIVATE_KEY.sub(_redact_pem, text)
     lowered = text.lower()
     if deny and (needles is None or any(n in lowered for n in needles)):
         text = _ASSIGNED_LITERAL.sub(lambda match: _redact_literal(match, deny), text)
-    return _CREDENTIAL_SHAPES.sub(REDACTED, text)
+        text = _UNQUOTED_ASSIGNMENT.sub(lambda match: _redact_unquoted(match, deny), text)
+    text = _CREDENTIAL_SHAPES.sub(REDACTED, text)
+    text = _AUTH_SCHEME.sub(lambda m: _replace_group(m, "token"), text)
+    return _URL_PASSWORD.sub(lambda m: _replace_group(m, "password"), text)
+
+
+def _replace_group(match: re.Match, group: str) -> str:
+    """``match`` with only ``group`` redacted."""
+    start, end = (i - match.start() for i in match.span(group))
+    whole = match.group(0)
+    return whole[:start] + REDACTED + whole[end:]
 
 
 def _redact_literal(match: re.Match, deny: tuple[str, ...]) -> str:
     target = match.group("name") or match.group("key")
     if not match.group("val") or not is_denied(target, deny):
         return match.group(0)
-    start, end = (i - match.start() for i in match.span("val"))
-    whole = match.group(0)
-    return whole[:start] + REDACTED + whole[end:]
+    return _replace_group(match, "val")
+
+
+def _redact_unquoted(match: re.Match, deny: tuple[str, ...]) -> str:
+    name, group = (match.group("ename"), "evalue") if match.group("ename") else (match.group("uname"), "uvalue")
+    return _replace_group(match, group) if is_denied(name, deny) else match.group(0)
+
+
+def _redact_pem(match: re.Match) -> str:
+    return f"{match.group('begin')}\n{REDACTED}\n{match.group('end') or ''}"
 
 
 def _needles(deny: Sequence[str]) -> tuple[str, ...] | None:
@@ -97,3 +165,56 @@ def _secret_values(namespace: Mapping[str, Any], deny: Sequence[str]) -> Iterabl
             value = value.decode("utf-8", "replace")
         if isinstance(value, str) and len(value.strip()) >= _MIN_SECRET_CHARS:
             yield value.strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache: the same cells are redacted again on every keystroke
+
+
+class _ByteBoundedCache:
+    """An LRU of redacted texts that holds at most ``max_bytes`` of text (keys and results).
+
+    Bounded by size, not entries: a few thousand entries of a megabyte cell each were
+    gigabytes. A text too large to share the cache with others is not kept at all.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[tuple, tuple[str, int]] = OrderedDict()
+        self._lock = threading.Lock()  # the engine, comm and main threads all build prompts
+
+    def get(self, key: tuple) -> str | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: tuple, value: str) -> None:
+        size = sys.getsizeof(key[0]) + (sys.getsizeof(value) if value is not key[0] else 0)
+        if size > self.max_bytes // 4:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.bytes -= old[1]
+            self._entries[key] = (value, size)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self.bytes -= dropped
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.bytes = 0
+
+
+_cache = _ByteBoundedCache(32 * 2**20)
+
+
+def redaction_cache_bytes() -> int:
+    """Bytes of text the redaction cache holds now (at most its bound)."""
+    return _cache.bytes
