@@ -1,6 +1,8 @@
 """Opt-in interpolation never breaks code in a request and says what it did."""
 from __future__ import annotations
 
+import time
+
 from jupyter_codellama.prompts import interpolate
 
 NAMESPACE = {
@@ -54,3 +56,9 @@ def test_values_are_bounded_and_redacted():
     assert interpolate("{leak}", namespace).text == "my key is <redacted>"
     summary = interpolate("{big} {text}", namespace, max_chars=100).summary()
     assert summary == "Substituted {big} (23 chars), {text} (100 chars)."
+
+
+def test_an_unterminated_f_string_of_backslashes_takes_linear_time():
+    start = time.perf_counter()
+    result = interpolate('f"' + "\\" * 100_000 + " {n_rows}", {"n_rows": 42})
+    assert time.perf_counter() - start < 2.0 and result.text.endswith(" 42")

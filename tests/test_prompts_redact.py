@@ -7,6 +7,15 @@ import tracemalloc
 
 import pytest
 
+from jupyter_codellama.models import resolve_model
+from jupyter_codellama.prompts import (
+    NotebookContext,
+    approximate_tokens,
+    build_chat_prompt,
+    build_context,
+    build_infill_prompt,
+    interpolate,
+)
 from jupyter_codellama.prompts.redact import REDACTED, Redactor, is_denied
 
 # Each case: (text as it appears in a cell or an output, the secret that must not survive).
@@ -101,3 +110,99 @@ def test_the_cache_holds_a_bounded_number_of_bytes():
     finally:
         tracemalloc.stop()
     assert retained < 40 * 2**20, f"{retained / 2**20:.0f} MiB kept after redacting 80 MiB of cells"
+
+
+# ---------------------------------------------------------------------------------------------
+# Every path into a prompt, through the real prompt builders
+
+KEY = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
+INSTRUCT = resolve_model("7b-instruct")
+
+
+def leaks(prompt, tok) -> bool:
+    return "Ab3dEf6hIj9k" in prompt.text or "Ab3dEf6hIj9k" in tok.decode(prompt.ids)
+
+
+def chat(tok, content, **kwargs):
+    return build_chat_prompt(tok, INSTRUCT, [{"role": "user", "content": content}], **kwargs)
+
+
+def test_a_key_typed_into_a_chat_message_is_redacted(codellama_tokenizer):
+    prompt = chat(codellama_tokenizer, f"Why does connect('{KEY}') fail?")
+    assert not leaks(prompt, codellama_tokenizer) and "connect('<redacted>')" in prompt.text
+
+
+def test_every_turn_and_the_system_prompt_are_redacted(codellama_tokenizer):
+    messages = [{"role": "system", "content": f"The user's key is {KEY}."},
+                {"role": "user", "content": "Make a client."},
+                {"role": "assistant", "content": f"client = OpenAI(api_key='{KEY}')"},
+                {"role": "user", "content": "Now stream."}]
+    assert not leaks(build_chat_prompt(codellama_tokenizer, INSTRUCT, messages), codellama_tokenizer)
+
+
+def test_generate_from_comment_sends_the_cell_redacted(codellama_tokenizer):
+    """The lab's "Generate Code from the Cell's Comment" quotes the cell in the message."""
+    source = f"# list my models\nclient = OpenAI('{KEY}')"
+    question = ("Write the Python code that the comment in the active cell asks for. Answer with one "
+                f"code block that can replace the cell.\n\n```python\n{source}\n```")
+    context = NotebookContext(cells=[{"cell_type": "code", "source": source}], current=0)
+    prompt = chat(codellama_tokenizer, question, context=context)
+    assert not leaks(prompt, codellama_tokenizer) and "# list my models" in prompt.text
+
+
+def test_fix_error_sends_the_error_line_and_traceback_redacted(codellama_tokenizer):
+    """The lab's "Fix Error" puts the error's last line in the message, the traceback in the cell."""
+    error = f"AuthenticationError: Incorrect API key provided: {KEY}"
+    cell = {"cell_type": "code", "execution_count": 3, "source": "client.models.list()",
+            "outputs": [{"output_type": "error", "ename": "AuthenticationError", "evalue": error,
+                         "traceback": ["Traceback (most recent call last)", error]}]}
+    question = f"The active cell raised `{error}`. Explain the cause briefly and give the corrected cell."
+    prompt = chat(codellama_tokenizer, question, context=NotebookContext(cells=[cell], current=0))
+    assert not leaks(prompt, codellama_tokenizer) and "Incorrect API key provided" in prompt.text
+
+
+def test_a_quoted_selection_is_redacted(codellama_tokenizer):
+    content = f"What does the selected code do?\n\nThe selected code:\n```\nheaders = auth('{KEY}')\n```"
+    assert not leaks(chat(codellama_tokenizer, content), codellama_tokenizer)
+
+
+def test_namespace_values_are_redacted_from_messages_without_a_context(codellama_tokenizer):
+    """A getpass() value has no shape: only the namespace knows it is a secret."""
+    namespace = {"db_password": "correct horse battery staple"}
+    prompt = chat(codellama_tokenizer, "it printed correct horse battery staple, why?", namespace=namespace)
+    assert "horse" not in prompt.text and "it printed <redacted>" in prompt.text
+
+
+def test_infill_prompts_get_the_namespace_too(codellama_tokenizer):
+    prompt = build_infill_prompt(codellama_tokenizer, resolve_model("7b"), "print('correct horse battery staple')\n",
+                                 namespace={"db_password": "correct horse battery staple"})
+    assert "horse" not in prompt.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Redact first, then cut
+
+LONG_SECRET = "Sup3rS3cretPassw0rdValue!AndTheRest"
+
+
+def test_a_cut_variable_summary_never_shows_the_start_of_a_secret():
+    settings = {"host": "db.internal.example.com", "password": LONG_SECRET}  # the repr is cut in the value
+    ctx = build_context("settings", "", NotebookContext(namespace={"settings": settings}), budget=2000,
+                        count_tokens=approximate_tokens)
+    assert "# settings: dict (len 2) = {'host': 'db.internal.example.com', 'password': '<redacted>'" in ctx.prefix
+    assert "Sup3r" not in ctx.prefix
+
+
+def test_a_cut_output_line_never_shows_the_start_of_a_secret():
+    line = "connecting with " + "x" * 160 + f" password='{LONG_SECRET}' to the database"
+    text = line + "".join(f"\nstep {i}: ok" for i in range(60))  # long output: lines are cut at 200
+    cell = {"cell_type": "code", "execution_count": 1, "source": "connect()",
+            "outputs": [{"output_type": "stream", "name": "stdout", "text": text}]}
+    ctx = build_context("", "", NotebookContext(cells=[cell]), budget=2000, count_tokens=approximate_tokens)
+    assert "connecting with" in ctx.prefix and "Sup3r" not in ctx.prefix
+
+
+def test_an_interpolated_value_is_redacted_before_it_is_cut():
+    note = "x" * 80 + f" password='{LONG_SECRET}' and more"
+    assert "Sup3r" not in interpolate("{note}", {"note": note}, max_chars=100).text
+    assert "Sup3r" not in interpolate("{cfg}", {"cfg": {"a": "y" * 380, "password": LONG_SECRET}}).text

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence, TypedDict
+from typing import Any, Literal, Mapping, Sequence, TypedDict
 
 from ..models import ModelSpec
 from .encoding import PromptEncoder, prompt_encoder
 from .infill import CONTINUATION_STOP
-from .notebook_context import ContextReport, NotebookContext, build_context
+from .notebook_context import ContextReport, NotebookContext, build_context, prompt_redactor
 from .prompt import Prompt, PromptTooLongError, prompt_budget
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "ChatMessage", "build_chat_prompt"]
@@ -70,6 +70,7 @@ def build_chat_prompt(
     system: str | None = None,
     *,
     context: NotebookContext | None = None,
+    namespace: Mapping[str, Any] | None = None,
     max_new_tokens: int = 512,
     max_prompt_tokens: int | None = None,
 ) -> Prompt:
@@ -80,8 +81,13 @@ def build_chat_prompt(
     request, within window − ``max_new_tokens`` (capped by ``max_prompt_tokens``). When the
     conversation alone is too long the oldest exchanges are dropped; when the last request
     alone is, :class:`PromptTooLongError` is raised.
+
+    Every message (a cell or traceback pasted into it, a quoted selection) is redacted like the
+    context, with the values of ``namespace`` (the kernel's; default: the context's).
     """
+    redact = prompt_redactor(context, namespace)
     system_text, turns = _normalize(messages, system)
+    system_text, turns = redact(system_text), [(role, redact(text)) for role, text in turns]
     window, limit = prompt_budget(spec, tokenizer, max_new_tokens, max_prompt_tokens)
     encoder = prompt_encoder(tokenizer)
     layout = _layout(spec, tokenizer, encoder)
@@ -115,7 +121,8 @@ def build_chat_prompt(
         source = _current_source(context)
         budget = limit - len(render(turns, "").ids)
         while budget > 0:
-            allocated = build_context(source, "", context, budget=budget, count_tokens=encoder.count, mark_current=True)
+            allocated = build_context(source, "", context, budget=budget, count_tokens=encoder.count,
+                                      mark_current=True, redact=redact)
             with_context = render(turns, allocated.prefix + allocated.suffix)
             if len(with_context.ids) <= limit:
                 rendered, report = with_context, allocated.report

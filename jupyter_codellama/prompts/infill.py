@@ -18,12 +18,13 @@ before the cursor as a plain prompt to continue; the suffix is then used only by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from ..models import ModelSpec
 from .encoding import PromptEncoder, prompt_encoder
-from .notebook_context import NotebookContext, build_context
+from .notebook_context import NotebookContext, build_context, prompt_redactor
 from .prompt import Prompt, PromptTooLongError, prompt_budget
+from .redact import Redactor
 
 __all__ = ["FimTokens", "InfillMode", "build_infill_prompt", "fim_tokens", "infill_ids"]
 
@@ -82,6 +83,7 @@ def build_infill_prompt(
     *,
     mode: InfillMode = "psm",
     context: NotebookContext | None = None,
+    namespace: Mapping[str, Any] | None = None,
     max_new_tokens: int = 128,
     max_prompt_tokens: int | None = None,
 ) -> Prompt:
@@ -89,14 +91,16 @@ def build_infill_prompt(
 
     ``context`` adds the rest of the notebook and the live variables within the budget
     (window − ``max_new_tokens``, capped by ``max_prompt_tokens``). Whether infilling is used
-    comes from ``spec.supports_infill``, never from the model's name.
+    comes from ``spec.supports_infill``, never from the model's name. Every text is redacted
+    with the values of ``namespace`` (the kernel's; default: the context's).
     """
     if mode not in ("psm", "spm"):
         raise ValueError(f"Unknown infilling mode {mode!r}: use 'psm' or 'spm'.")
     window, limit = prompt_budget(spec, tokenizer, max_new_tokens, max_prompt_tokens)
     encoder = prompt_encoder(tokenizer)
+    redact = prompt_redactor(context, namespace)
     if not spec.supports_infill:
-        return _continuation_prompt(encoder, prefix, context, window, limit, max_new_tokens)
+        return _continuation_prompt(encoder, prefix, context, redact, window, limit, max_new_tokens)
 
     fim = fim_tokens(encoder)
     overhead = len(encoder.bos_ids) + 3
@@ -104,7 +108,7 @@ def build_infill_prompt(
         raise PromptTooLongError(f"max_prompt_tokens={limit} leaves no room for an infilling prompt")
     budget = limit - overhead
     while True:  # token counts of pieces are estimates: shrink until the real ids fit
-        allocated = build_context(prefix, suffix, context, budget=budget, count_tokens=encoder.count)
+        allocated = build_context(prefix, suffix, context, budget=budget, count_tokens=encoder.count, redact=redact)
         suffix_text = allocated.suffix or _EMPTY_SUFFIX
         ids = infill_ids(tokenizer, allocated.prefix, suffix_text, mode=mode)
         if len(ids) <= limit or budget <= 0:
@@ -141,10 +145,11 @@ def split_lead(text: str) -> tuple[str, str]:
 
 
 def _continuation_prompt(encoder: PromptEncoder, prefix: str, context: NotebookContext | None,
-                         window: int, limit: int, max_new_tokens: int) -> Prompt:
+                         redact: Redactor, window: int, limit: int, max_new_tokens: int) -> Prompt:
     budget = limit - len(encoder.bos_ids)
     while True:
-        allocated = build_context(prefix, "", context, budget=budget, count_tokens=encoder.count, use_suffix=False)
+        allocated = build_context(prefix, "", context, budget=budget, count_tokens=encoder.count,
+                                  use_suffix=False, redact=redact)
         body, lead = split_lead(allocated.prefix)
         ids = list(encoder.bos_ids) + encoder.encode(body)
         if len(ids) <= limit or budget <= 0:

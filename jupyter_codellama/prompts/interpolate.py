@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Sequence
 
-from .redact import DEFAULT_DENY, Redactor, is_denied
+from .redact import DEFAULT_DENY, Redactor, clip, is_denied
 from .variables import bounded_repr
 
 __all__ = ["Interpolation", "Substitution", "interpolate"]
@@ -25,7 +25,7 @@ _PLACEHOLDER = re.compile(r"(?<!\{)\{(?P<name>[A-Za-z_]\w*)\}(?!\})|\b(?P<hist>I
 _PROTECTED = re.compile(
     r"(?P<fence>^[ \t]*(?P<f>`{3,}|~{3,}).*?(?:^[ \t]*(?P=f)[ \t]*$|\Z))"
     r"|(?P<code>`[^`\n]+`)"
-    r"|(?P<fstr>(?<![\w\"'])(?:[rR][fF]|[fF][rR]?)(?P<q>\"\"\"|'''|\"|')(?:\\.|(?!(?P=q)).)*?(?P=q))",
+    r"|(?P<fstr>(?<![\w\"'])(?:[rR][fF]|[fF][rR]?)(?P<q>\"\"\"|'''|\"|')(?:\\.|(?!(?P=q))[^\\])*?(?P=q))",
     re.MULTILINE | re.DOTALL,
 )
 
@@ -71,11 +71,11 @@ def interpolate(
 
     def replace(match: re.Match) -> str:
         placeholder = match.group(0)
-        value, kind, why = _lookup(match, namespace, errors or {}, deny)
+        value, kind, why = _lookup(match, namespace, errors or {}, deny, redact)
         if why:
             left.append((placeholder, why))
             return placeholder
-        value = redact(value if len(value) <= max_chars else value[: max_chars - 1] + "…")
+        value = clip(value, max_chars, redact)
         substituted.append(Substitution(placeholder, kind, len(value)))
         return value
 
@@ -89,7 +89,7 @@ def interpolate(
 
 
 def _lookup(match: re.Match, namespace: Mapping[str, Any], errors: Mapping[int, str],
-            deny: Sequence[str]) -> tuple[str, str, str]:
+            deny: Sequence[str], redact: Redactor) -> tuple[str, str, str]:
     """(value text, kind, "") or ("", kind, why it stays as is)."""
     name = match.group("name")
     if name is not None:
@@ -99,7 +99,7 @@ def _lookup(match: re.Match, namespace: Mapping[str, Any], errors: Mapping[int, 
             return "", "variable", "withheld by the deny-list"
         if name not in namespace:
             return "", "variable", "no such variable"
-        return _as_text(namespace[name]), "variable", ""
+        return _as_text(namespace[name], redact), "variable", ""
     hist, n = match.group("hist"), int(match.group("n"))
     if hist == "In":
         inputs = namespace.get("In")
@@ -109,17 +109,17 @@ def _lookup(match: re.Match, namespace: Mapping[str, Any], errors: Mapping[int, 
     if hist == "Out":
         outputs = namespace.get("Out")
         if isinstance(outputs, Mapping) and n in outputs:
-            return _as_text(outputs[n]), "output", ""
+            return _as_text(outputs[n], redact), "output", ""
         return "", "output", f"no output {n}"
     if n in errors:
         return str(errors[n]), "error", ""
     return "", "error", f"no error recorded for cell {n}"
 
 
-def _as_text(value: Any) -> str:
-    """Strings as they are; containers bounded; other objects by their own (bounded) ``str``."""
+def _as_text(value: Any, redact: Redactor) -> str:
+    """Strings as they are; containers bounded (and redacted before the cut); others by ``str``."""
     if isinstance(value, str):
         return value
     if isinstance(value, (list, tuple, dict, set, frozenset, bytes)):
-        return bounded_repr(value, 400)
+        return bounded_repr(value, 400, redact)
     return str(value)

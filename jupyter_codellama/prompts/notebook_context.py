@@ -43,6 +43,7 @@ __all__ = [
     "NotebookContext",
     "approximate_tokens",
     "build_context",
+    "prompt_redactor",
     "render_outputs",
 ]
 
@@ -86,7 +87,12 @@ class ContextSettings:
 
 @dataclass(frozen=True)
 class NotebookContext:
-    """The notebook around the cursor. ``current`` indexes ``cells``; None: no cell is current."""
+    """The notebook around the cursor. ``current`` indexes ``cells``; None: no cell is current.
+
+    ``namespace`` is the kernel's: give it even with ``include_variables=False``, since the
+    values of its deny-listed names are redacted from every text (a token from ``getpass()``
+    printed in an output); the setting only leaves out the summaries.
+    """
 
     cells: Sequence[Cell] = ()
     current: int | None = None
@@ -136,6 +142,18 @@ class AllocatedContext:
     prefix: str  # ends exactly at the cursor
     suffix: str  # starts exactly at the cursor
     report: ContextReport
+
+
+def prompt_redactor(context: NotebookContext | None, namespace: Mapping[str, Any] | None = None) -> Redactor:
+    """The one redactor of a prompt: the context's deny-list, the deny-listed values of the namespace.
+
+    ``namespace`` defaults to the context's; a prompt without notebook context passes the
+    kernel's namespace here, so that chat messages lose its secrets too.
+    """
+    settings = context.settings if context is not None else ContextSettings()
+    if namespace is None and context is not None:
+        namespace = context.namespace
+    return Redactor(settings.deny, namespace)
 
 
 def approximate_tokens(text: str) -> int:
@@ -196,8 +214,12 @@ def _clip_lines(lines: list[str], max_chars: int) -> list[str]:
     return head + [f"… ({cut} lines cut) …"] + tail
 
 
-def render_outputs(cell: Cell, *, max_chars: int = 600, traceback_lines: int = 0) -> str:
-    """``# Out[n]:`` and the outputs as comments; errors in full only when ``traceback_lines``."""
+def render_outputs(cell: Cell, *, max_chars: int = 600, traceback_lines: int = 0,
+                   redact: Callable[[str], str] | None = None) -> str:
+    """``# Out[n]:`` and the outputs as comments; errors in full only when ``traceback_lines``.
+
+    ``redact`` runs before long output is cut, so that a cut never keeps half a secret.
+    """
     lines: list[str] = []
     for out in cell.get("outputs") or ():
         kind = out.get("output_type")
@@ -221,6 +243,8 @@ def render_outputs(cell: Cell, *, max_chars: int = 600, traceback_lines: int = 0
                 lines.append(summary)
     if not lines:
         return ""
+    if redact is not None:
+        lines = redact("\n".join(lines)).split("\n")
     count = cell.get("execution_count")
     header = f"# Out[{count}]:" if count is not None else "# Output:"
     return header + "\n" + _comment(_clip_lines(lines, max_chars))
@@ -345,7 +369,7 @@ def _cell_pieces(
             pieces.append(source)
         if settings.include_outputs and cell.get("outputs"):
             lines = settings.max_traceback_lines if i == error_cell else 0
-            text = redact(render_outputs(cell, max_chars=settings.max_output_chars, traceback_lines=lines))
+            text = render_outputs(cell, max_chars=settings.max_output_chars, traceback_lines=lines, redact=redact)
             if text:
                 item = ContextItem("outputs", f"outputs of cell {i + 1}", count(text + "\n"))
                 pieces.append(_Piece((tier, distance, side, 1), block, 1, text, item, needs=source))
@@ -358,7 +382,7 @@ def _variable_pieces(context: NotebookContext, mentioned: set[str], redact: Call
     if not settings.include_variables or not context.namespace:
         return [], [], []
     summaries, withheld = summarize_namespace(
-        context.namespace, deny=settings.deny, mentioned=mentioned, max_repr=settings.max_repr_chars
+        context.namespace, deny=settings.deny, mentioned=mentioned, max_repr=settings.max_repr_chars, redact=redact
     )
     pieces, over = [], []
     for n, summary in enumerate(summaries):
@@ -402,12 +426,14 @@ def build_context(
     count_tokens: CountTokens,
     use_suffix: bool = True,
     mark_current: bool = False,
+    redact: Callable[[str], str] | None = None,
 ) -> AllocatedContext:
     """Fit the current cell and as much notebook as possible into ``budget`` tokens.
 
     ``prefix``/``suffix`` are the current cell's text around the cursor; ``use_suffix=False``
     (prefix-continuation prompts) leaves out everything after the cursor. ``mark_current``
-    labels the current cell for chat. See the module docstring for the rules.
+    labels the current cell for chat. ``redact`` defaults to :func:`prompt_redactor` of the
+    context. See the module docstring for the rules.
     """
     context = context or NotebookContext()
     settings = context.settings
@@ -415,7 +441,7 @@ def build_context(
     budget = max(0, budget)
     cells = list(context.cells)
     current = context.current if context.current is not None and 0 <= context.current < len(cells) else None
-    redact = Redactor(settings.deny, context.namespace)
+    redact = prompt_redactor(context) if redact is None else redact
     prefix = redact(prefix)
     suffix = redact(suffix) if use_suffix else ""
 

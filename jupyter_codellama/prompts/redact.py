@@ -26,9 +26,9 @@ import sys
 import threading
 from collections import OrderedDict
 from functools import lru_cache
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-__all__ = ["DEFAULT_DENY", "REDACTED", "Redactor", "is_denied", "redaction_cache_bytes"]
+__all__ = ["DEFAULT_DENY", "REDACTED", "Redactor", "clip", "is_denied", "redaction_cache_bytes"]
 
 #: fnmatch patterns, matched case-insensitively against variable names and string keys.
 DEFAULT_DENY: tuple[str, ...] = (
@@ -38,6 +38,9 @@ DEFAULT_DENY: tuple[str, ...] = (
 )
 REDACTED = "<redacted>"
 _MIN_SECRET_CHARS = 6
+# How far past a cut the text is redacted before cutting: a secret (or the literal holding it)
+# that starts before the cut and is shorter than this is recognised whole.
+REDACT_WINDOW = 4096
 
 # A quoted literal without named groups (the first element of ``auth=("user", "password")``).
 _PLAIN_LITERAL = r"""[rRbBuUfF]{0,2}(?:"[^"\\\n]*+(?:\\.[^"\\\n]*+)*+"|'[^'\\\n]*+(?:\\.[^'\\\n]*+)*+')"""
@@ -105,6 +108,19 @@ class Redactor:
             found = _redact(text, self._values, self.deny, self._needles)
             _cache.put(key, found)
         return found
+
+
+def clip(text: str, limit: int, redact: Callable[[str], str] | None = None) -> str:
+    """At most ``limit`` characters of ``text``, ending in "…" when cut; redacted *before* the cut.
+
+    Cutting first would keep a secret's first characters and drop the closing quote by which
+    ``password = "…"`` is recognised. Only ``limit`` + :data:`REDACT_WINDOW` characters are
+    redacted, so a huge text costs no more than a short one.
+    """
+    if redact is not None:
+        window = text[: limit + REDACT_WINDOW]
+        text = redact(window) + ("…" if len(window) < len(text) else "")
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
 
 
 def _redact(text: str, values: tuple[str, ...], deny: tuple[str, ...], needles: tuple[str, ...] | None) -> str:

@@ -14,9 +14,9 @@ import reprlib
 import types
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .redact import DEFAULT_DENY, is_denied
+from .redact import DEFAULT_DENY, REDACT_WINDOW, clip, is_denied
 
 __all__ = ["IPYTHON_NAMES", "VariableSummary", "bounded_repr", "describe_value", "summarize_namespace"]
 
@@ -48,29 +48,39 @@ class _BoundedRepr(reprlib.Repr):
         return f"<{type(obj).__name__}>"
 
 
-def bounded_repr(value: Any, max_chars: int = 80) -> str:
-    """A repr of at most ``max_chars`` characters that never walks a big container."""
+Redact = Callable[[str], str]
+
+
+def bounded_repr(value: Any, max_chars: int = 80, redact: Redact | None = None) -> str:
+    """A repr of at most ``max_chars`` characters that never walks a big container.
+
+    With ``redact``, strings inside are kept long enough that the repr is redacted before
+    anything in view is cut (reprlib would cut a long string in its middle).
+    """
     r = _BoundedRepr()
     r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset, r.maxfrozenset = 2, 6, 6, 4, 6, 6
-    r.maxstring = r.maxother = max(8, max_chars)
-    text = r.repr(value)
-    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
+    r.maxother = max(8, max_chars)
+    r.maxstring = 2 * (max_chars + REDACT_WINDOW) if redact is not None else r.maxother
+    return clip(r.repr(value), max_chars, redact)
 
 
-def describe_value(value: Any, max_repr: int = 80) -> str:
-    """``DataFrame (3 rows × 2 columns): a int64, b object``, ``def f(x, y=2)``, ``int = 5``…"""
+def describe_value(value: Any, max_repr: int = 80, redact: Redact | None = None) -> str:
+    """``DataFrame (3 rows × 2 columns): a int64, b object``, ``def f(x, y=2)``, ``int = 5``…
+
+    ``redact`` runs before every cut (a default argument in a signature, a repr).
+    """
     cls = type(value)
     try:
         if isinstance(value, type):
-            return _describe_class(value)
+            return _describe_class(value, redact)
         if inspect.isroutine(value):
-            return _describe_routine(value)
+            return _describe_routine(value, redact)
         if _module_root(cls) in _DATAFRAME_MODULES and cls.__name__ == "DataFrame":
-            return _describe_frame(value)
+            return _describe_frame(value, redact)
         if hasattr(cls, "shape") and hasattr(cls, "dtype"):
             return f"{cls.__name__} shape {tuple(value.shape)} dtype {value.dtype}"
         if isinstance(value, _BUILTIN_VALUES):
-            return _describe_builtin(value, max_repr)
+            return _describe_builtin(value, max_repr, redact)
     except Exception:  # noqa: BLE001 - a broken __len__/property must not break the prompt
         pass
     return _type_name(cls)
@@ -82,6 +92,7 @@ def summarize_namespace(
     deny: Sequence[str] = DEFAULT_DENY,
     mentioned: Iterable[str] = (),
     max_repr: int = 80,
+    redact: Redact | None = None,
 ) -> tuple[list[VariableSummary], list[str]]:
     """Summaries in priority order, plus the names withheld by the deny-list.
 
@@ -102,7 +113,7 @@ def summarize_namespace(
             continue
         candidates.append((name, value))
     candidates.sort(key=lambda item: item[0] not in mentioned)  # stable: keeps newest-first
-    return [VariableSummary(name, describe_value(value, max_repr)) for name, value in candidates], withheld
+    return [VariableSummary(name, describe_value(value, max_repr, redact)) for name, value in candidates], withheld
 
 
 def _module_root(cls: type) -> str:
@@ -114,54 +125,54 @@ def _type_name(cls: type) -> str:
     return cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
 
 
-def _signature(obj: Any) -> str:
+def _signature(obj: Any, redact: Redact | None) -> str:
     try:
         text = str(inspect.signature(obj))
     except (TypeError, ValueError):
         return "(...)"
-    return text if len(text) <= _MAX_SIGNATURE else text[: _MAX_SIGNATURE - 1] + "…"
+    return clip(text, _MAX_SIGNATURE, redact)
 
 
-def _first_doc_line(obj: Any) -> str:
+def _first_doc_line(obj: Any, redact: Redact | None) -> str:
     doc = inspect.getdoc(obj) or ""
     line = doc.strip().splitlines()[0] if doc.strip() else ""
-    return line if len(line) <= 80 else line[:79] + "…"
+    return clip(line, 80, redact)
 
 
-def _describe_routine(func: Any) -> str:
+def _describe_routine(func: Any, redact: Redact | None = None) -> str:
     name = getattr(func, "__name__", "function")
-    text = f"def {name}{_signature(func)}"
+    text = f"def {name}{_signature(func, redact)}"
     module = getattr(func, "__module__", None)
     if module and module not in ("__main__", "builtins"):
         text += f" (from {module})"
-    doc = _first_doc_line(func)
+    doc = _first_doc_line(func, redact)
     return f"{text} — {doc}" if doc else text
 
 
-def _describe_class(cls: type) -> str:
+def _describe_class(cls: type, redact: Redact | None = None) -> str:
     bases = [b.__name__ for b in cls.__bases__ if b is not object]
     text = f"class {cls.__name__}" + (f"({', '.join(bases)})" if bases else "")
     module = getattr(cls, "__module__", None)
     if module == "__main__":  # the user's own class: how to build one is what the model needs
-        return f"{text}, construct as {cls.__name__}{_signature(cls)}"
+        return f"{text}, construct as {cls.__name__}{_signature(cls, redact)}"
     return text if module in (None, "builtins") else f"{text} (from {module})"
 
 
-def _describe_frame(frame: Any) -> str:
+def _describe_frame(frame: Any, redact: Redact | None = None) -> str:
     rows, cols = frame.shape
     dtypes = frame.dtypes
     pairs = dtypes.items() if hasattr(dtypes, "items") else zip(frame.columns, dtypes)
-    shown = [f"{str(col)[:40]} {dtype}" for col, dtype in islice(pairs, _MAX_COLUMNS)]
+    shown = [f"{clip(str(col), 40, redact)} {dtype}" for col, dtype in islice(pairs, _MAX_COLUMNS)]
     more = f", … (+{cols - len(shown)} more)" if cols > len(shown) else ""
     return f"{type(frame).__name__} ({rows} rows × {cols} columns): {', '.join(shown)}{more}"
 
 
-def _describe_builtin(value: Any, max_repr: int) -> str:
+def _describe_builtin(value: Any, max_repr: int, redact: Redact | None = None) -> str:
     name = type(value).__name__
     if value is None:
         return "None"
     if isinstance(value, (bool, int, float, complex)):
-        return f"{name} = {bounded_repr(value, max_repr)}"
+        return f"{name} = {bounded_repr(value, max_repr, redact)}"
     if isinstance(value, range):
         return repr(value)
-    return f"{name} (len {len(value)}) = {bounded_repr(value, max_repr)}"
+    return f"{name} (len {len(value)}) = {bounded_repr(value, max_repr, redact)}"
