@@ -303,9 +303,10 @@ class CommSession(EngineUser):
         current = _field(data, "current", int, None, check=lambda v: 0 <= v < max(1, len(cells)),
                          hint="an index into cells")
         use_variables = _field(data, "variables", bool, True)
-        namespace = _snapshot(self._namespace()) if use_variables else None
+        # Always the namespace: its secrets' values are redacted; the setting leaves out summaries.
         settings = ContextSettings(include_variables=use_variables)
-        return NotebookContext(cells=cells, current=current, namespace=namespace, settings=settings)
+        return NotebookContext(cells=cells, current=current, namespace=_snapshot(self._namespace()),
+                               settings=settings)
 
     def _chat_builder(self, data: Mapping):
         from .prompts import build_chat_prompt
@@ -313,9 +314,10 @@ class CommSession(EngineUser):
         messages = _messages(data)
         system = _field(data, "system", str, None)
         context = self._notebook_context(data) if data.get("cells") else None
+        namespace = context.namespace if context is not None else _snapshot(self._namespace())
         max_new = _field(data, "max_new_tokens", int, self.engine.config.max_new_tokens)
-        return lambda loaded: build_chat_prompt(loaded.tokenizer, loaded.spec, messages, system,
-                                                context=context, max_new_tokens=max_new)
+        return lambda loaded: build_chat_prompt(loaded.tokenizer, loaded.spec, messages, system, context=context,
+                                                namespace=namespace, max_new_tokens=max_new)
 
     def _complete_builder(self, data: Mapping):
         from .prompts import build_infill_prompt
@@ -336,8 +338,10 @@ class CommSession(EngineUser):
             current = context.current + shift if context.current is not None else None
             context = replace(context, cells=[*extra_cells, *context.cells], current=current)
         max_new = _field(data, "max_new_tokens", int, 64)
+        namespace = context.namespace if context is not None else _snapshot(self._namespace())
         builder = lambda loaded: build_infill_prompt(loaded.tokenizer, loaded.spec, prefix, suffix,  # noqa: E731
-                                                     mode=mode, context=context, max_new_tokens=max_new)
+                                                     mode=mode, context=context, namespace=namespace,
+                                                     max_new_tokens=max_new)
         return builder, prefix, suffix
 
     # -- jobs ------------------------------------------------------------------------------------

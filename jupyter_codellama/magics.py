@@ -51,6 +51,7 @@ HELP = """\
 %codellama fix [In[n]]       explain the last error and put corrected code in a new cell
 %codellama complete [In[n]]  fill the <FILL_ME> marker of a cell (Code Llama infilling)
 %%codellama complete         ... of the code in this cell's body
+  --preview                  (explain, fix, complete) show exactly what would be sent
 %codellama chat              a chat widget (for front ends without the JupyterLab extension)
 
 Settings: %config CodeLlama.<name> = value   (see %codellama config)"""
@@ -97,6 +98,8 @@ def _target_parser(name: str, description: str) -> MagicArgumentParser:
     p.add_argument("cell", nargs="?", help="In[n] or n (default: the previous cell)")
     p.add_argument("--max-new-tokens", type=int)
     p.add_argument("--insert", choices=("below", "replace", "none"))
+    p.add_argument("--preview", action="store_true",
+                   help="show exactly what would be sent (and what context was cut); generate nothing")
     return p
 
 
@@ -232,14 +235,7 @@ class CodeLlamaMagics(EngineUser, Magics):
         self._ensure_model(args.model)
         context = self._context(args.context)
         session = get_session()
-        messages = [*session.history, {"role": "user", "content": request}]
-
-        def build(loaded):
-            from .prompts import build_chat_prompt
-
-            return build_chat_prompt(loaded.tokenizer, loaded.spec, messages, context=context,
-                                     max_new_tokens=max_new)
-
+        build = self._chat_builder([*session.history, {"role": "user", "content": request}], context, max_new)
         if args.preview:
             return self._preview(build)
         result = self._stream("chat", build, max_new_tokens=max_new, temperature=temperature,
@@ -344,22 +340,25 @@ class CodeLlamaMagics(EngineUser, Magics):
 
         return ChatWidget(self.shell, engine=self.engine).widget
 
-    def _explain(self, rest: list[str]) -> None:
+    def _explain(self, rest: list[str]) -> Markdown | None:
         args = _parse(_target_parser("explain", "Explain a cell."), rest)
         if args is None:
             return
+        if args.insert not in (None, "none"):
+            raise UsageError("explain shows its answer; it inserts nothing.")
         number, source = self._cell_source(args.cell)
         max_new = self._positive(args.max_new_tokens, self.settings.max_new_tokens, "--max-new-tokens")
         request = ("Explain what this notebook cell does, step by step, briefly:\n\n"
                    f"```python\n{source}\n```")
         self._ensure_model(None)
-        context = self._context("notebook")
-        self._stream("chat", self._chat_builder(request, context, max_new), max_new_tokens=max_new,
-                     temperature=self._temperature(None), meta={"explain": number})
-        if args.insert not in (None, "none"):
-            raise UsageError("explain shows its answer; it inserts nothing.")
+        build = self._chat_builder([{"role": "user", "content": request}], self._context("notebook"), max_new)
+        if args.preview:
+            return self._preview(build)
+        self._stream("chat", build, max_new_tokens=max_new, temperature=self._temperature(None),
+                     meta={"explain": number})
+        return None
 
-    def _fix(self, rest: list[str]) -> None:
+    def _fix(self, rest: list[str]) -> Markdown | None:
         args = _parse(_target_parser("fix", "Explain the last error and propose a fix."), rest)
         if args is None:
             return
@@ -383,11 +382,13 @@ class CodeLlamaMagics(EngineUser, Magics):
             "whole cell in one ```python block."
         )
         self._ensure_model(None)
-        context = self._context("notebook")
-        result = self._stream("chat", self._chat_builder(request, context, max_new), max_new_tokens=max_new,
-                              temperature=self._temperature(None), meta={"fix": error.execution_count})
+        build = self._chat_builder([{"role": "user", "content": request}], self._context("notebook"), max_new)
+        if args.preview:
+            return self._preview(build)
+        result = self._stream("chat", build, max_new_tokens=max_new, temperature=self._temperature(None),
+                              meta={"fix": error.execution_count})
         if result is None:
-            return
+            return None
         from .prompts import extract_code
 
         code = extract_code(result.text)
@@ -395,8 +396,9 @@ class CodeLlamaMagics(EngineUser, Magics):
             self._insert(code, args.insert or "below")
         else:
             print("(The answer holds no corrected code: nothing was inserted.)")
+        return None
 
-    def _complete(self, rest: list[str], code: str | None = None) -> None:
+    def _complete(self, rest: list[str], code: str | None = None) -> Markdown | None:
         args = _parse(_target_parser("complete", f"Fill the {_FILL_ME} marker of a cell."), rest)
         if args is None:
             return
@@ -411,16 +413,20 @@ class CodeLlamaMagics(EngineUser, Magics):
         prefix, suffix = code.split(_FILL_ME)
         max_new = self._positive(args.max_new_tokens, 256, "--max-new-tokens")
         self._ensure_model(None)
+        namespace = user_variables(self.shell)
 
         def build(loaded):
             from .prompts import build_infill_prompt
 
-            return build_infill_prompt(loaded.tokenizer, loaded.spec, prefix, suffix, max_new_tokens=max_new)
+            return build_infill_prompt(loaded.tokenizer, loaded.spec, prefix, suffix, namespace=namespace,
+                                       max_new_tokens=max_new)
 
+        if args.preview:
+            return self._preview(build)
         result = self._stream("generate", build, max_new_tokens=max_new, temperature=0.0,
                               meta={"complete": where}, show=False)
         if result is None:
-            return
+            return None
         from .prompts import clean_completion
 
         infilling = bool(self.engine.status().get("supports_infill"))
@@ -431,6 +437,7 @@ class CodeLlamaMagics(EngineUser, Magics):
                 metadata={"jupyter_codellama": {"complete": where, "middle": middle,
                                                 "stop_reason": result.stop_reason}})
         self._insert(filled, args.insert or "below")
+        return None
 
     # -- shared steps -------------------------------------------------------------------------
 
@@ -452,12 +459,15 @@ class CodeLlamaMagics(EngineUser, Magics):
             + ("**Notes**\n" + "\n".join(notes) if notes else "")
         )
 
-    def _chat_builder(self, request: str, context, max_new: int) -> Callable:
+    def _chat_builder(self, messages: list[dict], context, max_new: int) -> Callable:
+        """The prompt builder of a chat request; the kernel's namespace redacts it even without context."""
+        namespace = context.namespace if context is not None else user_variables(self.shell)
+
         def build(loaded):
             from .prompts import build_chat_prompt
 
-            return build_chat_prompt(loaded.tokenizer, loaded.spec, [{"role": "user", "content": request}],
-                                     context=context, max_new_tokens=max_new)
+            return build_chat_prompt(loaded.tokenizer, loaded.spec, messages, context=context,
+                                     namespace=namespace, max_new_tokens=max_new)
 
         return build
 
@@ -552,18 +562,24 @@ class CodeLlamaMagics(EngineUser, Magics):
     def _context(self, mode: str):
         if mode == "none":
             return None
-        from .prompts import NotebookContext
+        from .prompts import ContextSettings, NotebookContext
 
-        cells = self._history_cells()
+        namespace = user_variables(self.shell)
+        cells = self._history_cells(namespace)
         if mode == "cell":
-            return NotebookContext(cells=cells[-1:], current=None, namespace=None)
-        return NotebookContext(cells=cells, current=None, namespace=user_variables(self.shell))
+            # The namespace still redacts its secrets' values; only the summaries are left out.
+            return NotebookContext(cells=cells[-1:], current=None, namespace=namespace,
+                                   settings=ContextSettings(include_variables=False))
+        return NotebookContext(cells=cells, current=None, namespace=namespace)
 
-    def _history_cells(self) -> list[dict]:
+    def _history_cells(self, namespace: dict) -> list[dict]:
         """Executed cells (not the current one, not our own magics) with outputs and errors."""
+        from .prompts.redact import Redactor
+
         raw = self.shell.history_manager.input_hist_raw
         outputs = self.shell.user_ns.get("Out", {})
         errors = get_session().errors
+        redact = Redactor(namespace=namespace)
         cells = []
         for n in range(1, len(raw) - 1):
             source = raw[n]
@@ -571,7 +587,8 @@ class CodeLlamaMagics(EngineUser, Magics):
                 continue
             outs: list[dict] = []
             if n in outputs:
-                outs.append({"output_type": "execute_result", "data": {"text/plain": _bounded_repr(outputs[n])}})
+                text = _bounded_repr(outputs[n], redact)
+                outs.append({"output_type": "execute_result", "data": {"text/plain": text}})
             if n in errors:
                 e = errors[n]
                 outs.append({"output_type": "error", "ename": e.ename, "evalue": e.evalue,
@@ -629,12 +646,15 @@ class CodeLlamaMagics(EngineUser, Magics):
             raise UsageError(f"%codellama {command} takes no arguments (got {' '.join(rest)!r}).")
 
 
-def _bounded_repr(value: Any, limit: int = 2000) -> str:
+def _bounded_repr(value: Any, redact: Callable[[str], str], limit: int = 2000) -> str:
+    """The output's repr, redacted before it is cut (a cut would hide a secret's closing quote)."""
+    from .prompts.redact import clip
+
     try:
         text = repr(value)
     except Exception as exc:  # noqa: BLE001 - a broken __repr__ must not break the prompt
         text = f"<{type(value).__name__}: repr failed: {exc}>"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(text, limit, redact)
 
 
 def _cell(value: Any) -> str:

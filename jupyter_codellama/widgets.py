@@ -18,7 +18,7 @@ from typing import Any
 import ipywidgets as w
 
 from .engine import EngineUser
-from .session import get_session
+from .session import get_session, user_variables
 
 _UPDATE_EVERY_S = 0.15
 _TEXT_STYLE = ("white-space: pre-wrap; font-family: var(--jp-code-font-family, monospace); "
@@ -109,10 +109,13 @@ class ChatWidget(EngineUser):
         max_new = self._max_new_tokens
         pieces: list[str] = []
 
+        namespace = user_variables(self.shell)  # its secrets' values are redacted from the messages
+
         def build(loaded):
             from .prompts import build_chat_prompt
 
-            return build_chat_prompt(loaded.tokenizer, loaded.spec, messages, max_new_tokens=max_new)
+            return build_chat_prompt(loaded.tokenizer, loaded.spec, messages, namespace=namespace,
+                                     max_new_tokens=max_new)
 
         def on_chunk(text: str) -> None:
             pieces.append(text)

@@ -104,6 +104,23 @@ def test_chat_with_notebook_context_sees_variables_but_never_secrets(session):
     assert reply["preview"]["tokens"] == len(reply["preview"]["ids"])
 
 
+def test_namespace_secrets_are_redacted_with_variables_off_and_without_cells(embedded_engine):
+    sent = Recorder()
+    token = "Zq8vLx3pRt7wNs2kMm4"  # as getpass() would put it there: no literal, no known shape
+    session = CommSession(sent, engine=embedded_engine, namespace=lambda: {"df_rows": 3, "api_token": token})
+    cells = [{"cell_type": "code", "source": "print(api_token)", "execution_count": 1,
+              "outputs": [{"output_type": "stream", "name": "stdout", "text": token + "\n"}]}]
+    session.handle({"type": "context-preview", "request_id": "p2", "for": "chat", "cells": cells,
+                    "variables": False, "messages": [{"role": "user", "content": "What did it print?"}]})
+    session.handle({"type": "context-preview", "request_id": "p3", "for": "chat",
+                    "messages": [{"role": "user", "content": f"Is {token} a good token?"}]})
+    with_cells, without = (sent.wait_for(r)["preview"]["text"] for r in ("p2", "p3"))
+    session.close()
+    assert "print(api_token)" in with_cells and "df_rows" not in with_cells  # no variable summaries
+    assert "Zq8vLx3p" not in with_cells + without
+    assert "# <redacted>" in with_cells and "Is <redacted> a good token?" in without
+
+
 def test_complete_returns_cleaned_text_and_token_accounting(session):
     session.handle({"type": "complete", "request_id": "k1", "prefix": "def add(a, b):\n    return ",
                     "suffix": "\n", "max_new_tokens": 12})

@@ -277,6 +277,65 @@ def test_preview_shows_the_prompt_with_live_dataframe_columns_and_generates_noth
     assert ip.rl_next_input is None and get_session().history == []
 
 
+# -- secrets and previews --------------------------------------------------------------------
+
+KEY = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
+
+
+def test_explain_and_fix_never_send_a_key_from_the_cell_or_its_traceback(ip, prompts):
+    run(ip, f"client = connect_to_the_api('{KEY}')")  # NameError: the traceback shows the line
+    run(ip, "%codellama explain --max-new-tokens 4")
+    run(ip, "%codellama fix --max-new-tokens 4")
+    explain, fix = prompts[-2:]
+    assert "connect_to_the_api" in explain.text and "NameError" in fix.text
+    for prompt in (explain, fix):
+        assert "Ab3dEf6hIj9k" not in prompt.text
+
+
+def test_namespace_secrets_are_redacted_with_context_cell_or_none(ip, prompts):
+    ip.user_ns["api_token"] = "Zq8vLx3pRt7wNs2kMm4"  # as getpass() would put it there: no literal, no shape
+    run(ip, "api_token.strip()")  # its Out[n] shows the value
+    run(ip, "%%codellama --context cell --max-new-tokens 4\nwhat did the last cell show?")
+    run(ip, "%%codellama --context none --max-new-tokens 4\nis Zq8vLx3pRt7wNs2kMm4 a strong token?")
+    cell, none = prompts[-2:]
+    assert "# Out[" in cell.text and "<redacted>" in cell.text and "<redacted>" in none.text
+    assert "Zq8vLx3p" not in cell.text + none.text
+    assert "api_token:" not in cell.text  # --context cell: no variable summaries
+
+
+def test_a_long_output_is_redacted_before_it_is_cut(ip, prompts):
+    run(ip, "class Report:\n    def __repr__(self):\n"
+            "        return 'row\\n' * 495 + \"password='Sup3rS3cretPassw0rdValue!AndTheRest'\"\nReport()")
+    run(ip, "%%codellama --max-new-tokens 4\nwhat is in the report?")
+    assert "# row" in prompts[-1].text and "Sup3r" not in prompts[-1].text
+
+
+def test_the_chat_widget_redacts_namespace_secrets_from_messages(ip, embedded_engine, prompts):
+    from jupyter_codellama.widgets import ChatWidget
+
+    ip.user_ns["api_token"] = "Zq8vLx3pRt7wNs2kMm4"
+    ChatWidget(ip, engine=embedded_engine, max_new_tokens=4).ask("is Zq8vLx3pRt7wNs2kMm4 a strong token?").wait(60)
+    assert "Zq8vLx3p" not in prompts[-1].text and "is <redacted> a strong token?" in prompts[-1].text
+
+
+def preview_text(result) -> str:
+    assert result.success, result.error_in_exec
+    return result.result.data
+
+
+def test_explain_fix_and_complete_preview_show_exactly_what_is_then_sent(ip, prompts):
+    run(ip, "def ratio(a, b):\n    return a / b\nratio(1, 0)")
+    explain = preview_text(run(ip, "%codellama explain --preview")[1])
+    fix = preview_text(run(ip, "%codellama fix --preview")[1])
+    complete = preview_text(run(ip, "%%codellama complete --preview\ntotal = <FILL_ME>\nprint(total)")[1])
+    assert prompts == [] and ip.rl_next_input is None  # nothing generated, nothing inserted
+    run(ip, "%codellama explain --max-new-tokens 4")
+    run(ip, "%codellama fix --max-new-tokens 4")
+    run(ip, "%%codellama complete --max-new-tokens 4\ntotal = <FILL_ME>\nprint(total)")
+    for shown, sent in zip((explain, fix, complete), prompts):
+        assert f"~~~~text\n{sent.text}\n~~~~" in shown and f"{sent.num_tokens} tokens" in shown
+
+
 @pytest.mark.parametrize("source, expected", [
     ("%load_ext jupyter_codellama", True),
     ("# comment\n%codellama load embedded", True),

@@ -45,8 +45,8 @@ LEAKS = [
      "eyJzdWIiOiIxMjM0NTY3ODkwIn0"),
     ("stripe.api = 'sk_live_4eC39HqLyjWDarjtT1zdp7dc'", "4eC39HqLyjWDarjtT1zdp7dc"),
     ("gl = Gitlab(url, 'glpat-Hunter2Hunter2Hunter2x')", "Hunter2Hunter2Hunter2x"),
-    ('pem = """-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAHunter2\nHunter2Hunter2==\n-----END RSA PRIVATE KEY-----"""',
-     "Hunter2"),
+    ('pem = """-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAHunter2\nHunter2Hunter2==\n'
+     '-----END RSA PRIVATE KEY-----"""', "Hunter2"),
     ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAHunter2 (output cut here)", "Hunter2"),
 ]
 
