@@ -1,6 +1,7 @@
 """Live-variable summaries: informative, bounded, and safe to compute on anything."""
 from __future__ import annotations
 
+import inspect
 import time
 
 import pytest
@@ -95,3 +96,49 @@ def test_redactor_catches_values_literals_and_credential_shapes():
     assert redact("AKIAABCDEFGHIJKLMNOP") == REDACTED
     assert redact("KeyError: 'price'") == "KeyError: 'price'"
     assert redact("if secret == 'x': pass") == "if secret == 'x': pass"
+
+
+class LazyFrame:
+    """A modin / pyspark.pandas-like frame: asking for its shape or dtypes runs the whole query."""
+
+    __module__ = "modin.pandas.dataframe"
+    queries = 0
+
+    def _run(self):
+        LazyFrame.queries += 1
+        return (10, 2)
+
+    shape = property(_run)
+    dtypes = property(_run)
+    dtype = property(_run)
+    columns = property(_run)
+
+
+class LazyArray:
+    """A dask-like array defined anywhere else: same rule."""
+
+    shape = property(LazyFrame._run)
+    dtype = "float64"
+
+
+def test_lazy_frames_and_arrays_are_never_asked_for_their_shape():
+    LazyFrame.__name__ = LazyFrame.__qualname__ = "DataFrame"
+    summaries, _ = summarize_namespace({"big": LazyFrame(), "arr": LazyArray()})
+    assert LazyFrame.queries == 0
+    assert [s.line for s in summaries] == [
+        f"arr: {LazyArray.__module__}.LazyArray", "big: modin.pandas.dataframe.DataFrame"]
+
+
+def test_describing_the_namespace_is_bounded_in_time():
+    class SlowSignature(type):
+        @property
+        def __signature__(cls):
+            time.sleep(0.05)
+            return inspect.Signature()
+
+    namespace = {f"Model{i}": SlowSignature(f"Model{i}", (), {"__module__": "__main__"}) for i in range(40)}
+    start = time.perf_counter()
+    summaries, _ = summarize_namespace(namespace, max_seconds=0.2)
+    assert time.perf_counter() - start < 0.5  # 2 s without a bound
+    assert len(summaries) == 40 and summaries[0].line == "Model39: class Model39, construct as Model39()"
+    assert summaries[-1].line == "Model0: class Model0"

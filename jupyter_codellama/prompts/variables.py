@@ -6,11 +6,18 @@ summary is bounded (a huge list costs as much as a small one) and never imports 
 numpy or torch: kinds are recognised from ``type(value).__module__`` and class attributes,
 so nothing is loaded that the user did not load, and instance ``__getattr__`` hooks are not
 triggered while deciding what a value is.
+
+Summaries are built on the engine thread on every keystroke, so ``.shape`` / ``.dtypes`` are
+read only from types known to hold them in memory (pandas, polars and cuDF frames, numpy,
+torch, …). A lazy frame (modin, pyspark.pandas, dask, a polars LazyFrame) may run its whole
+query when asked for its shape: it shows its type only. A namespace that takes too long to
+describe shows the rest of its names with their types only.
 """
 from __future__ import annotations
 
 import inspect
 import reprlib
+import time
 import types
 from dataclasses import dataclass
 from itertools import islice
@@ -23,7 +30,12 @@ __all__ = ["IPYTHON_NAMES", "VariableSummary", "bounded_repr", "describe_value",
 #: Names IPython puts into ``user_ns`` that say nothing about the user's work.
 IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
 _INTERNAL_MODULES = ("IPython", "ipykernel", "ipywidgets", "jupyter_codellama")
-_DATAFRAME_MODULES = frozenset({"pandas", "polars", "modin", "cudf", "pyspark"})
+# (top-level module, class name) of eager frames and arrays: their shape and dtypes are metadata.
+_CHEAP_FRAMES = frozenset({("pandas", "DataFrame"), ("polars", "DataFrame"), ("cudf", "DataFrame")})
+_CHEAP_SERIES = frozenset({("pandas", "Series"), ("pandas", "Index"), ("polars", "Series"), ("cudf", "Series")})
+# Every array type of these libraries holds its data (or its device buffer) in memory.
+_CHEAP_ARRAY_MODULES = frozenset({"numpy", "torch", "cupy", "jax", "jaxlib", "tensorflow"})
+_DESCRIBE_SECONDS = 0.2  # for the whole namespace, per prompt
 _MAX_COLUMNS = 40
 _MAX_SIGNATURE = 160
 _BUILTIN_VALUES = (str, bytes, bytearray, int, float, complex, bool, type(None), list, tuple, dict, set, frozenset, range)
@@ -75,9 +87,10 @@ def describe_value(value: Any, max_repr: int = 80, redact: Redact | None = None)
             return _describe_class(value, redact)
         if inspect.isroutine(value):
             return _describe_routine(value, redact)
-        if _module_root(cls) in _DATAFRAME_MODULES and cls.__name__ == "DataFrame":
+        kind = (_module_root(cls), cls.__name__)
+        if kind in _CHEAP_FRAMES:
             return _describe_frame(value, redact)
-        if hasattr(cls, "shape") and hasattr(cls, "dtype"):
+        if _is_cheap_array(cls, kind):
             return f"{cls.__name__} shape {tuple(value.shape)} dtype {value.dtype}"
         if isinstance(value, _BUILTIN_VALUES):
             return _describe_builtin(value, max_repr, redact)
@@ -93,12 +106,13 @@ def summarize_namespace(
     mentioned: Iterable[str] = (),
     max_repr: int = 80,
     redact: Redact | None = None,
+    max_seconds: float = _DESCRIBE_SECONDS,
 ) -> tuple[list[VariableSummary], list[str]]:
     """Summaries in priority order, plus the names withheld by the deny-list.
 
     Order: names mentioned in the current cell first, then the most recently defined (a
     namespace dict keeps definition order). Modules, private names and IPython's own entries
-    are skipped silently.
+    are skipped silently. After ``max_seconds`` the remaining names get their type only.
     """
     mentioned = set(mentioned)
     withheld: list[str] = []
@@ -113,7 +127,24 @@ def summarize_namespace(
             continue
         candidates.append((name, value))
     candidates.sort(key=lambda item: item[0] not in mentioned)  # stable: keeps newest-first
-    return [VariableSummary(name, describe_value(value, max_repr, redact)) for name, value in candidates], withheld
+    deadline = time.monotonic() + max_seconds
+    summaries = [
+        VariableSummary(name, describe_value(value, max_repr, redact) if time.monotonic() < deadline
+                        else _kind_only(value))
+        for name, value in candidates
+    ]
+    return summaries, withheld
+
+
+def _kind_only(value: Any) -> str:
+    """What a value is, from its type alone: costs nothing whatever the value."""
+    return f"class {value.__name__}" if isinstance(value, type) else _type_name(type(value))
+
+
+def _is_cheap_array(cls: type, kind: tuple[str, str]) -> bool:
+    """An array (or Series) type whose ``shape`` and ``dtype`` are already in memory."""
+    known = kind in _CHEAP_SERIES or kind[0] in _CHEAP_ARRAY_MODULES
+    return known and hasattr(cls, "shape") and hasattr(cls, "dtype")
 
 
 def _module_root(cls: type) -> str:
