@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -328,6 +329,29 @@ def test_context_fits_with_the_real_code_llama_tokenizer(encoder, notebook, budg
     ctx = build_context(prefix, suffix, context, budget=budget, count_tokens=encoder.count)
     assert encoder.count(ctx.prefix) + encoder.count(ctx.suffix) <= budget
     assert ctx.prefix.endswith(prefix) or ctx.report.included[0].truncated
+
+
+HUGE_CELL = "".join(f"value_{i} = compute({i}, scale=2.5)  # step {i}\n" for i in range(30_000))
+
+
+def test_a_huge_cell_costs_what_its_budget_costs_not_what_its_size_costs():
+    counted: list[int] = []
+
+    def count(text: str) -> int:
+        counted.append(len(text))
+        return approximate_tokens(text)
+
+    ctx = build_context(HUGE_CELL, HUGE_CELL, NotebookContext(), budget=2000, count_tokens=count)
+    assert ctx.prefix.endswith("# step 29999\n") and HUGE_CELL.startswith(ctx.suffix)
+    assert ctx.report.used <= 2000 and ctx.report.included[0].truncated
+    assert sum(counted) < len(HUGE_CELL) // 4  # the whole cell was counted many times over before
+
+
+def test_a_completion_in_a_huge_cell_is_built_quickly(tok):
+    build_infill_prompt(tok, resolve_model("7b"), "x = ", "", max_new_tokens=64)  # the encoder is built once
+    start = time.perf_counter()
+    prompt = build_infill_prompt(tok, resolve_model("7b"), HUGE_CELL + "total = ", "\n" + HUGE_CELL, max_new_tokens=64)
+    assert time.perf_counter() - start < 1.5 and prompt.num_tokens <= prompt.window - 64
 
 
 def test_approximate_counter_is_cheap_and_sane():

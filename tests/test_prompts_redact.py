@@ -104,7 +104,7 @@ def test_the_cache_holds_a_bounded_number_of_bytes():
     try:
         before = tracemalloc.get_traced_memory()[0]
         for i in range(80):
-            redact(f"cell_{i} = 1\n" + "y = x + 1\n" * 100_000)  # 1 MB, different every time
+            redact(f"cell_{i} = 1\n" + "y = x + 1\n" * 100_000)  # a large cell, different every time
         gc.collect()
         retained = tracemalloc.get_traced_memory()[0] - before
     finally:
@@ -195,7 +195,7 @@ def test_a_cut_variable_summary_never_shows_the_start_of_a_secret():
 
 def test_a_cut_output_line_never_shows_the_start_of_a_secret():
     line = "connecting with " + "x" * 160 + f" password='{LONG_SECRET}' to the database"
-    text = line + "".join(f"\nstep {i}: ok" for i in range(60))  # long output: lines are cut at 200
+    text = line + "".join(f"\nstep {i}: ok" for i in range(60))  # long output: long lines are cut
     cell = {"cell_type": "code", "execution_count": 1, "source": "connect()",
             "outputs": [{"output_type": "stream", "name": "stdout", "text": text}]}
     ctx = build_context("", "", NotebookContext(cells=[cell]), budget=2000, count_tokens=approximate_tokens)

@@ -139,6 +139,6 @@ def test_describing_the_namespace_is_bounded_in_time():
     namespace = {f"Model{i}": SlowSignature(f"Model{i}", (), {"__module__": "__main__"}) for i in range(40)}
     start = time.perf_counter()
     summaries, _ = summarize_namespace(namespace, max_seconds=0.2)
-    assert time.perf_counter() - start < 0.5  # 2 s without a bound
+    assert time.perf_counter() - start < 0.5  # unbounded, describing them all takes far longer
     assert len(summaries) == 40 and summaries[0].line == "Model39: class Model39, construct as Model39()"
     assert summaries[-1].line == "Model0: class Model0"

@@ -278,32 +278,62 @@ def _counter(count_tokens: CountTokens) -> CountTokens:
     return lambda text: count_tokens(text) if text else 0
 
 
+# A first guess of how many characters a token covers: the search for the part of a huge cell
+# that fits starts there, so that only text about the size of the answer is ever counted.
+_CHARS_PER_TOKEN_GUESS = 4
+_NEWLINE = re.compile("\n")
+
+
+def _bracket_fit(size: int, fits: Callable[[int], bool], guess: int) -> tuple[int, int]:
+    """(lo, hi) with ``fits(lo)`` and not ``fits(hi)``, ``hi <= 2 * lo + 1``; ``hi = size + 1`` when all fits.
+
+    Doubles (or halves) from ``guess``: for a megabyte cell and a budget of a few thousand
+    tokens, the texts counted are a few times the budget, never the whole cell.
+    """
+    k = max(1, min(size, guess))
+    if fits(k):
+        while k < size:
+            nxt = min(size, 2 * k)
+            if not fits(nxt):
+                return k, nxt
+            k = nxt
+        return size, size + 1
+    while k > 1:
+        nxt = k // 2
+        if fits(nxt):
+            return nxt, k
+        k = nxt
+    return 0, 1
+
+
+def _first_true(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
+    """The least ``i`` in ``[lo, hi)`` with ``ok(i)`` (``ok`` monotone: False…True), else ``hi``."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 def _tail_within(text: str, limit: int, count: CountTokens) -> str:
     """The longest tail of ``text`` with at most ``limit`` tokens, from a line start if possible."""
     if limit <= 0:
         return ""
-    if count(text) <= limit:
+    n = len(text)
+    fits = lambda start: count(text[start:]) <= limit  # noqa: E731
+    kept, over = _bracket_fit(n, lambda size: fits(n - size), limit * _CHARS_PER_TOKEN_GUESS)
+    if over > n:
         return text
-    starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n" and i + 1 < len(text)]
-    lo, hi = 1, len(starts)  # find the first line start whose tail fits
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if count(text[starts[mid]:]) <= limit:
-            hi = mid
-        else:
-            lo = mid + 1
-    if lo < len(starts):
-        start = starts[lo]
+    # Tails from a start at or before n - over do not fit: only line starts after it can.
+    starts = [m.end() for m in _NEWLINE.finditer(text, n - over, n - 1)]
+    i = _first_true(0, len(starts), lambda j: fits(starts[j]))
+    if i < len(starts):
+        start = starts[i]
     else:  # even the last line is too long: cut inside it
-        lo, hi = starts[-1] + 1, len(text)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if count(text[mid:]) <= limit:
-                hi = mid
-            else:
-                lo = mid + 1
-        start = lo
-    while start < len(text) and count(text[start:]) > limit:  # counts need not be monotonic
+        start = _first_true(n - over + 1, n - kept, fits)
+    while start < n and not fits(start):  # counts need not be monotonic
         start += 1
     return text[start:]
 
@@ -312,28 +342,20 @@ def _head_within(text: str, limit: int, count: CountTokens) -> str:
     """The longest head of ``text`` with at most ``limit`` tokens, up to a line end if possible."""
     if limit <= 0:
         return ""
-    if count(text) <= limit:
+    fits = lambda end: count(text[:end]) <= limit  # noqa: E731
+    kept, over = _bracket_fit(len(text), fits, limit * _CHARS_PER_TOKEN_GUESS)
+    if over > len(text):
         return text
-    ends = [i + 1 for i, ch in enumerate(text) if ch == "\n"]
-    lo, hi = 0, len(ends)  # number of whole lines that fit
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if count(text[: ends[mid - 1]]) <= limit:
-            lo = mid
-        else:
-            hi = mid - 1
-    if lo:
-        end = ends[lo - 1]
+    # Heads up to `kept` fit and up to `over` do not: the last line end before `over` that fits.
+    ends = [m.end() for m in _NEWLINE.finditer(text, 0, over - 1)]
+    if ends:
+        i = _first_true(0, len(ends), lambda j: fits(ends[len(ends) - 1 - j]))  # from the last line end back
+        end = ends[len(ends) - 1 - i] if i < len(ends) else 0
     else:
-        lo, hi = 0, (ends[0] if ends else len(text)) - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if count(text[:mid]) <= limit:
-                lo = mid
-            else:
-                hi = mid - 1
-        end = lo
-    while end > 0 and count(text[:end]) > limit:
+        end = 0
+    if not end:  # not even the first line fits: cut inside it
+        end = _first_true(kept + 1, over, lambda k: not fits(k)) - 1
+    while end > 0 and not fits(end):
         end -= 1
     return text[:end]
 
@@ -447,10 +469,11 @@ def build_context(
 
     is_code = current is not None and cells[current].get("cell_type", "code") == "code"
     head = _cell_header(cells[current], "  (current cell)" if mark_current else "") + "\n" if is_code else ""
-    kept_prefix = prefix if count(head + prefix) <= budget else _tail_within(prefix, budget, count)
-    head = head if kept_prefix == prefix else ""
+    # Neither is counted whole: a huge cell costs about as much as the budget it is cut to.
+    kept_prefix = _tail_within(prefix, budget, count)
+    head = head if len(kept_prefix) == len(prefix) else ""
     used = count(head + kept_prefix)
-    kept_suffix = suffix if count(suffix) <= (budget - used) // 2 else _head_within(suffix, (budget - used) // 2, count)
+    kept_suffix = _head_within(suffix, (budget - used) // 2, count)
 
     mentioned = set(_IDENTIFIER.findall(prefix + suffix))
     pieces = _cell_pieces(cells, current, settings, redact, count, use_suffix)
