@@ -33,6 +33,7 @@ LEAKS = [
     ("%env OPENAI_API_KEY Hunter2Hunter2", "Hunter2Hunter2"),
     ("API_KEY=Hunter2Hunter2", "Hunter2Hunter2"),
     ("export SERVICE_TOKEN=Hunter2Hunter2  # from the vault", "Hunter2Hunter2"),
+    ("!export hf_token=Hunter2Hunter2", "Hunter2Hunter2"),
     ('os.environ.setdefault("OPENAI_API_KEY", "Hunter2Hunter2")', "Hunter2Hunter2"),
     ('r = requests.get(url, auth=("me", "Hunter2Hunter2"))', "Hunter2Hunter2"),
     ('headers = {"Authorization": "Bearer Hunter2Hunter2xyz"}', "Hunter2Hunter2xyz"),
@@ -65,6 +66,7 @@ def test_deny_listed_names_forms_and_token_shapes_are_redacted(text, secret):
     "KeyError: 'password'",
     "commit 0123456789abcdef0123456789abcdef01234567",  # a git SHA is not an AWS secret
     "token=tokenizer(text)",  # a call, not a value
+    "out = model.generate(\n    ids,\n    max_new_tokens=max_new_tokens,\n    max_tokens=256,\n)",
     "url = 'https://example.com/data.csv'",
 ])
 def test_ordinary_code_is_left_alone(text):

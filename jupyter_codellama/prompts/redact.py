@@ -54,11 +54,12 @@ _ASSIGNED_LITERAL = re.compile(
     rf"""(?P<pair>\(\s*+{_PLAIN_LITERAL}\s*+,\s*+)?"""
     r"""(?P<pfx>[rRbBuUfF]{0,2})(?P<q>\"\"\"|'''|"|')(?P<val>(?:\\.|(?!(?P=q))[^\\\n])*+)(?P=q)"""
 )
-# `%env NAME=value`, `%env NAME value`, `export NAME=value`, `NAME=value` (no spaces around "=",
-# as in .env files and shells; Python code is written `name = value`).
+# `%env NAME=value`, `%env NAME value`, `export name=value`, `NAME=value` (upper case, no spaces
+# around "=", as in .env files and shells; not a keyword argument such as `max_tokens=256,`).
 _UNQUOTED_ASSIGNMENT = re.compile(
     r"""^[ \t]*+(?:%(?:set_)?env[ \t]++(?P<ename>[A-Za-z_]\w*+)(?:[ \t]*+=[ \t]*+|[ \t]++)(?P<evalue>\S[^\n]*+)"""
-    r"""|(?:!?export[ \t]++)?(?P<uname>[A-Za-z_]\w*+)=(?P<uvalue>[^\s'"=(][^\s'"(]*+)(?!\S))""",
+    r"""|(?:!?export[ \t]++(?P<xname>[A-Za-z_]\w*+)|(?P<uname>[A-Z_][A-Z0-9_]*+))"""
+    r"""=(?P<uvalue>[^\s'"=(][^\s'"(]*+)(?!\S))""",
     re.MULTILINE,
 )
 _CREDENTIAL_SHAPES = re.compile(
@@ -164,7 +165,10 @@ def _redact_literal(match: re.Match, deny: tuple[str, ...]) -> str:
 
 
 def _redact_unquoted(match: re.Match, deny: tuple[str, ...]) -> str:
-    name, group = (match.group("ename"), "evalue") if match.group("ename") else (match.group("uname"), "uvalue")
+    if match.group("ename"):
+        name, group = match.group("ename"), "evalue"
+    else:
+        name, group = match.group("xname") or match.group("uname"), "uvalue"
     return _replace_group(match, group) if is_denied(name, deny) else match.group(0)
 
 
