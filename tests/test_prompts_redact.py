@@ -16,7 +16,7 @@ from jupyter_codellama.prompts import (
     build_infill_prompt,
     interpolate,
 )
-from jupyter_codellama.prompts.redact import REDACTED, Redactor, is_denied
+from jupyter_codellama.prompts.redact import REDACTED, Redactor, is_denied, redaction_cache_bytes
 
 # Each case: (text as it appears in a cell or an output, the secret that must not survive).
 # The surrounding names are not deny-listed unless the case is about the name itself.
@@ -112,6 +112,7 @@ def test_the_cache_holds_a_bounded_number_of_bytes():
     finally:
         tracemalloc.stop()
     assert retained < 40 * 2**20, f"{retained / 2**20:.0f} MiB kept after redacting 80 MiB of cells"
+    assert redaction_cache_bytes() <= 32 * 2**20
 
 
 # ---------------------------------------------------------------------------------------------
