@@ -30,11 +30,9 @@ __all__ = ["IPYTHON_NAMES", "VariableSummary", "bounded_repr", "describe_value",
 #: Names IPython puts into ``user_ns`` that say nothing about the user's work.
 IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
 _INTERNAL_MODULES = ("IPython", "ipykernel", "ipywidgets", "jupyter_codellama")
-# (top-level module, class name) of eager frames and arrays: their shape and dtypes are metadata.
-_CHEAP_FRAMES = frozenset({("pandas", "DataFrame"), ("polars", "DataFrame"), ("cudf", "DataFrame")})
-_CHEAP_SERIES = frozenset({("pandas", "Series"), ("pandas", "Index"), ("polars", "Series"), ("cudf", "Series")})
-# Every array type of these libraries holds its data (or its device buffer) in memory.
-_CHEAP_ARRAY_MODULES = frozenset({"numpy", "torch", "cupy", "jax", "jaxlib", "tensorflow"})
+# Libraries whose frames, series and arrays hold their data (or device buffers) in memory, so
+# that shape and dtypes are metadata. A polars LazyFrame is no DataFrame and has no shape.
+_EAGER_MODULES = frozenset({"pandas", "polars", "cudf", "numpy", "torch", "cupy", "jax", "jaxlib", "tensorflow"})
 _DESCRIBE_SECONDS = 0.2  # for the whole namespace, per prompt
 _MAX_COLUMNS = 40
 _MAX_SIGNATURE = 160
@@ -87,10 +85,10 @@ def describe_value(value: Any, max_repr: int = 80, redact: Redact | None = None)
             return _describe_class(value, redact)
         if inspect.isroutine(value):
             return _describe_routine(value, redact)
-        kind = (_module_root(cls), cls.__name__)
-        if kind in _CHEAP_FRAMES:
+        eager = _module_root(cls) in _EAGER_MODULES
+        if eager and cls.__name__ == "DataFrame":
             return _describe_frame(value, redact)
-        if _is_cheap_array(cls, kind):
+        if eager and hasattr(cls, "shape") and hasattr(cls, "dtype"):
             return f"{cls.__name__} shape {tuple(value.shape)} dtype {value.dtype}"
         if isinstance(value, _BUILTIN_VALUES):
             return _describe_builtin(value, max_repr, redact)
@@ -139,12 +137,6 @@ def summarize_namespace(
 def _kind_only(value: Any) -> str:
     """What a value is, from its type alone: costs nothing whatever the value."""
     return f"class {value.__name__}" if isinstance(value, type) else _type_name(type(value))
-
-
-def _is_cheap_array(cls: type, kind: tuple[str, str]) -> bool:
-    """An array (or Series) type whose ``shape`` and ``dtype`` are already in memory."""
-    known = kind in _CHEAP_SERIES or kind[0] in _CHEAP_ARRAY_MODULES
-    return known and hasattr(cls, "shape") and hasattr(cls, "dtype")
 
 
 def _module_root(cls: type) -> str:
