@@ -77,78 +77,6 @@ void jcl_kq_dequant_row(const Wt* w, int r, float* out) {
 
 #if JCL_AVX2
 
-/* ---- dequantization (AVX2): the plain-C jcl_kq_dequant_row's operations on 8 elements at a
-   time, so the same bits: (d*sc) and (dmin*m) rounded in fp32 once per sub-block, then q times the first,
-   minus the second, with no fused multiply-add (the build passes -ffp-contract=off). ---- */
-
-static inline __m256i kq_u8x8(const uint8_t* p) {
-  return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)p));
-}
-
-/* 8 elements of one Q4_K/Q5_K sub-block: the nibble at `nib`, Q5_K's 5th bit (bit `bit` of qh). */
-static inline __m256i kq_q45x8(const uint8_t* qs, const uint8_t* qh, __m128i nib, __m128i bit,
-                               int q5) {
-  const __m256i q = _mm256_and_si256(_mm256_srl_epi32(kq_u8x8(qs), nib), _mm256_set1_epi32(0x0F));
-  if (!q5) return q;
-  const __m256i hb = _mm256_and_si256(_mm256_srl_epi32(kq_u8x8(qh), bit), _mm256_set1_epi32(1));
-  return _mm256_or_si256(q, _mm256_slli_epi32(hb, 4));
-}
-
-static void kq_deq45(const uint8_t* b, int q5, float* out) {
-  const float d = kq_h2f(b), dmin = kq_h2f(b + 2);
-  uint8_t sm[16];
-  kq_scale_min(b + 4, sm);
-  const uint8_t *qs = b + (q5 ? 48 : 16), *qh = b + 16;
-  for (int s = 0; s < 8; s++, out += 32) {
-    const __m256 dsc = _mm256_set1_ps(d * (float)sm[s]);
-    const __m256 dm = _mm256_set1_ps(dmin * (float)sm[8 + s]);
-    const __m128i nib = _mm_cvtsi32_si128(4 * (s & 1)), bit = _mm_cvtsi32_si128(s);
-    for (int l = 0; l < 32; l += 8) {
-      const __m256i q = kq_q45x8(qs + 32 * (s >> 1) + l, qh + l, nib, bit, q5);
-      _mm256_storeu_ps(out + l, _mm256_sub_ps(_mm256_mul_ps(dsc, _mm256_cvtepi32_ps(q)), dm));
-    }
-  }
-}
-
-/* 4 bits of `lo` at `nib` and 2 bits of `hi` at `pair`, minus 32: 8 Q6_K values. */
-static inline __m256 kq_q6x8(__m256i lo, int nib, __m256i hi, int pair) {
-  const __m256i l4 = _mm256_and_si256(_mm256_srli_epi32(lo, nib), _mm256_set1_epi32(0x0F));
-  const __m256i h2 = _mm256_and_si256(_mm256_srli_epi32(hi, pair), _mm256_set1_epi32(3));
-  const __m256i q = _mm256_or_si256(l4, _mm256_slli_epi32(h2, 4));
-  return _mm256_cvtepi32_ps(_mm256_sub_epi32(q, _mm256_set1_epi32(32)));
-}
-
-/* Q6_K: elements 32k+l (k = 0..3) of each half take nibble k/2 of ql[l + 32*(k&1)] and bits
-   2k..2k+1 of qh[l]; sub-blocks of 16. */
-static void kq_deq6(const uint8_t* b, float* out) {
-  const float d = kq_h2f(b + 208);
-  const int8_t* sc = (const int8_t*)(b + 192);
-  const uint8_t *ql = b, *qh = b + 128;
-  for (int h = 0; h < 2; h++, ql += 64, qh += 32, out += 128, sc += 8) {
-    for (int l = 0; l < 32; l += 8) {
-      const __m256i lo[2] = {kq_u8x8(ql + l), kq_u8x8(ql + 32 + l)}, hb = kq_u8x8(qh + l);
-      for (int k = 0; k < 4; k++) {
-        const __m256 dsc = _mm256_set1_ps(d * (float)sc[2 * k + l / 16]);
-        const __m256 q = kq_q6x8(lo[k & 1], 4 * (k >> 1), hb, 2 * k);
-        _mm256_storeu_ps(out + 32 * k + l, _mm256_mul_ps(dsc, q));
-      }
-    }
-  }
-}
-
-void jcl_kq_dequant_part(const Wt* w, int r, int i0, int nb, float* out) {
-  const int bb = kq_block_bytes(w->type);
-  if (!bb) {
-    memset(out, 0, sizeof(float) * (size_t)nb * QK);
-    return;
-  }
-  for (int i = i0; i < i0 + nb; i++, out += QK) {
-    const uint8_t* b = kq_block(w, r, i, bb);
-    if (w->type == GT_Q6_K) kq_deq6(b, out);
-    else kq_deq45(b, w->type == GT_Q5_K, out);
-  }
-}
-
 /* The AVX2 dot hands the weights to the fp32 arithmetic as fp16 bit patterns equal to small
    integers n (q, or 16q), i.e. subnormal halves n * 2^-24 (exact): vcvtph2ps from memory widens
    and converts 8 of them in one uop, where bytes would need a widening shuffle plus an int->float
@@ -257,6 +185,56 @@ static inline void kq_expand6(const uint8_t* b, const float* dp, uint16_t* h, fl
             _mm256_and_si256(_mm256_srli_epi16(qh, 2), m3));
     kq_st_h(h + 64, _mm256_and_si256(a, mf0), _mm256_and_si256(_mm256_srli_epi16(qh, 4), m3));
     kq_st_h(h + 96, _mm256_and_si256(c, mf0), _mm256_and_si256(_mm256_srli_epi16(qh, 6), m3));
+  }
+}
+
+/* ---- dequantization: the plain-C jcl_kq_dequant_row's operations, so the same bits, on the
+   halves the dot's expanders write: (d*sc) rounded in fp32 once per sub-block and carried with
+   the halves' 2^24 or 2^20 (exact), times the half, minus (dmin*m), never fused (the build
+   passes -ffp-contract=off). The halves of 32 elements come in kq_st_h order. ---- */
+
+static const int KQ_ORDER[4] = {0, 16, 8, 24};
+
+static void kq_deq45(const uint8_t* b, int q5, float* out) {
+  _Alignas(32) uint16_t h[QK];
+  kq_expand45(b, q5, h);
+  const float d = kq_h2f(b), dmin = kq_h2f(b + 2);
+  uint8_t sm[16];
+  kq_scale_min(b + 4, sm);
+  for (int s = 0; s < 8; s++, out += 32) {
+    const float unit = q5 || (s & 1) ? KQ_2P20 : KQ_2P24;  /* 16q or q in the halves */
+    const __m256 dsc = _mm256_set1_ps((d * (float)sm[s]) * unit);
+    const __m256 dm = _mm256_set1_ps(dmin * (float)sm[8 + s]);
+    for (int c = 0; c < 4; c++)
+      _mm256_storeu_ps(out + KQ_ORDER[c],
+                       _mm256_sub_ps(_mm256_mul_ps(dsc, kq_h8(h + 32 * s + 8 * c)), dm));
+  }
+}
+
+/* Q6_K: the halves are 16q (q = 0..63), so 16*32 * 2^-24 off each gives 16(q-32) exactly. */
+static void kq_deq6(const uint8_t* b, float* out) {
+  _Alignas(32) uint16_t h[QK];
+  _Alignas(32) float dsc[16];
+  const float d = kq_h2f(b + 208) * KQ_2P20;
+  kq_expand6(b, &d, h, dsc);
+  const __m256 off = _mm256_set1_ps(0x1p-15f);
+  for (int c = 0; c < 8; c++, out += 32)
+    for (int k = 0; k < 4; k++) {
+      const __m256 q = _mm256_sub_ps(kq_h8(h + 32 * c + 8 * k), off);
+      _mm256_storeu_ps(out + KQ_ORDER[k], _mm256_mul_ps(_mm256_set1_ps(dsc[2 * c + (k & 1)]), q));
+    }
+}
+
+void jcl_kq_dequant_part(const Wt* w, int r, int i0, int nb, float* out) {
+  const int bb = kq_block_bytes(w->type);
+  if (!bb) {
+    memset(out, 0, sizeof(float) * (size_t)nb * QK);
+    return;
+  }
+  for (int i = i0; i < i0 + nb; i++, out += QK) {
+    const uint8_t* b = kq_block(w, r, i, bb);
+    if (w->type == GT_Q6_K) kq_deq6(b, out);
+    else kq_deq45(b, w->type == GT_Q5_K, out);
   }
 }
 
