@@ -308,9 +308,18 @@ class CommSession(EngineUser):
         threading.Thread(target=reply, name=f"codellama-load-{request_id}", daemon=True).start()
 
     def _on_unload(self, request_id: str, data: Mapping) -> None:
-        threading.Thread(target=lambda: (self.engine.unload(), self.send(
-            {"type": "done", "request_id": request_id, "status": self.engine.status()})),
-            daemon=True).start()
+        def unload() -> None:
+            try:
+                self.engine.unload()
+            except TimeoutError as exc:
+                self.error(request_id, "busy", str(exc))
+            except Exception as exc:  # noqa: BLE001 - the request still gets its one answer
+                log.exception("unload failed")
+                self.error(request_id, "internal", f"{type(exc).__name__}: {exc}")
+            else:
+                self.send({"type": "done", "request_id": request_id, "status": self.engine.status()})
+
+        threading.Thread(target=unload, name=f"codellama-unload-{request_id}", daemon=True).start()
 
     def _on_cancel(self, request_id: str, data: Mapping) -> None:
         target = _field(data, "target_id", str)
@@ -373,21 +382,22 @@ class CommSession(EngineUser):
         return None
 
     def _on_context_preview(self, request_id: str, data: Mapping) -> None:
-        loaded = self.engine.loaded
-        if loaded is None:
+        if self.engine.loaded is None:
             self.error(request_id, "not_loaded", "Load a model first: the preview depends on its tokenizer.")
             return
         target = _field(data, "for", str, "chat", check=lambda v: v in ("chat", "complete"),
                         hint="'chat' or 'complete'")
         builder = self._chat_builder(data) if target == "chat" else self._complete_builder(data)[0]
-        from .prompts import PromptTooLongError, context_preview
+        from .prompts import context_preview
 
-        try:
-            preview = context_preview(builder(loaded))
-        except PromptTooLongError as exc:
-            self.error(request_id, "prompt_too_long", str(exc))
-            return
-        self.send({"type": "done", "request_id": request_id, "preview": preview})
+        def reply(call) -> None:
+            if call.error is None:
+                self.send({"type": "done", "request_id": request_id, "preview": call.value})
+            else:
+                self.error(request_id, *_error_reply(call.error))
+
+        # The prompt is built where the engine tokenizes, never beside it (see ModelCall).
+        self.engine.run_with_model(lambda loaded: context_preview(builder(loaded)), on_done=reply)
 
     # -- prompt builders (run on the engine thread, where the tokenizer is known) ---------------
 
@@ -474,6 +484,19 @@ class CommSession(EngineUser):
             # Carries the recent latency figures the sidebar shows (cheap: a dict under a lock).
             reply["status"] = self.engine.status()
         return reply
+
+
+def _error_reply(exc: BaseException) -> tuple[str, str]:
+    """(code, message) for an exception raised while building a prompt on the engine thread."""
+    code = getattr(exc, "code", None)
+    if type(exc).__name__ == "PromptTooLongError":
+        return "prompt_too_long", str(exc)
+    if code in ERROR_CODES:
+        return code, str(exc)
+    if isinstance(exc, (ValueError, TypeError)):
+        return "bad_request", str(exc)
+    log.error("building a prompt failed", exc_info=exc)
+    return "internal", f"{type(exc).__name__}: {exc}"
 
 
 #: Where a multi-line suggestion ends.

@@ -178,3 +178,30 @@ def test_a_comm_chat_honours_the_configured_time_limit(stub):
     assert engine.jobs[-1].max_time == 42.0
     session.handle({"type": "chat", "request_id": "c2", "messages": CHAT, "max_time_ms": 500})
     assert engine.jobs[-1].max_time == 0.5
+
+
+# -- the ipywidgets chat: the same promises ---------------------------------------------------
+
+def test_the_widget_chat_honours_the_configured_time_limit():
+    from jupyter_codellama.widgets import ChatWidget
+
+    engine = StubEngine()
+    ChatWidget(None, engine=engine).ask("hi")
+    assert engine.jobs[-1].max_time == 42.0
+
+
+def test_the_widget_chat_is_usable_again_after_its_answer_failed_to_show(monkeypatch):
+    import jupyter_codellama.prompts as prompts
+    from jupyter_codellama.widgets import ChatWidget
+
+    def broken(_text):
+        raise RuntimeError("rendering bug")
+
+    monkeypatch.setattr(prompts, "extract_code", broken)
+    engine = StubEngine()
+    chat = ChatWidget(None, engine=engine)
+    chat.ask("hi")
+    engine.finish(engine.jobs[-1], "an answer", "eos")
+    assert chat.send.disabled is False and chat.stop.disabled is True
+    assert "rendering bug" in chat.status.value
+    assert chat.ask("again") is not None, "a new question must be accepted"
