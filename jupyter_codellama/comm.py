@@ -323,7 +323,11 @@ class CommSession(EngineUser):
 
     def _on_cancel(self, request_id: str, data: Mapping) -> None:
         target = _field(data, "target_id", str)
-        found = self.engine.cancel(target)
+        # Only this connection's own requests: another notebook's ids are not ours to stop.
+        job = self._jobs.get(target)
+        found = job is not None and not job.done
+        if found:
+            job.cancel()
         self.send({"type": "done", "request_id": request_id, "target_id": target, "cancelled": found})
 
     def _on_chat(self, request_id: str, data: Mapping) -> None:

@@ -36,6 +36,10 @@ class StubEngine:
         return job
 
     def cancel(self, request_id):
+        for job in self.jobs:
+            if job.request_id == request_id:
+                job.cancel()
+                return True
         return False
 
     def finish(self, job, text, stop_reason):
@@ -170,6 +174,16 @@ def test_closing_the_comm_cancels_its_running_and_queued_jobs(stub):
     engine.finish(engine.jobs[0], "done already", "eos")
     session.close()
     assert engine.jobs[1].cancelled, "the open chat must stop when its comm closes"
+
+
+def test_a_cancel_stops_only_its_own_connections_request(stub):
+    session, engine, sent = stub
+    other = CommSession(sent.append, engine=engine)
+    other.handle({"type": "chat", "request_id": "same-id", "messages": CHAT})
+    session.handle({"type": "chat", "request_id": "same-id", "messages": CHAT})
+    session.handle({"type": "cancel", "request_id": "x", "target_id": "same-id"})
+    assert terminal(sent, "x")[0]["cancelled"] is True
+    assert [job.cancelled for job in engine.jobs] == [False, True], "the other notebook's chat must go on"
 
 
 def test_a_comm_chat_honours_the_configured_time_limit(stub):
