@@ -9,7 +9,9 @@ progress changes.
 
 Handlers never generate: they validate, hand a job to the engine and return, so the comm's
 thread (a kernel subshell where the front end uses one) is never blocked. Bad input gets an
-``error`` reply; nothing a front end sends can raise into the comm machinery.
+``error`` reply; nothing a front end sends can raise into the comm machinery. Every request
+ends with exactly one terminal reply (``done``, ``error``, ``hello`` or ``status``); a field
+over :data:`FIELD_LIMITS` is refused before any work, and no error repeats a large value.
 """
 from __future__ import annotations
 
