@@ -38,7 +38,7 @@ _ROLES = ("system", "user", "assistant")
 _MAX_TOKENS = 8192
 _MAX_REQUEST_ID = 200
 #: Integers beyond this are refused before any arithmetic: JSON carries integers of any size, and
-#: one of 400 digits overflows a float (``max_time_ms``) or cannot even be formatted.
+#: one of hundreds of digits overflows a float (``max_time_ms``) or cannot even be formatted.
 _MAX_INT = 2 ** 53
 _MAX_TIME_MS = 24 * 3600 * 1000
 
@@ -143,8 +143,8 @@ def _text_size(value: Any, budget: int) -> int:
 
 def _short(value: Any, limit: int = 40) -> str:
     """``repr(value)`` cut for an error message: bad input is named, never echoed whole."""
-    text = repr(value) if not isinstance(value, str) or len(value) <= limit else repr(value[:limit]) + "…"
-    return text if len(text) <= limit + 10 else text[:limit] + "…"
+    text = repr(value)  # sizes are checked first: this is never a huge value
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _max_new_tokens(data: Mapping, default: int) -> int:

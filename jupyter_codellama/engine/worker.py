@@ -195,6 +195,8 @@ class Engine:
                 "entries": len(self._prefix_cache),
                 "hits": self._prefix_cache.hits,
                 "misses": self._prefix_cache.misses,
+                "bytes": self._prefix_cache.nbytes,
+                "max_bytes": self._prefix_cache.max_bytes,
             }
             return status
 
