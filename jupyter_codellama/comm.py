@@ -470,10 +470,11 @@ class CommSession(EngineUser):
 
         job = self.engine.submit(kind, builder, request_id=request_id, on_chunk=on_chunk if stream else None,
                                  on_done=on_done, **opts)
-        if not job.done:
-            self._jobs[request_id] = job
-            if self.closed:  # closed while submitting: close() may have missed it
-                job.cancel()
+        self._jobs[request_id] = job
+        if job.done:  # it ended before it was recorded (on_done found nothing to forget)
+            self._jobs.pop(request_id, None)
+        elif self.closed:  # closed while submitting: close() may have missed it
+            job.cancel()
 
     def _final_reply(self, kind: str, request_id: str, job, finish: Callable[[str, str], str] | None) -> dict:
         """The ``done`` (or ``error``) message that ends a generation request."""
