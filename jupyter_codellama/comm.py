@@ -9,12 +9,15 @@ progress changes.
 
 Handlers never generate: they validate, hand a job to the engine and return, so the comm's
 thread (a kernel subshell where the front end uses one) is never blocked. Bad input gets an
-``error`` reply; nothing a front end sends can raise into the comm machinery.
+``error`` reply; nothing a front end sends can raise into the comm machinery. Every request
+ends with exactly one terminal reply (``done``, ``error``, ``hello`` or ``status``); a field
+over :data:`FIELD_LIMITS` is refused before any work, and no error repeats a large value.
 """
 from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ._version import __version__
@@ -33,6 +36,36 @@ ERROR_CODES = (
 )
 _ROLES = ("system", "user", "assistant")
 _MAX_TOKENS = 8192
+_MAX_REQUEST_ID = 200
+#: Integers beyond this are refused before any arithmetic: JSON carries integers of any size, and
+#: one of hundreds of digits overflows a float (``max_time_ms``) or cannot even be formatted.
+_MAX_INT = 2 ** 53
+_MAX_TIME_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The most a field may hold: list entries, and characters of text in all (nested included)."""
+
+    items: int
+    chars: int
+
+
+#: Checked on every message before any work: a front end sends one notebook or one conversation,
+#: never more, and a larger value is refused rather than kept, parsed and tokenized. ``cells``
+#: are whole nbformat cells, image outputs included, hence their room.
+FIELD_LIMITS: dict[str, Limit] = {
+    "prefix": Limit(1, 4 << 20),
+    "suffix": Limit(1, 4 << 20),
+    "cells": Limit(10_000, 64 << 20),
+    "extra": Limit(2_000, 16 << 20),
+    "messages": Limit(1_000, 16 << 20),
+    "system": Limit(1, 1 << 20),
+    "stop": Limit(16, 4096),
+}
+#: Any other field: names, numbers, options.
+_OTHER_FIELD = Limit(64, 4096)
+_MAX_FIELDS = 64
 
 Send = Callable[[dict], None]
 
@@ -58,12 +91,65 @@ def _field(data: Mapping, name: str, kind: type | tuple[type, ...], default: Any
     value = data[name]
     if isinstance(value, bool) and kind in (int, float, (int, float)):
         raise BadRequest(f"'{name}' must be a number, not a boolean.")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_INT:
+        raise BadRequest(f"'{name}' is out of range{': ' + hint if hint else ''}.")
     if not isinstance(value, kind):
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise BadRequest(f"'{name}' must be {names}, got {type(value).__name__}.")
     if check is not None and not check(value):
         raise BadRequest(f"'{name}' is out of range{': ' + hint if hint else ''}.")
     return value
+
+
+def _check_sizes(data: Mapping) -> None:
+    """Refuse a message with an oversized field; the error names the field, never its value."""
+    if len(data) > _MAX_FIELDS:
+        raise BadRequest(f"A message holds at most {_MAX_FIELDS} fields, this one {len(data):,}.")
+    for name, value in data.items():
+        if not isinstance(name, str) or len(name) > 64:
+            raise BadRequest("A field name is longer than 64 characters.")
+        limit = FIELD_LIMITS.get(name, _OTHER_FIELD)
+        if isinstance(value, (list, dict)) and len(value) > limit.items:
+            raise BadRequest(f"'{name}' is too large: {len(value):,} entries (at most {limit.items:,}).")
+        if _text_size(value, limit.chars) > limit.chars:
+            raise BadRequest(f"'{name}' is too large: over {limit.chars:,} characters of text.")
+
+
+def _text_size(value: Any, budget: int) -> int:
+    """Characters in ``value`` (keys, nested values), counted only until ``budget`` is passed.
+
+    Iterative, so a deeply nested value cannot exhaust the stack; each container counts one.
+    """
+    total, stack = 0, [value]
+    while stack and total <= budget:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, bool) or item is None or isinstance(item, float):
+            total += 1
+        elif isinstance(item, int):
+            total += item.bit_length() // 3 + 1  # about its decimal digits
+        elif isinstance(item, dict):
+            total += 1
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            total += 1
+            stack.extend(item)
+        else:
+            total += 1
+    return total
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut for an error message: bad input is named, never echoed whole."""
+    text = repr(value)  # sizes are checked first: this is never a huge value
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _max_new_tokens(data: Mapping, default: int) -> int:
+    return _field(data, "max_new_tokens", int, default,
+                  check=lambda v: 1 <= v <= _MAX_TOKENS, hint=f"1..{_MAX_TOKENS}")
 
 
 def _messages(data: Mapping) -> list[dict[str, str]]:
@@ -90,8 +176,7 @@ def _cells(data: Mapping) -> list[dict]:
 
 def _generation_options(data: Mapping, default_max: int) -> dict[str, Any]:
     opts: dict[str, Any] = {
-        "max_new_tokens": _field(data, "max_new_tokens", int, default_max,
-                                 check=lambda v: 1 <= v <= _MAX_TOKENS, hint=f"1..{_MAX_TOKENS}"),
+        "max_new_tokens": _max_new_tokens(data, default_max),
         "temperature": float(_field(data, "temperature", (int, float), 0.0,
                                     check=lambda v: 0 <= v <= 2, hint="0..2")),
     }
@@ -99,7 +184,8 @@ def _generation_options(data: Mapping, default_max: int) -> dict[str, Any]:
     if not all(isinstance(s, str) for s in stop):
         raise BadRequest("'stop' must be a list of strings.")
     opts["stop"] = tuple(s for s in stop if s)
-    max_time_ms = _field(data, "max_time_ms", (int, float), None, check=lambda v: v > 0, hint="> 0")
+    max_time_ms = _field(data, "max_time_ms", (int, float), None, check=lambda v: 0 < v <= _MAX_TIME_MS,
+                         hint=f"1..{_MAX_TIME_MS} (a day)")
     if max_time_ms is not None:
         opts["max_time"] = max_time_ms / 1000
     return opts
@@ -120,6 +206,8 @@ class CommSession(EngineUser):
         self._lock = threading.Lock()
         # (prefix, suffix, text) of the last suggestion shown: typing it through needs no model.
         self._suggestion: tuple[str, str, str] | None = None
+        # Jobs submitted and not yet done, by request id: closing the comm cancels them.
+        self._jobs: dict[str, Any] = {}
         self.closed = False
 
     # -- plumbing --------------------------------------------------------------------------------
@@ -138,7 +226,10 @@ class CommSession(EngineUser):
         self.send({"type": "error", "request_id": request_id, "code": code, "message": message})
 
     def close(self) -> None:
+        """The front end went away (notebook closed, kernel link dropped): stop its work."""
         self.closed = True
+        for job in list(self._jobs.values()):
+            job.cancel()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -146,14 +237,17 @@ class CommSession(EngineUser):
     def handle(self, data: Any) -> None:
         """Entry point for every message from the front end. Never raises."""
         request_id = data.get("request_id") if isinstance(data, dict) else None
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= _MAX_REQUEST_ID:
+            request_id = None  # an invalid id is not echoed: the reply goes out with none
         try:
             if not isinstance(data, dict):
                 raise BadRequest("A message must be a JSON object.")
-            if not isinstance(request_id, str) or not 0 < len(request_id) <= 200:
-                raise BadRequest("'request_id' must be a non-empty string (at most 200 characters).")
+            if request_id is None:
+                raise BadRequest(f"'request_id' must be a non-empty string (at most {_MAX_REQUEST_ID} characters).")
+            _check_sizes(data)
             kind = data.get("type")
             if kind not in REQUEST_TYPES:
-                raise BadRequest(f"Unknown message type {kind!r}; expected one of {', '.join(REQUEST_TYPES)}.",
+                raise BadRequest(f"Unknown message type {_short(kind)}; expected one of {', '.join(REQUEST_TYPES)}.",
                                  "unknown_type")
             getattr(self, "_on_" + kind.replace("-", "_"))(request_id, data)
         except BadRequest as exc:
@@ -216,18 +310,32 @@ class CommSession(EngineUser):
         threading.Thread(target=reply, name=f"codellama-load-{request_id}", daemon=True).start()
 
     def _on_unload(self, request_id: str, data: Mapping) -> None:
-        threading.Thread(target=lambda: (self.engine.unload(), self.send(
-            {"type": "done", "request_id": request_id, "status": self.engine.status()})),
-            daemon=True).start()
+        def unload() -> None:
+            try:
+                self.engine.unload()
+            except TimeoutError as exc:
+                self.error(request_id, "busy", str(exc))
+            except Exception as exc:  # noqa: BLE001 - the request still gets its one answer
+                log.exception("unload failed")
+                self.error(request_id, "internal", f"{type(exc).__name__}: {exc}")
+            else:
+                self.send({"type": "done", "request_id": request_id, "status": self.engine.status()})
+
+        threading.Thread(target=unload, name=f"codellama-unload-{request_id}", daemon=True).start()
 
     def _on_cancel(self, request_id: str, data: Mapping) -> None:
         target = _field(data, "target_id", str)
-        found = self.engine.cancel(target)
+        # Only this connection's own requests: another notebook's ids are not ours to stop.
+        job = self._jobs.get(target)
+        found = job is not None and not job.done
+        if found:
+            job.cancel()
         self.send({"type": "done", "request_id": request_id, "target_id": target, "cancelled": found})
 
     def _on_chat(self, request_id: str, data: Mapping) -> None:
         builder = self._chat_builder(data)
         opts = _generation_options(data, self.engine.config.max_new_tokens)
+        opts.setdefault("max_time", self.engine.config.max_time)
         self._submit("chat", request_id, builder, opts)
 
     def _on_complete(self, request_id: str, data: Mapping) -> None:
@@ -253,7 +361,9 @@ class CommSession(EngineUser):
             from .prompts import clean_completion
 
             shown = clean_completion(text, prefix, suffix, truncated=stop_reason in ("time", "length"))
-            self._suggestion = (prefix, suffix, shown) if shown else None
+            # Only a finished answer may be typed through: a cancelled or cut one is partial.
+            finished = stop_reason in ("eos", "stop")
+            self._suggestion = (prefix, suffix, shown) if shown and finished else None
             return shown
 
         self._submit("completion", request_id, builder, opts, finish=finish,
@@ -278,21 +388,22 @@ class CommSession(EngineUser):
         return None
 
     def _on_context_preview(self, request_id: str, data: Mapping) -> None:
-        loaded = self.engine.loaded
-        if loaded is None:
+        if self.engine.loaded is None:
             self.error(request_id, "not_loaded", "Load a model first: the preview depends on its tokenizer.")
             return
         target = _field(data, "for", str, "chat", check=lambda v: v in ("chat", "complete"),
                         hint="'chat' or 'complete'")
         builder = self._chat_builder(data) if target == "chat" else self._complete_builder(data)[0]
-        from .prompts import PromptTooLongError, context_preview
+        from .prompts import context_preview
 
-        try:
-            preview = context_preview(builder(loaded))
-        except PromptTooLongError as exc:
-            self.error(request_id, "prompt_too_long", str(exc))
-            return
-        self.send({"type": "done", "request_id": request_id, "preview": preview})
+        def reply(call) -> None:
+            if call.error is None:
+                self.send({"type": "done", "request_id": request_id, "preview": call.value})
+            else:
+                self.error(request_id, *_error_reply(call.error))
+
+        # The prompt is built where the engine tokenizes, never beside it (see ModelCall).
+        self.engine.run_with_model(lambda loaded: context_preview(builder(loaded)), on_done=reply)
 
     # -- prompt builders (run on the engine thread, where the tokenizer is known) ---------------
 
@@ -315,7 +426,7 @@ class CommSession(EngineUser):
         system = _field(data, "system", str, None)
         context = self._notebook_context(data) if data.get("cells") else None
         namespace = context.namespace if context is not None else _snapshot(self._namespace())
-        max_new = _field(data, "max_new_tokens", int, self.engine.config.max_new_tokens)
+        max_new = _max_new_tokens(data, self.engine.config.max_new_tokens)
         return lambda loaded: build_chat_prompt(loaded.tokenizer, loaded.spec, messages, system, context=context,
                                                 namespace=namespace, max_new_tokens=max_new)
 
@@ -337,7 +448,7 @@ class CommSession(EngineUser):
             shift = len(extra_cells)
             current = context.current + shift if context.current is not None else None
             context = replace(context, cells=[*extra_cells, *context.cells], current=current)
-        max_new = _field(data, "max_new_tokens", int, 64)
+        max_new = _max_new_tokens(data, 64)
         namespace = context.namespace if context is not None else _snapshot(self._namespace())
         builder = lambda loaded: build_infill_prompt(loaded.tokenizer, loaded.spec, prefix, suffix,  # noqa: E731
                                                      mode=mode, context=context, namespace=namespace,
@@ -352,22 +463,51 @@ class CommSession(EngineUser):
             self.send({"type": "chunk", "request_id": request_id, "text": text})
 
         def on_done(job) -> None:
-            result = job.result
-            if result.stop_reason == "error":
-                self.error(request_id, job.error_code or "generation_failed", result.error or "generation failed")
-                return
-            reply = {"type": "done", "request_id": request_id, **result.to_dict()}
-            reply["tokens_evaluated"] = result.prompt_tokens - result.cached_tokens
-            if finish is not None:
-                reply["raw_text"] = result.text
-                reply["text"] = finish(result.text, result.stop_reason)
-            if kind == "completion":
-                # Carries the recent latency figures the sidebar shows (cheap: a dict under a lock).
-                reply["status"] = self.engine.status()
+            self._jobs.pop(request_id, None)
+            try:
+                reply = self._final_reply(kind, request_id, job, finish)
+            except Exception as exc:  # noqa: BLE001 - the request still gets its one answer
+                log.exception("the reply to %s could not be built", request_id)
+                reply = {"type": "error", "request_id": request_id, "code": "internal",
+                         "message": f"{type(exc).__name__}: {exc}"}
             self.send(reply)
 
-        self.engine.submit(kind, builder, request_id=request_id, on_chunk=on_chunk if stream else None,
-                           on_done=on_done, **opts)
+        job = self.engine.submit(kind, builder, request_id=request_id, on_chunk=on_chunk if stream else None,
+                                 on_done=on_done, **opts)
+        self._jobs[request_id] = job
+        if job.done:  # it ended before it was recorded (on_done found nothing to forget)
+            self._jobs.pop(request_id, None)
+        elif self.closed:  # closed while submitting: close() may have missed it
+            job.cancel()
+
+    def _final_reply(self, kind: str, request_id: str, job, finish: Callable[[str, str], str] | None) -> dict:
+        """The ``done`` (or ``error``) message that ends a generation request."""
+        result = job.result
+        if result.stop_reason == "error":
+            return {"type": "error", "request_id": request_id, "code": job.error_code or "generation_failed",
+                    "message": result.error or "generation failed"}
+        reply = {"type": "done", "request_id": request_id, **result.to_dict()}
+        reply["tokens_evaluated"] = result.prompt_tokens - result.cached_tokens
+        if finish is not None:
+            reply["raw_text"] = result.text
+            reply["text"] = finish(result.text, result.stop_reason)
+        if kind == "completion":
+            # Carries the recent latency figures the sidebar shows (cheap: a dict under a lock).
+            reply["status"] = self.engine.status()
+        return reply
+
+
+def _error_reply(exc: BaseException) -> tuple[str, str]:
+    """(code, message) for an exception raised while building a prompt on the engine thread."""
+    code = getattr(exc, "code", None)
+    if type(exc).__name__ == "PromptTooLongError":
+        return "prompt_too_long", str(exc)
+    if code in ERROR_CODES:
+        return code, str(exc)
+    if isinstance(exc, (ValueError, TypeError)):
+        return "bad_request", str(exc)
+    log.error("building a prompt failed", exc_info=exc)
+    return "internal", f"{type(exc).__name__}: {exc}"
 
 
 #: Where a multi-line suggestion ends.

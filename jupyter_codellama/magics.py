@@ -445,7 +445,8 @@ class CodeLlamaMagics(EngineUser, Magics):
         from .prompts import context_preview
 
         loaded = self.engine.loaded
-        preview = context_preview(build(loaded))
+        # Built on the engine thread: the tokenizer must not be used beside it.
+        preview = self.engine.run_with_model(lambda model: context_preview(build(model))).wait()
         rows = [f"- {i['kind']}: {i['label']} ({i['tokens']} tokens{', truncated' if i['truncated'] else ''})"
                 for i in preview["included"]]
         cut = [f"- {i['kind']}: {i['label']} ({i['tokens']} tokens)" for i in preview["cut"]]

@@ -122,25 +122,33 @@ class ChatWidget(EngineUser):
             answer.stream("".join(pieces))
 
         def on_done(job) -> None:
-            result = job.result
-            if result.stop_reason == "error":
-                answer.finish("", f"error: {result.error}")
-            else:
-                answer.finish(result.text, f"{len(result.tokens)} tokens · stop: {result.stop_reason}")
-                if result.stop_reason != "cancelled":
-                    get_session().add_exchange(request, result.text)
-            with self._lock:
-                self._job = None
-            self.send.disabled, self.stop.disabled = False, True
-            self.status.value = ""
+            try:
+                self._show_result(job.result, answer, request)
+                self.status.value = ""
+            except Exception as exc:  # noqa: BLE001 - the chat must take the next question
+                self.status.value = f"<i>The answer could not be shown: {html.escape(repr(exc))}</i>"
+                raise
+            finally:
+                with self._lock:
+                    self._job = None
+                self.send.disabled, self.stop.disabled = False, True
 
         if self.engine.status()["state"] != "ready":
             self.status.value = "<i>Loading the model first (progress: %codellama status)…</i>"
         self.send.disabled, self.stop.disabled = True, False
         with self._lock:
             self._job = self.engine.submit("chat", build, on_chunk=on_chunk, on_done=on_done,
-                                           max_new_tokens=max_new)
+                                           max_new_tokens=max_new, max_time=self.engine.config.max_time)
             return self._job
+
+    @staticmethod
+    def _show_result(result, answer: _Answer, request: str) -> None:
+        if result.stop_reason == "error":
+            answer.finish("", f"error: {result.error}")
+            return
+        answer.finish(result.text, f"{len(result.tokens)} tokens · stop: {result.stop_reason}")
+        if result.stop_reason != "cancelled":
+            get_session().add_exchange(request, result.text)
 
     def cancel(self) -> None:
         with self._lock:

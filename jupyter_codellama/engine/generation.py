@@ -306,7 +306,9 @@ class PrefixCache:
 
     @property
     def nbytes(self) -> int:
-        return sum(cache_nbytes(c) for c in self._entries.values())
+        with self._lock:  # status() asks from other threads while the engine stores entries
+            entries = list(self._entries.values())
+        return sum(cache_nbytes(c) for c in entries)
 
     def clear(self) -> None:
         with self._lock:

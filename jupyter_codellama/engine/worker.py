@@ -98,6 +98,30 @@ class Job:
 
 
 @dataclass
+class ModelCall:
+    """Work on the model thread that is not a generation, e.g. building a prompt to show it.
+
+    The tokenizer is not safe to use from two threads at once (a fast tokenizer switches its
+    special-token splitting per call, for everyone), so whatever tokenizes runs where generation
+    does: on the engine thread, in turn.
+    """
+
+    fn: Callable[[LoadedModel], Any]
+    on_done: Callable[["ModelCall"], None] | None = None
+    value: Any = None
+    error: BaseException | None = None
+    _done: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """``fn``'s value once it ran, or its exception (``EngineError`` when no model is loaded)."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"the engine did not get to this call within {timeout} s")
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+@dataclass
 class _LoadJob:
     options: LoadOptions
     done: threading.Event = field(default_factory=threading.Event)
@@ -171,6 +195,8 @@ class Engine:
                 "entries": len(self._prefix_cache),
                 "hits": self._prefix_cache.hits,
                 "misses": self._prefix_cache.misses,
+                "bytes": self._prefix_cache.nbytes,
+                "max_bytes": self._prefix_cache.max_bytes,
             }
             return status
 
@@ -193,11 +219,26 @@ class Engine:
         self._queue.put(job)
         return LoadHandle(self, job)
 
-    def unload(self) -> None:
-        """Free the model (and its GPU memory) once queued work is done."""
+    def unload(self, timeout: float | None = 60.0) -> None:
+        """Free the model (and its GPU memory).
+
+        Work running or queued now would lose its model, so it is cancelled (each job still
+        ends, with ``cancelled``). Raises ``TimeoutError`` when the engine did not get to the
+        unload within ``timeout`` seconds; it still unloads once it does.
+        """
+        self._cancel_jobs()
         done = threading.Event()
         self._queue.put((_UNLOAD, done))
-        done.wait()
+        if not done.wait(timeout):
+            raise TimeoutError(f"The engine did not get to the unload within {timeout} s (it is busy); "
+                               "the model is freed as soon as it does.")
+
+    def run_with_model(self, fn: Callable[[LoadedModel], Any], *,
+                       on_done: Callable[[ModelCall], None] | None = None) -> ModelCall:
+        """Run ``fn(loaded_model)`` on the engine thread, after the work queued before it."""
+        call = ModelCall(fn, on_done)
+        self._queue.put(call)
+        return call
 
     def submit(self, kind: JobKind = "generate", prompt: PromptSource | None = None, **kwargs: Any) -> Job:
         """Queue a job and return at once; see :class:`Job` for the fields."""
@@ -255,12 +296,15 @@ class Engine:
         self._prefix_cache.clear()
 
     def shutdown(self, timeout: float = 10.0) -> None:
+        self._cancel_jobs()
+        self._queue.put(_SHUTDOWN)
+        self._thread.join(timeout)
+
+    def _cancel_jobs(self) -> None:
         with self._lock:
             for job in [*self._pending, self._running]:
                 if isinstance(job, Job):
                     job.cancel()
-        self._queue.put(_SHUTDOWN)
-        self._thread.join(timeout)
 
     # -- the worker thread ---------------------------------------------------------------------
 
@@ -289,6 +333,8 @@ class Engine:
                     self._do_load(item)
                 elif isinstance(item, Job):
                     self._do_job(item)
+                elif isinstance(item, ModelCall):
+                    self._do_call(item)
             except BaseException:  # noqa: BLE001 - the worker thread must outlive any job
                 log.error("engine worker: unexpected error\n%s", traceback.format_exc())
 
@@ -328,7 +374,11 @@ class Engine:
             self._pending.remove(job)
             self._running = job
         queue_s = time.perf_counter() - job.submitted_at
-        result, code = self._generate(job, queue_s)
+        try:
+            result, code = self._generate(job, queue_s)
+        except BaseException as exc:  # noqa: BLE001 - the job must end and the engine be free again
+            log.error("engine worker: %s ended by\n%s", job.request_id, traceback.format_exc())
+            result, code = GenerationResult(text="", stop_reason="error", error=_describe(exc)), "generation_failed"
         result.timings["queue_s"] = queue_s
         with self._lock:
             # Let go of the job before it reports done: whoever wakes up sees an idle engine.
@@ -337,6 +387,21 @@ class Engine:
                 self._completion_ms = [*self._completion_ms[-49:],
                                        (queue_s + result.timings["first_token_s"]) * 1000]
         job._finish(result, code)
+
+    def _do_call(self, call: ModelCall) -> None:
+        loaded = self._loaded
+        try:
+            if loaded is None:
+                raise EngineError("not_loaded", self._error or "No model is loaded; load one first.")
+            call.value = call.fn(loaded)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, the worker goes on
+            call.error = exc
+        call._done.set()
+        if call.on_done is not None:
+            try:
+                call.on_done(call)
+            except Exception:  # noqa: BLE001 - a listener's bug must not kill the worker
+                log.exception("on_done callback of a model call failed")
 
     def _generate(self, job: Job, queue_s: float) -> tuple[GenerationResult, str | None]:
         """Run one job on the model; never raises (errors become results with a code)."""

@@ -12,10 +12,11 @@ Why not just ``tokenizer(text)``:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import weakref
-from functools import lru_cache
+from collections import OrderedDict
 from typing import Any
 
 __all__ = ["PromptEncoder", "prompt_encoder"]
@@ -30,7 +31,7 @@ _cache_lock = threading.Lock()
 class PromptEncoder:
     """Encodes content pieces without special-token parsing; build with :func:`prompt_encoder`."""
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, *, count_cache_bytes: int = 2 << 20) -> None:
         # Weak: the cache maps tokenizer -> encoder, and a strong reference back would keep both
         # alive after the model is unloaded.
         self._tokenizer = weakref.ref(tokenizer)
@@ -39,7 +40,7 @@ class PromptEncoder:
         eos = getattr(tokenizer, "eos_token_id", None)
         self.eos_ids: tuple[int, ...] = (eos,) if isinstance(eos, int) else ()
         # Cells rarely change between two keystrokes: their counts are looked up, not re-encoded.
-        self._count = lru_cache(maxsize=8192)(lambda text: len(self.encode(text)))
+        self._counts = CountCache(count_cache_bytes)
 
     @property
     def tokenizer(self) -> Any:
@@ -71,7 +72,12 @@ class PromptEncoder:
 
     def count(self, text: str) -> int:
         """Number of tokens of ``text`` as content (the allocator's ``count_tokens``)."""
-        return self._count(text)
+        key = CountCache.key(text)
+        count = self._counts.get(key)
+        if count is None:
+            count = len(self.encode(text))
+            self._counts.put(key, count)
+        return count
 
     def token_id(self, token: str) -> int | None:
         """Id of a whole token such as ``"▁<PRE>"``, or None when the vocabulary lacks it."""
@@ -80,6 +86,47 @@ class PromptEncoder:
         if found is None or (found == tok.unk_token_id and token != tok.unk_token):
             return None
         return int(found)
+
+
+class CountCache:
+    """Token counts by text, bounded by bytes: it keeps a digest of each text, never the text.
+
+    The cell being typed in is a new text on every keystroke; a cache keyed by whole texts grew
+    by that cell's size each time, however few entries it allowed.
+    """
+
+    #: What one entry costs: a 16-byte digest object, an int, and the ordered dict's own links.
+    ENTRY_BYTES = 33 + 28 + 100
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_entries = max(1, max_bytes // self.ENTRY_BYTES)
+        self._counts: OrderedDict[bytes, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(text: str) -> bytes:
+        # "surrogatepass": text from JSON may hold lone surrogates, which plain UTF-8 refuses.
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    @property
+    def bytes(self) -> int:
+        return len(self._counts) * self.ENTRY_BYTES
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def get(self, key: bytes) -> int | None:
+        with self._lock:
+            count = self._counts.get(key)
+            if count is not None:
+                self._counts.move_to_end(key)
+            return count
+
+    def put(self, key: bytes, count: int) -> None:
+        with self._lock:
+            self._counts[key] = count
+            while len(self._counts) > self.max_entries:
+                self._counts.popitem(last=False)
 
 
 def prompt_encoder(tokenizer: Any) -> PromptEncoder:

@@ -6,6 +6,11 @@
  * `chunk` (a text delta), `done` (the final result), `error`, or, for `hello` and `status`,
  * a message of that type. The kernel also broadcasts `status` with `request_id: null`
  * whenever the engine's state or load progress changes.
+ *
+ * Every request ends with exactly one `done`, `error`, `hello` or `status` reply. A field
+ * larger than the kernel accepts (`FIELD_LIMITS` in comm.py) is refused with `bad_request`;
+ * a request without a usable `request_id` (a non-empty string of at most 200 characters) gets
+ * an `error` with `request_id: null`.
  */
 import type * as nbformat from '@jupyterlab/nbformat';
 
