@@ -174,15 +174,15 @@ def test_completions_never_queue_behind_a_dead_server(keyed_engine):
     assert time.perf_counter() - started < 2
 
 
-def test_a_model_the_server_does_not_serve_fails_the_load_with_what_it_serves(model_dir):
-    with FakeOpenAIServer(model_dir) as server:
-        engine = Engine(CodeLlama())
-        try:
-            with pytest.raises(ModelLoadError, match="has no model 'codellama/CodeLlama-34b-Instruct-hf'; it serves: "):
-                engine.load("codellama/CodeLlama-34b-Instruct-hf", endpoint=server.url).wait(30)
-            assert engine.status()["state"] == "error"
-        finally:
-            engine.shutdown()
+def test_a_wrong_model_name_or_url_fails_the_load_up_front_and_keeps_the_loaded_model(keyed_engine):
+    engine, server = keyed_engine
+    with pytest.raises(ModelLoadError, match="has no model 'codellama/CodeLlama-34b-Instruct-hf'; it serves: "):
+        engine.load("codellama/CodeLlama-34b-Instruct-hf", endpoint=server.url)
+    with pytest.raises(ValueError, match="Not an endpoint URL"):
+        engine.load(server.model, endpoint="localhost:8000")
+    status = engine.status()
+    assert status["state"] == "ready" and status["served_model"] == server.model
+    assert engine.generate("x = ", max_new_tokens=4).text == "Hello world"
 
 
 def test_code_llama_chat_and_infill_go_out_as_metas_text_without_the_bos(codellama_tokenizer):

@@ -87,9 +87,11 @@ class LoadOptions:
     def validate(self) -> None:
         """Cheap checks (no torch, no files) so a typo fails before the current model is freed."""
         if self.endpoint:
-            from .remote import check_endpoint
+            from ..config import get_config
+            from .remote import probe
 
-            check_endpoint(self.endpoint)  # the served name may be anything the server chose
+            # One round trip: a wrong URL, key or model name must not cost the loaded model.
+            probe(self, get_config())
         elif self.model:
             resolve_model(self.model)
         quantization = (self.quantization or "auto").lower()

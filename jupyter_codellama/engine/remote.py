@@ -33,8 +33,9 @@ _POLL_S = 0.02
 _DETAIL_CHARS = 200
 
 
-class RemoteError(ModelLoadError):
-    """A server failure, as one line that tells the user what to do (never the API key)."""
+class RemoteError(ModelLoadError, ValueError):
+    """A server failure, as one line that tells the user what to do (never the API key);
+    a ValueError too, so that a load refused up front is shown as a usage error."""
 
 
 @dataclass
@@ -420,6 +421,23 @@ def settings_from(options: LoadOptions, config) -> RemoteSettings:
     )
 
 
+def probe(options: LoadOptions, config) -> None:
+    """Is the server there, does it take the key, does it serve the model? Raises RemoteError."""
+    remote = RemoteModel(settings_from(options, config))
+    try:
+        _check_served(remote)
+    finally:
+        remote.close()
+
+
+def _check_served(remote: RemoteModel) -> None:
+    settings = remote.settings
+    served = remote.list_models()
+    if served and settings.model not in served:
+        shown = ", ".join(served[:5]) + (" …" if len(served) > 5 else "")
+        raise RemoteError(f"The server at {settings.host} has no model {settings.model!r}; it serves: {shown}.")
+
+
 def load_remote(options: LoadOptions, config, report: ProgressCallback) -> LoadedModel:
     """Check the server and the model, and load the tokenizer our prompt builders need."""
     started = time.perf_counter()
@@ -427,10 +445,7 @@ def load_remote(options: LoadOptions, config, report: ProgressCallback) -> Loade
     remote = RemoteModel(settings)
     try:
         report(f"contacting {settings.host}", 0.1)
-        served = remote.list_models()
-        if served and settings.model not in served:
-            shown = ", ".join(served[:5]) + (" …" if len(served) > 5 else "")
-            raise RemoteError(f"The server at {settings.host} has no model {settings.model!r}; it serves: {shown}.")
+        _check_served(remote)
         report("loading the tokenizer", 0.5)
         spec, tokenizer = _spec_and_tokenizer(options, config)
     except BaseException:
