@@ -131,16 +131,12 @@ def test_endpoint_urls_are_checked_before_anything_is_unloaded(url):
 def keyed_engine(model_dir, tmp_path):
     (tmp_path / "key").write_text(KEY)
     with FakeOpenAIServer(model_dir, api_key=KEY) as server:
+        # The engine's own settings, not the shell's: the key file is named only here.
         engine = Engine(CodeLlama(api_key_file=str(tmp_path / "key"), temperature=0.0))
-        from jupyter_codellama import config as config_module
-
-        previous = config_module.get_config()
-        config_module.set_config(engine.config)
         try:
             engine.load(model_dir, endpoint=server.url).wait(60)
             yield engine, server
         finally:
-            config_module.set_config(previous)
             engine.shutdown()
 
 
@@ -198,3 +194,10 @@ def test_code_llama_chat_and_infill_go_out_as_metas_text_without_the_bos(codella
         assert prompt.text.startswith("<s>")
         assert prompt_text(codellama_tokenizer, prompt.ids) == prompt.text[len("<s>"):]
     assert prompt_text(codellama_tokenizer, infill.ids) == "<PRE> def f(x):\n     <SUF>\n    return y\n <MID>"
+
+
+def test_the_indentation_cut_off_for_token_healing_goes_back_into_the_prompt(server, tokenizer):
+    """The server cannot steer the first tokens through it: it gets the whole text, and the
+    ghost text starts after the indentation, as in the kernel."""
+    result = ask(remote_for(server), tokenizer, lead="\n    ")
+    assert server.requests[-1]["prompt"] == "def add(a, b):\n    " and result.text == "Hello world"

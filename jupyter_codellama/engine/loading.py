@@ -61,6 +61,8 @@ class LoadOptions:
     local_files_only: bool = False
     #: An OpenAI-compatible server (``http://host:8000/v1``) that serves ``model``; empty: in-kernel.
     endpoint: str | None = None
+    #: The settings these options came from (the remote backend reads its key settings there).
+    config: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_config(cls, config, **overrides: Any) -> "LoadOptions":
@@ -81,17 +83,16 @@ class LoadOptions:
         if unknown:
             raise TypeError(f"Unknown load option(s): {', '.join(sorted(unknown))}")
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        return cls(**values, config=config)
 
 
     def validate(self) -> None:
         """Cheap checks (no torch, no files) so a typo fails before the current model is freed."""
         if self.endpoint:
-            from ..config import get_config
             from .remote import probe
 
             # One round trip: a wrong URL, key or model name must not cost the loaded model.
-            probe(self, get_config())
+            probe(self)
         elif self.model:
             resolve_model(self.model)
         quantization = (self.quantization or "auto").lower()
@@ -626,10 +627,9 @@ def load_model(options: LoadOptions, progress: ProgressCallback | None = None, *
     started = time.perf_counter()
     report("resolving the model", 0.0)
     if options.endpoint:
-        from ..config import get_config
         from .remote import load_remote
 
-        return load_remote(options, get_config(), report)
+        return load_remote(options, report)
     device = resolve_device(options.device)
     spec = resolve_model(options.model or default_model_name(device))
     if use_kernel(options, device, spec, backend):

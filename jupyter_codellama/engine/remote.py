@@ -406,7 +406,15 @@ def prompt_text(tokenizer, ids) -> str:
 # Loading: what ``%codellama load --endpoint URL MODEL`` does instead of reading weights
 
 
-def settings_from(options: LoadOptions, config) -> RemoteSettings:
+def _settings_of(options: LoadOptions):
+    """The configuration the load was asked with (the shell's when built without one)."""
+    from ..config import get_config
+
+    return options.config or get_config()
+
+
+def settings_from(options: LoadOptions) -> RemoteSettings:
+    config = _settings_of(options)
     if not options.model:
         raise ValueError("A remote model needs the name the server serves it under, "
                          "e.g. %codellama load --endpoint http://host:8000/v1 codellama/CodeLlama-34b-Instruct-hf")
@@ -421,9 +429,9 @@ def settings_from(options: LoadOptions, config) -> RemoteSettings:
     )
 
 
-def probe(options: LoadOptions, config) -> None:
+def probe(options: LoadOptions) -> None:
     """Is the server there, does it take the key, does it serve the model? Raises RemoteError."""
-    remote = RemoteModel(settings_from(options, config))
+    remote = RemoteModel(settings_from(options))
     try:
         _check_served(remote)
     finally:
@@ -438,16 +446,16 @@ def _check_served(remote: RemoteModel) -> None:
         raise RemoteError(f"The server at {settings.host} has no model {settings.model!r}; it serves: {shown}.")
 
 
-def load_remote(options: LoadOptions, config, report: ProgressCallback) -> LoadedModel:
+def load_remote(options: LoadOptions, report: ProgressCallback) -> LoadedModel:
     """Check the server and the model, and load the tokenizer our prompt builders need."""
     started = time.perf_counter()
-    settings = settings_from(options, config)
+    settings = settings_from(options)
     remote = RemoteModel(settings)
     try:
         report(f"contacting {settings.host}", 0.1)
         _check_served(remote)
         report("loading the tokenizer", 0.5)
-        spec, tokenizer = _spec_and_tokenizer(options, config)
+        spec, tokenizer = _spec_and_tokenizer(options, _settings_of(options))
     except BaseException:
         remote.close()
         raise
