@@ -94,14 +94,15 @@ def test_the_time_limit_ends_a_slow_stream(server, tokenizer):
     ("malformed", "malformed stream"),
     ("die", "ended the stream before the answer was complete"),
     ("down", "Cannot reach the server at http://127.0.0.1:"),
+    ("timeout", "sent nothing for 0.5 s (timed out)"),
 ])
 def test_each_failure_is_one_clear_line_without_the_key(model_dir, tokenizer, case, expected):
     with FakeOpenAIServer(model_dir, api_key=KEY) as server:
         key, model = ("wrong-key-0000" if case == "wrong key" else KEY), (
             "no-such-model" if case == "unknown model" else None)
         server.mode = case if case in ("429", "malformed", "die") else "ok"
-        server.reply = ["a", "b", "c"]
-        remote = remote_for(server, key=key, model=model)
+        server.reply, server.delay = ["a", "b", "c"], (3.0 if case == "timeout" else 0.0)
+        remote = remote_for(server, key=key, model=model, read_timeout=0.5)
         if case == "down":
             server.stop()
         result = ask(remote, tokenizer)

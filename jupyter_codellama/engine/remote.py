@@ -173,7 +173,8 @@ class RemoteModel:
             if tail:
                 pieces.append(tail)
                 emit(tail)
-        return self._result("".join(pieces), reason, error, usage, timings, started, tokenizer, reader)
+        return self._result("".join(pieces), reason, error, usage, timings, started, tokenizer, reader,
+                            len(request.prompt_ids))
 
     def _body(self, tokenizer, request: GenerationRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -190,7 +191,9 @@ class RemoteModel:
         return body
 
     def _result(self, text: str, reason: StopReason, error: str | None, usage: dict,
-                timings: dict[str, float], started: float, tokenizer, reader: "_StreamReader") -> GenerationResult:
+                timings: dict[str, float], started: float, tokenizer, reader: "_StreamReader",
+                n_prompt: int) -> GenerationResult:
+        """The in-kernel result's fields, from the server's usage where it reports them."""
         total = time.perf_counter() - started
         timings["total_s"] = total
         if reader.round_trip_s is not None:
@@ -201,7 +204,7 @@ class RemoteModel:
         decode_time = total - timings.get("first_token_s", total)
         timings.setdefault("tokens_per_s", (generated - 1) / decode_time if decode_time > 0 else 0.0)
         return GenerationResult(text=text, stop_reason=reason, tokens=tokens,
-                                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                                prompt_tokens=int(usage.get("prompt_tokens") or n_prompt),
                                 cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
                                 timings=timings, error=error)
 
