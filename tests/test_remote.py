@@ -202,3 +202,22 @@ def test_the_indentation_cut_off_for_token_healing_goes_back_into_the_prompt(ser
     ghost text starts after the indentation, as in the kernel."""
     result = ask(remote_for(server), tokenizer, lead="\n    ")
     assert server.requests[-1]["prompt"] == "def add(a, b):\n    " and result.text == "Hello world"
+
+
+def test_tls_is_verified_unless_the_configured_ca_signed_the_certificate(model_dir, tmp_path):
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with FakeOpenAIServer(model_dir, ssl_context=context) as server:
+        assert server.url.startswith("https://")
+        untrusted = RemoteModel(RemoteSettings(server.url, server.model))
+        with pytest.raises(ModelLoadError, match="TLS certificate of https://127.0.0.1:.* could not be verified"):
+            untrusted.list_models()
+        trusted = RemoteModel(RemoteSettings(server.url, server.model, verify=str(cert)))
+        assert trusted.list_models() == [server.model]

@@ -93,8 +93,16 @@ class RemoteModel:
 
         self.settings = settings
         headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+        verify = settings.verify
+        if isinstance(verify, str):
+            import ssl
+
+            try:
+                verify = ssl.create_default_context(cafile=verify)
+            except (OSError, ssl.SSLError) as exc:
+                raise RemoteError(f"Cannot use the CA bundle {settings.verify}: {exc}.") from None
         self._client = httpx.Client(
-            base_url=settings.endpoint, headers=headers, verify=settings.verify,
+            base_url=settings.endpoint, headers=headers, verify=verify,
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
         )
         self.latency_ms: float | None = None

@@ -2,7 +2,8 @@
 
 Not a model: it streams the pieces of ``reply`` back. ``mode`` chooses the behaviour:
 ``ok``, ``slow`` (``delay`` seconds between pieces), ``malformed``, ``die`` (the connection drops
-mid-stream), ``429``. ``api_key`` makes it require ``Authorization: Bearer <key>``.
+mid-stream), ``429``. ``api_key`` makes it require ``Authorization: Bearer <key>``;
+``ssl_context`` serves HTTPS.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 
 
 class FakeOpenAIServer:
-    def __init__(self, model: str, *, api_key: str | None = None) -> None:
+    def __init__(self, model: str, *, api_key: str | None = None, ssl_context=None) -> None:
         self.model = model
         self.api_key = api_key
         self.mode = "ok"
@@ -27,11 +28,15 @@ class FakeOpenAIServer:
         self.disconnected = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
+        self._scheme = "http"
+        if ssl_context is not None:
+            self._httpd.socket = ssl_context.wrap_socket(self._httpd.socket, server_side=True)
+            self._scheme = "https"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        return f"{self._scheme}://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
     def __enter__(self) -> "FakeOpenAIServer":
         self._thread.start()
