@@ -221,3 +221,13 @@ def test_tls_is_verified_unless_the_configured_ca_signed_the_certificate(model_d
             untrusted.list_models()
         trusted = RemoteModel(RemoteSettings(server.url, server.model, verify=str(cert)))
         assert trusted.list_models() == [server.model]
+
+
+def test_configuration_alone_selects_the_remote_backend(server, model_dir):
+    engine = Engine(CodeLlama(endpoint=server.url, model=model_dir))
+    try:
+        # The first request loads the configured model, as in the kernel: here, from the server.
+        result = engine.generate(messages=[{"role": "user", "content": "hi"}], kind="chat", max_new_tokens=4)
+        assert result.text == "Hello world" and engine.status()["backend"] == "remote"
+    finally:
+        engine.shutdown()
