@@ -231,3 +231,17 @@ def test_configuration_alone_selects_the_remote_backend(server, model_dir):
         assert result.text == "Hello world" and engine.status()["backend"] == "remote"
     finally:
         engine.shutdown()
+
+
+def test_a_served_name_that_names_no_tokenizer_asks_for_endpoint_tokenizer_up_front(model_dir, keyed_engine):
+    engine, _ = keyed_engine
+    with FakeOpenAIServer("default") as server:  # llama-server's name without --alias
+        with pytest.raises(ModelLoadError, match="set CodeLlama.endpoint_tokenizer"):
+            engine.load("default", endpoint=server.url)
+        assert engine.status()["state"] == "ready"  # the loaded model stays
+        other = Engine(CodeLlama(endpoint_tokenizer=model_dir))
+        try:
+            other.load("default", endpoint=server.url).wait(30)
+            assert other.generate("x = ", max_new_tokens=4).text == "Hello world"
+        finally:
+            other.shutdown()

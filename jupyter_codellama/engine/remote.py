@@ -442,6 +442,7 @@ def settings_from(options: LoadOptions) -> RemoteSettings:
 
 def probe(options: LoadOptions) -> None:
     """Is the server there, does it take the key, does it serve the model? Raises RemoteError."""
+    _specs(options, _settings_of(options))
     remote = RemoteModel(settings_from(options))
     try:
         _check_served(remote)
@@ -478,18 +479,32 @@ def load_remote(options: LoadOptions, report: ProgressCallback) -> LoadedModel:
     )
 
 
-def _spec_and_tokenizer(options: LoadOptions, config):
-    """Capabilities from the catalogue (or the tokenizer's files), and the tokenizer itself:
-    from CodeLlama.endpoint_tokenizer when set, else from the served model's name."""
+def _specs(options: LoadOptions, config):
+    """(the served model's spec, the spec of where its tokenizer is): names only, no files.
+
+    Capabilities come from the catalogue, or later from the tokenizer's files; the tokenizer from
+    CodeLlama.endpoint_tokenizer when set, else from the served model's name.
+    """
     from ..models import UnknownModelError, resolve_model
-    from .loading import _quiet_transformers, _repair_codellama_tokenizer, _with_tokenizer_capabilities, embedded_model_dir
 
     source_name = str(getattr(config, "endpoint_tokenizer", "") or "") or options.model
     try:
-        spec = resolve_model(options.model)
+        source_spec = resolve_model(source_name)
     except UnknownModelError:
-        spec = resolve_model(source_name)
-    source_spec = resolve_model(source_name)
+        raise RemoteError(f"The prompts are built here and need the tokenizer of {options.model!r}, which is "
+                          "no catalogue name, folder or hub id: set CodeLlama.endpoint_tokenizer to a folder "
+                          "or hub id that has it.") from None
+    try:
+        return resolve_model(options.model), source_spec
+    except UnknownModelError:
+        return source_spec, source_spec
+
+
+def _spec_and_tokenizer(options: LoadOptions, config):
+    from .loading import _quiet_transformers, _repair_codellama_tokenizer, _with_tokenizer_capabilities
+    from .loading import embedded_model_dir
+
+    spec, source_spec = _specs(options, config)
     if source_spec.family == "embedded":
         source = str(embedded_model_dir(options.cache_dir))
     else:
