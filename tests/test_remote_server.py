@@ -37,7 +37,10 @@ def engine(server):
 
 @pytest.fixture(scope="module")
 def ip(engine):
-    shell = start_ipython()
+    # start_ipython() gives the shell to its first caller only (test_magics.py may be first).
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = start_ipython() or InteractiveShell.instance()
     shell.run_line_magic("load_ext", "jupyter_codellama")
     shell.magics_manager.registry["CodeLlamaMagics"]._engine = engine
     yield shell

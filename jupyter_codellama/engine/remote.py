@@ -442,12 +442,12 @@ def settings_from(options: LoadOptions) -> RemoteSettings:
 
 def probe(options: LoadOptions) -> None:
     """Is the server there, does it take the key, does it serve the model? Raises RemoteError."""
-    _specs(options, _settings_of(options))
     remote = RemoteModel(settings_from(options))
     try:
         _check_served(remote)
     finally:
         remote.close()
+    _specs(options, _settings_of(options))
 
 
 def _check_served(remote: RemoteModel) -> None:
