@@ -245,3 +245,28 @@ def test_a_served_name_that_names_no_tokenizer_asks_for_endpoint_tokenizer_up_fr
             assert other.generate("x = ", max_new_tokens=4).text == "Hello world"
         finally:
             other.shutdown()
+
+
+def test_what_text_cannot_carry_goes_as_token_ids_and_as_text_where_only_text_is_taken(
+        server, codellama_tokenizer):
+    """In the kernel, content never becomes control ids, and infilling uses the FIM ids. The
+    server tokenizes text again: '<PRE>' in text is no FIM token, and a cell's literal '</s>'
+    would end the prompt. Such prompts go as our token ids, unless the server takes text only."""
+    from jupyter_codellama.models import resolve_model
+    from jupyter_codellama.prompts import build_chat_prompt, build_infill_prompt
+
+    tok, spec = codellama_tokenizer, resolve_model("7b-instruct")
+    remote = remote_for(server)
+    ask_with = lambda prompt: remote.generate_stream(  # noqa: E731
+        None, tok, GenerationRequest(prompt_ids=prompt.ids, max_new_tokens=4))
+    chat = build_chat_prompt(tok, spec, [{"role": "user", "content": "Hi there"}])
+    infill = build_infill_prompt(tok, spec, 'end = "</s>"  # <s>\n', "\nprint(end)\n")
+    ask_with(chat)
+    assert server.requests[-1]["prompt"] == chat.text[len("<s>"):]  # text reads back exactly
+    ask_with(infill)
+    assert server.requests[-1]["prompt"] == infill.ids
+    server.text_only = True
+    assert ask_with(infill).text == "Hello world"
+    assert isinstance(server.requests[-1]["prompt"], str)
+    ask_with(infill)  # remembered: no second try with ids
+    assert isinstance(server.requests[-2]["prompt"], str) and isinstance(server.requests[-1]["prompt"], str)

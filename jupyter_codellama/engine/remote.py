@@ -106,6 +106,8 @@ class RemoteModel:
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
         )
         self.latency_ms: float | None = None
+        #: Set once the server refused a prompt of token ids: from then on, text only.
+        self._text_only = False
 
     def describe(self) -> dict[str, Any]:
         """What status shows: the host (never a key or a path), the model, the last round trip."""
@@ -146,7 +148,8 @@ class RemoteModel:
         emit = on_text or (lambda _text: None)
         started = time.perf_counter()
         deadline = started + request.max_time if request.max_time else None
-        reader = _StreamReader(self, self._body(tokenizer, request))
+        body, text = self._body(tokenizer, request)
+        reader = _StreamReader(self, body, text_prompt=text)
         stops = StopMatcher(request.stop)
         pieces: list[str] = []
         timings: dict[str, float] = {}
@@ -184,10 +187,21 @@ class RemoteModel:
         return self._result("".join(pieces), reason, error, usage, timings, started, tokenizer, reader,
                             len(request.prompt_ids))
 
-    def _body(self, tokenizer, request: GenerationRequest) -> dict[str, Any]:
+    def _body(self, tokenizer, request: GenerationRequest) -> tuple[dict[str, Any], str]:
+        """The request, and the prompt as text for a server that refuses token ids.
+
+        The prompt goes as text when the tokenizer (the server's too) reads that text back to
+        exactly our ids. Code Llama's infilling text does not (``<PRE>`` is no token in text),
+        nor does a cell that spells a control token (``</s>``): then the ids go, which the
+        completions API allows (vLLM, llama-server); ``transformers serve`` takes text only.
+        """
+        text = prompt_text(tokenizer, request.prompt_ids)
+        prompt: str | list[int] = text + request.lead
+        if not self._text_only and list(tokenizer(text)["input_ids"]) != list(request.prompt_ids):
+            prompt = list(request.prompt_ids) + lead_ids(tokenizer, request.lead)
         body: dict[str, Any] = {
             "model": self.settings.model,
-            "prompt": prompt_text(tokenizer, request.prompt_ids) + request.lead,
+            "prompt": prompt,
             "max_tokens": request.max_new_tokens,
             "temperature": request.temperature,
             "stream": True,
@@ -196,7 +210,7 @@ class RemoteModel:
             body["top_p"] = request.top_p
         if request.seed is not None:
             body["seed"] = request.seed
-        return body
+        return body, text + request.lead
 
     def _result(self, text: str, reason: StopReason, error: str | None, usage: dict,
                 timings: dict[str, float], started: float, tokenizer, reader: "_StreamReader",
@@ -265,8 +279,8 @@ class _StreamReader:
     from :meth:`events` itself ("cancelled", None) / ("time", None).
     """
 
-    def __init__(self, remote: RemoteModel, body: dict[str, Any]) -> None:
-        self._remote, self._body = remote, body
+    def __init__(self, remote: RemoteModel, body: dict[str, Any], *, text_prompt: str) -> None:
+        self._remote, self._body, self._text_prompt = remote, body, text_prompt
         self._events: queue.Queue = queue.Queue()
         self._closed = threading.Event()
         self._socket: socket.socket | None = None
@@ -306,19 +320,30 @@ class _StreamReader:
         remote = self._remote
         started = time.perf_counter()
         try:
-            with remote._client.stream("POST", "/completions", json=self._body) as response:
-                self.round_trip_s = time.perf_counter() - started
-                self._keep_socket(response)
-                if response.status_code != 200:
-                    text = response.read().decode("utf-8", "replace")
-                    self._events.put(("error", remote._status_message(response.status_code, response.headers, text)))
-                    return
-                self._read_sse(response)
+            while not self._post(started):
+                # The server takes text prompts only: say it once, for this and later requests.
+                remote._text_only = True
+                self._body = {**self._body, "prompt": self._text_prompt}
         except Exception as exc:  # noqa: BLE001 - every failure is an event, the thread just ends
             if not self._closed.is_set():
                 self._events.put(("error", remote._transport_message(exc)))
         finally:
             self._events.put(None)
+
+    def _post(self, started: float) -> bool:
+        """One POST; False when the server refused a prompt of token ids (try again as text)."""
+        remote = self._remote
+        with remote._client.stream("POST", "/completions", json=self._body) as response:
+            self.round_trip_s = time.perf_counter() - started
+            self._keep_socket(response)
+            if response.status_code != 200:
+                text = response.read().decode("utf-8", "replace")
+                if response.status_code in (400, 422) and isinstance(self._body["prompt"], list):
+                    return False
+                self._events.put(("error", remote._status_message(response.status_code, response.headers, text)))
+                return True
+            self._read_sse(response)
+        return True
 
     def _keep_socket(self, response) -> None:
         stream = response.extensions.get("network_stream")
@@ -411,6 +436,16 @@ def prompt_text(tokenizer, ids) -> str:
     if bos and ids[: len(bos)] == bos:
         ids = ids[len(bos):]
     return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def lead_ids(tokenizer, lead: str) -> list[int]:
+    """Ids of the token-healing lead as content (SentencePiece: without its implicit space)."""
+    from ..prompts.encoding import prompt_encoder
+
+    if not lead:
+        return []
+    encoder = prompt_encoder(tokenizer)
+    return encoder.encode_nospace(lead) if encoder.is_sentencepiece else encoder.encode(lead)
 
 
 # ---------------------------------------------------------------------------------------------

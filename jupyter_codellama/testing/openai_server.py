@@ -22,6 +22,8 @@ class FakeOpenAIServer:
         self.reply: list[str] = ["Hello", " world"]
         self.delay = 0.0
         self.retry_after = "7"
+        #: Refuse prompts given as token ids, as ``transformers serve`` does.
+        self.text_only = False
         self.requests: list[dict[str, Any]] = []
         self.headers_seen: list[dict[str, str]] = []
         #: Set when a client dropped a stream while pieces were still being written.
@@ -92,6 +94,8 @@ def _handler(server: FakeOpenAIServer):
                 return self._json(404, {"detail": "Not Found"})
             if body.get("model") != server.model:
                 return self._json(404, {"error": {"message": f"The model `{body.get('model')}` does not exist."}})
+            if server.text_only and not isinstance(body.get("prompt"), str):
+                return self._json(400, {"detail": "prompt must be a string."})
             if server.mode == "429":
                 return self._json(429, {"error": {"message": "Too many requests"}},
                                   {"Retry-After": server.retry_after})
