@@ -2,18 +2,17 @@
 
 vLLM, TGI, llama.cpp's ``llama-server``, Ollama and ``transformers serve`` all speak the
 OpenAI-compatible completions API. The prompt is still built here, by ``prompts/``, and sent as
-raw text (chat endpoints would apply the server's template, not Code Llama's). The engine's
+a raw prompt (chat endpoints would apply the server's template, not Code Llama's). The engine's
 worker calls :meth:`RemoteModel.generate_stream` where it would run the in-kernel loop.
 
-    load_remote                     key + tokenizer + a first round trip (GET /models)
-    RemoteModel.generate_stream     POST /completions (SSE) read by a reader thread; the worker
-      ├─ _read_events               waits on its events, so a cancel or a time limit ends the
-      └─ StopMatcher                answer at once and closes the connection under the reader.
+    probe / load_remote             key, model name, tokenizer, a first round trip (GET /models)
+    RemoteModel.generate_stream     POST /completions (SSE) read by a _StreamReader thread; the
+      ├─ _StreamReader.events       worker waits on its events, so a cancel or a time limit ends
+      └─ StopMatcher                the answer at once and closes the connection under the reader.
 """
 from __future__ import annotations
 
 import json
-import logging
 import os
 import queue
 import socket
@@ -25,8 +24,6 @@ from urllib.parse import urlsplit
 
 from .generation import GenerationRequest, GenerationResult, StopMatcher, StopReason
 from .loading import LoadedModel, LoadOptions, ModelLoadError, ProgressCallback
-
-log = logging.getLogger(__name__)
 
 #: How often the worker looks at the cancel event and the time limit while it waits for text.
 _POLL_S = 0.02
