@@ -50,8 +50,9 @@ class TransformersServe:
                         return self
             except OSError:
                 time.sleep(0.3)
+        log = self.log()
         self.stop()
-        raise TimeoutError(f"transformers serve was not ready within {timeout} s:\n{self.log()}")
+        raise TimeoutError(f"transformers serve was not ready within {timeout} s:\n{log}")
 
     def log(self) -> str:
         return Path(self._log.name).read_text(errors="replace")[-4000:]
@@ -65,6 +66,7 @@ class TransformersServe:
                 pass
             self.process.wait(10)
         self._log.close()
+        Path(self._log.name).unlink(missing_ok=True)
 
 
 def _cli() -> str:
