@@ -85,6 +85,16 @@ def user_variables(shell) -> dict[str, Any]:
     return {}
 
 
+def kernel_namespace() -> dict[str, Any]:
+    """The user's variables in the running IPython kernel, or {} outside one (a plain script)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return {}
+    shell = get_ipython()
+    return user_variables(shell) if shell is not None else {}
+
+
 _OWN_LINE = re.compile(r"^\s*(%%?codellama\b|%(re)?load_ext\s+jupyter_codellama\b)")
 
 

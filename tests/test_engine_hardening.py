@@ -145,3 +145,27 @@ def _wait_reply(sent, request_id, timeout=60):
                 return m
         assert time.monotonic() < deadline, f"no reply to {request_id}"
         time.sleep(0.005)
+
+
+def test_the_python_apis_messages_and_raw_text_lose_the_kernels_secrets(embedded_engine):
+    """``engine.submit("chat", messages=...)`` and a raw text prompt are redacted with the
+    kernel's namespace, as the magics and the lab are."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from jupyter_codellama.engine.worker import Job
+
+    secret = "Zq9-very-private-Value"
+    shell = InteractiveShell.instance()
+    shell.user_ns["db_pass"] = secret
+    try:
+        def prompt_texts(loaded):
+            chat = Job(kind="chat", messages=[{"role": "user", "content": f"log in with {secret}"}])
+            raw = Job(kind="generate", prompt=f"here it is: {secret}")
+            return [loaded.tokenizer.decode(Engine._prompt(job, loaded)[0]) for job in (chat, raw)]
+
+        texts = embedded_engine.run_with_model(prompt_texts).wait(timeout=60)
+    finally:
+        del shell.user_ns["db_pass"]
+    assert "log in with" in texts[0] and "here it is" in texts[1]
+    for text in texts:
+        assert "private" not in text, text

@@ -451,12 +451,15 @@ class Engine:
         tok = loaded.tokenizer
         if job.messages is not None:
             from ..prompts import build_chat_prompt
+            from ..session import kernel_namespace
 
-            built = build_chat_prompt(tok, loaded.spec, job.messages, max_new_tokens=job.max_new_tokens)
+            # The Python API's messages lose the kernel's secrets as the magics' and the lab's do.
+            built = build_chat_prompt(tok, loaded.spec, job.messages, namespace=kernel_namespace(),
+                                      max_new_tokens=job.max_new_tokens)
         elif callable(job.prompt):
             built = job.prompt(loaded)
         elif isinstance(job.prompt, str):
-            built = tok(job.prompt)["input_ids"]
+            built = tok(_redacted(job.prompt))["input_ids"]
         else:
             built = job.prompt or ()
         if hasattr(built, "ids"):
@@ -559,3 +562,12 @@ def reset_engine() -> None:
         if _engine is not None:
             _engine.shutdown()
         _engine = None
+
+
+def _redacted(text: str) -> str:
+    """A raw text prompt, redacted like every other text that reaches the model (token ids are
+    passed as given: they are not text the user typed)."""
+    from ..prompts.notebook_context import prompt_redactor
+    from ..session import kernel_namespace
+
+    return prompt_redactor(None, kernel_namespace())(text)
