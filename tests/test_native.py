@@ -251,6 +251,30 @@ def test_the_cache_crops_copies_and_grows_like_dynamic_cache(tiny):
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
+def test_a_reused_cache_takes_a_few_typed_tokens_and_a_completion_without_reallocating(tiny):
+    """Inline completion on a kernel model: the prompt, its answer, then the same prompt plus a
+    few typed tokens. Reallocating the KV there would copy a 7B model's gigabytes on a keystroke."""
+    import copy
+
+    path, _ = tiny("Q8_0")
+    model = _open(path, tiny.folder)
+    for cache in (model.new_cache(), copy.deepcopy(_prefilled(model, IDS))):
+        dec = model.decoder(cache)
+        logits = dec.prefill(IDS) if cache.length == 0 else dec.prefill([5])
+        where = cache.k.data_ptr()
+        for _ in range(64):  # a completion's answer
+            logits = dec.step(int(logits.argmax()))
+        cache.crop(len(IDS))
+        model.decoder(cache).prefill([7] * 6)  # the prompt again, six tokens typed since
+        assert cache.k.data_ptr() == where, "the KV cache was reallocated"
+
+
+def _prefilled(model, ids):
+    cache = model.new_cache()
+    model.decoder(cache).prefill(ids)
+    return cache
+
+
 def test_unsupported_files_get_a_clear_error(tmp_path):
     import gguf
 

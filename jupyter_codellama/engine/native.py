@@ -593,11 +593,17 @@ class KVCache:
     def capacity(self) -> int:
         return self.struct.cap
 
+    #: Positions added beyond what is needed whenever the cache grows: an inline completion (a
+    #: few typed tokens, then up to 64 new ones) then extends the cache it reuses without a
+    #: reallocation, which for a 7B model means allocating and copying gigabytes of KV.
+    HEADROOM = 128
+
     def reserve(self, need: int) -> None:
         if need > self.capacity:
-            # Doubling: few reallocations per answer (growing by a quarter left freed buffers in
-            # the allocator's heap and raised resident memory, as the RSS test showed).
-            self._allocate(max(need, 2 * self.capacity, 64))
+            # By half at least: few reallocations over a long answer, without doubling a large
+            # cache's memory.
+            self._allocate(max(need + self.HEADROOM, self.capacity + self.capacity // 2))
+            release_free_heap()  # a small cache's old buffers lived in the heap (the RSS test)
 
     def get_seq_length(self) -> int:
         return self.length
@@ -613,10 +619,10 @@ class KVCache:
         return 0 if self.k is None else 2 * self.k.numel() * 4
 
     def __deepcopy__(self, memo) -> "KVCache":
-        copy = KVCache(self.hyper, self.length)
+        copy = KVCache(self.hyper, self.length + self.HEADROOM)  # the copy is about to grow
         copy.length = self.length
-        copy.k[:] = self.k[:, :, : self.length]
-        copy.v[:] = self.v[:, :, : self.length]
+        copy.k[:, :, : self.length] = self.k[:, :, : self.length]
+        copy.v[:, :, : self.length] = self.v[:, :, : self.length]
         return copy
 
 
