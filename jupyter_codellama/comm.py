@@ -269,8 +269,6 @@ class CommSession(EngineUser):
         if self._unsubscribe is None:
             self._unsubscribe = self.engine.on_status(
                 lambda status: self.send({"type": "status", "request_id": None, "status": status}))
-        from .models import CATALOGUE
-
         self.send({
             "type": "hello",
             "request_id": request_id,
@@ -278,10 +276,20 @@ class CommSession(EngineUser):
             "kernel_version": __version__,
             "status": self.engine.status(),
             "capabilities": {
-                "models": [spec.to_dict() for spec in CATALOGUE],
+                "models": self._model_choices(),
                 "default_model": self.engine.config.model or None,
             },
         })
+
+    def _model_choices(self) -> list[dict]:
+        """The picker's models: the catalogue, or what the configured endpoint serves."""
+        if self.engine.config.endpoint:
+            from .engine.remote import served_model_choices
+
+            return served_model_choices(self.engine.config)
+        from .models import CATALOGUE
+
+        return [spec.to_dict() for spec in CATALOGUE]
 
     def _on_status(self, request_id: str, data: Mapping) -> None:
         self.send({"type": "status", "request_id": request_id, "status": self.engine.status()})

@@ -11,10 +11,11 @@ from IPython.core.error import UsageError
 from IPython.testing.globalipapp import start_ipython
 from IPython.utils.capture import capture_output
 
-from jupyter_codellama.comm import CommSession
+from jupyter_codellama.comm import PROTOCOL_VERSION, CommSession
+from jupyter_codellama.config import CodeLlama
 from jupyter_codellama.engine.loading import embedded_model_dir
 from jupyter_codellama.engine.worker import Engine
-from jupyter_codellama.testing.serve import TransformersServe
+from jupyter_codellama.testing.serve import TransformersServe, free_port
 
 from test_comm import Recorder  # the comm tests' recording `send`
 
@@ -63,8 +64,9 @@ def run(ip, source):
 
 
 def test_only_the_load_line_changes_and_status_shows_the_backend(ip, server):
-    _, result = run(ip, f"%codellama load --endpoint {server.url} {server.model}")
+    out, result = run(ip, f"%codellama load --endpoint {server.url} {server.model}")
     assert result.success, result.error_in_exec
+    assert f"ready (served by http://127.0.0.1:{server.port})" in out, out
     _, result = run(ip, "%codellama status")
     table = result.result.data
     assert "remote" in table and f"http://127.0.0.1:{server.port}" in table and "latency_ms" in table
@@ -113,6 +115,35 @@ def test_an_unknown_model_is_one_line_and_the_loaded_one_stays(ip, server):
     assert ip.run_cell("1 + 1").result == 2
     _, result = run(ip, "%codellama status")
     assert "ready" in result.result.data
+
+
+def _hello_models(config, pick: bool = False) -> list[dict]:
+    """The picker's models from the hello; with ``pick``, then loads the first one as its Load
+    button does and returns the load's status as the last entry."""
+    engine = Engine(config)
+    sent = Recorder()
+    session = CommSession(sent, engine=engine, namespace=lambda: {})
+    try:
+        session.handle({"type": "hello", "request_id": "h", "protocol_version": PROTOCOL_VERSION})
+        models = sent.wait_for("h", types=("hello",), timeout=30)["capabilities"]["models"]
+        if pick:
+            session.handle({"type": "load", "request_id": "l", "model": models[0]["name"]})
+            models.append(sent.wait_for("l", timeout=120))
+        return models
+    finally:
+        session.close()
+        engine.shutdown()
+
+
+def test_with_an_endpoint_configured_the_sidebars_picker_lists_the_servers_models(server):
+    *models, loaded = _hello_models(CodeLlama(endpoint=server.url, model=server.model), pick=True)
+    assert [m["name"] for m in models] == [server.model]
+    assert models[0]["description"] == f"served by http://127.0.0.1:{server.port}"
+    assert loaded["type"] == "done" and loaded["status"]["backend"] == "remote", loaded
+    # a server that is down leaves the configured model, quickly
+    started = time.monotonic()
+    down = _hello_models(CodeLlama(endpoint=f"http://127.0.0.1:{free_port()}/v1", model="team-model"))
+    assert [m["name"] for m in down] == ["team-model"] and time.monotonic() - started < 10
 
 
 def test_stopping_the_server_mid_answer_is_one_line_and_the_kernel_keeps_working(ip, session, server):

@@ -18,7 +18,7 @@ import queue
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
@@ -480,6 +480,49 @@ def probe(options: LoadOptions) -> None:
     finally:
         remote.close()
     _specs(options, _settings_of(options))
+
+
+#: Seconds the model picker waits for the server's list (the hello that carries it waits too).
+PICKER_TIMEOUT = 2.0
+
+
+def served_model_choices(config) -> list[dict[str, Any]]:
+    """The sidebar picker's entries for the configured endpoint: each model the server serves
+    (GET /models), described from the catalogue where it knows the name. A server that does not
+    answer in time leaves only the configured model, so the picker is never empty."""
+    from ..models import UnknownModelError, resolve_model
+
+    configured = [config.model] if config.model else []
+    try:
+        options = LoadOptions.from_config(config, model=config.model or "-")
+        settings = replace(settings_from(options), connect_timeout=PICKER_TIMEOUT,
+                           read_timeout=PICKER_TIMEOUT)
+        remote = RemoteModel(settings)
+    except ValueError:  # a malformed endpoint: the load says why
+        return [_choice(name, None, "") for name in configured]
+    try:
+        names = remote.list_models() or configured
+    except RemoteError:
+        names = configured
+    finally:
+        remote.close()
+    choices = []
+    for name in names:
+        try:
+            spec = resolve_model(name)
+        except UnknownModelError:
+            spec = None
+        choices.append(_choice(name, spec, settings.host))
+    return choices
+
+
+def _choice(name: str, spec, host: str) -> dict[str, Any]:
+    known = spec.to_dict() if spec is not None else {
+        "repo_id": name, "family": "custom", "params_b": 0, "context_length": 0,
+        "supports_infill": False, "chat_format": None, "aliases": [],
+    }
+    # nf4_gb: the size the picker shows for a model loaded here, not one on a server
+    return {**known, "name": name, "nf4_gb": None, "description": f"served by {host}" if host else name}
 
 
 def _check_served(remote: RemoteModel) -> None:
