@@ -562,8 +562,9 @@ class CodeLlamaMagics(EngineUser, Magics):
             view.close("Loading failed.", ok=False)
             raise UsageError(status.get("error") or "The model did not load.")
         memory = ", ".join(f"{k} {v}" for k, v in status.get("memory", {}).items())
-        view.close(f"{status['model']} ready ({status['quantization']}, {status['device']}; {memory}) "
-                   f"in {status.get('load_seconds', 0):.1f} s", ok=True)
+        where = (f"served by {status['endpoint']}" if status.get("backend") == "remote"
+                 else f"{status['quantization']}, {status['device']}; {memory}")
+        view.close(f"{status['model']} ready ({where}) in {status.get('load_seconds', 0):.1f} s", ok=True)
         for warning in status.get("warnings", []):
             print("Note:", warning)
 
