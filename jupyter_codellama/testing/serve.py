@@ -73,3 +73,22 @@ def _cli() -> str:
     """The ``transformers`` command of this interpreter's environment."""
     beside = Path(sys.executable).with_name("transformers")
     return str(beside) if beside.exists() else (shutil.which("transformers") or "transformers")
+
+
+def main() -> None:
+    """``python -m jupyter_codellama.testing.serve``: serve the embedded model until stdin closes
+    (the UI tests start it this way); prints one JSON line, ``{"url": ..., "model": ...}``."""
+    import json
+
+    from ..engine.loading import embedded_model_dir
+
+    serve = TransformersServe(embedded_model_dir()).wait_ready()
+    try:
+        print(json.dumps({"url": serve.url, "model": serve.model}), flush=True)
+        sys.stdin.read()  # the parent closes it, or dies
+    finally:
+        serve.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -73,6 +73,39 @@ test('stop an answer midway, restart the kernel, and keep chatting', async ({ pa
 });
 });
 
+test.describe('restart mid-answer', () => {
+  test.use({
+    kernels: null,
+    // Long enough that the answer is still streaming when the kernel restarts.
+    mockSettings: { ...TEST_SETTINGS, 'jupyter-codellama:chat': { temperature: 0, maxNewTokens: 2000 } }
+  });
+
+test('restart the kernel while an answer streams: it ends with a message, no spinner stays', async ({
+  page
+}) => {
+  await openNotebook(page, 'restart-mid.ipynb');
+  const sidebar = await openSidebar(page);
+  await loadExtensionFromSidebar(sidebar);
+
+  await ask(sidebar, 'Write a long essay about the history of the Python language.');
+  const first = lastAnswer(sidebar);
+  await expect(first.locator('.jp-CodeLlama-answer')).not.toBeEmpty({ timeout: 90000 });
+  await expect(first).toHaveAttribute('data-state', 'streaming');
+
+  await restartKernel(page);
+  expect(await waitForAnswer(sidebar, 30000)).toBe('error');
+  await expect(first.locator('[role="alert"]')).toContainText('restarted');
+  await expect(sidebar.locator('[data-state="streaming"]')).toHaveCount(0);
+  await expect(sidebar.locator('.jp-CodeLlama-thinking')).toHaveCount(0);
+  await expect(sidebar.locator('.jp-CodeLlama-chat')).toHaveAttribute('data-link-state', 'ready', {
+    timeout: 60000
+  });
+  await ask(sidebar, 'What is 2 + 2? Answer in one short sentence.');
+  expect(await waitForAnswer(sidebar)).toBe('done');
+  await expect(lastAnswer(sidebar).locator('.jp-CodeLlama-answer')).not.toBeEmpty();
+});
+});
+
 test.describe('subshell', () => {
   // A short answer, so that it fits well inside the running cell even on a loaded machine.
   test.use({
