@@ -147,25 +147,26 @@ def _wait_reply(sent, request_id, timeout=60):
         time.sleep(0.005)
 
 
-def test_the_python_apis_messages_and_raw_text_lose_the_kernels_secrets(embedded_engine):
+def test_the_python_apis_messages_and_raw_text_lose_the_kernels_secrets(embedded_engine, monkeypatch):
     """``engine.submit("chat", messages=...)`` and a raw text prompt are redacted with the
     kernel's namespace, as the magics and the lab are."""
-    from IPython.core.interactiveshell import InteractiveShell
+    from types import SimpleNamespace
+
+    import IPython
 
     from jupyter_codellama.engine.worker import Job
 
     secret = "Zq9-very-private-Value"
-    shell = InteractiveShell.instance()
-    shell.user_ns["db_pass"] = secret
-    try:
-        def prompt_texts(loaded):
-            chat = Job(kind="chat", messages=[{"role": "user", "content": f"log in with {secret}"}])
-            raw = Job(kind="generate", prompt=f"here it is: {secret}")
-            return [loaded.tokenizer.decode(Engine._prompt(job, loaded)[0]) for job in (chat, raw)]
+    # The kernel's shell as get_ipython() gives it (the global test shell is test_magics.py's).
+    shell = SimpleNamespace(user_ns={"db_pass": secret}, user_ns_hidden={})
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
 
-        texts = embedded_engine.run_with_model(prompt_texts).wait(timeout=60)
-    finally:
-        del shell.user_ns["db_pass"]
+    def prompt_texts(loaded):
+        chat = Job(kind="chat", messages=[{"role": "user", "content": f"log in with {secret}"}])
+        raw = Job(kind="generate", prompt=f"here it is: {secret}")
+        return [loaded.tokenizer.decode(Engine._prompt(job, loaded)[0]) for job in (chat, raw)]
+
+    texts = embedded_engine.run_with_model(prompt_texts).wait(timeout=60)
     assert "log in with" in texts[0] and "here it is" in texts[1]
     for text in texts:
         assert "private" not in text, text
