@@ -63,6 +63,35 @@ class _Rendered:
     note: str = ""
 
 
+def _drop_oldest(render, turns: list, limit: int, max_new_tokens: int):
+    """(turns, their rendering, exchanges dropped): the oldest exchanges go until the rest fit."""
+    rendered = render(turns, None)
+    dropped = 0
+    while len(rendered.ids) > limit:
+        if len(turns) == 1:
+            raise PromptTooLongError(
+                f"The request is {len(rendered.ids)} tokens; at most {limit} fit with "
+                f"{max_new_tokens} tokens kept for the answer. Shorten it or lower max_new_tokens."
+            )
+        turns, dropped = turns[2:], dropped + 1
+        rendered = render(turns, None)
+    return turns, rendered, dropped
+
+
+def _with_context(render, turns: list, context: NotebookContext, limit: int, count_tokens, redact):
+    """(rendering, context report) with as much notebook context as fits; None when none does."""
+    source = _current_source(context)
+    budget = limit - len(render(turns, "").ids)
+    while budget > 0:
+        allocated = build_context(source, "", context, budget=budget, count_tokens=count_tokens,
+                                  mark_current=True, redact=redact)
+        with_context = render(turns, allocated.prefix + allocated.suffix)
+        if len(with_context.ids) <= limit:
+            return with_context, allocated.report
+        budget -= len(with_context.ids) - limit
+    return None
+
+
 def build_chat_prompt(
     tokenizer: Any,
     spec: ModelSpec,
@@ -103,33 +132,17 @@ def build_chat_prompt(
         return _template(tokenizer, system_text, turns)
 
     notes: list[str] = []
-    rendered = render(turns, None)
-    dropped = 0
-    while len(rendered.ids) > limit:
-        if len(turns) == 1:
-            raise PromptTooLongError(
-                f"The request is {len(rendered.ids)} tokens; at most {limit} fit with "
-                f"{max_new_tokens} tokens kept for the answer. Shorten it or lower max_new_tokens."
-            )
-        turns, dropped = turns[2:], dropped + 1
-        rendered = render(turns, None)
+    turns, rendered, dropped = _drop_oldest(render, turns, limit, max_new_tokens)
     if dropped:
         notes.append(f"dropped the {dropped} oldest exchange(s) to fit the window")
     report = ContextReport()
 
     if context is not None:
-        source = _current_source(context)
-        budget = limit - len(render(turns, "").ids)
-        while budget > 0:
-            allocated = build_context(source, "", context, budget=budget, count_tokens=encoder.count,
-                                      mark_current=True, redact=redact)
-            with_context = render(turns, allocated.prefix + allocated.suffix)
-            if len(with_context.ids) <= limit:
-                rendered, report = with_context, allocated.report
-                break
-            budget -= len(with_context.ids) - limit
-        else:
+        fitted = _with_context(render, turns, context, limit, encoder.count, redact)
+        if fitted is None:
             notes.append("no room left for the notebook context")
+        else:
+            rendered, report = fitted
 
     stop = rendered.stop
     if report.included and layout != "completion":
