@@ -486,8 +486,9 @@ class CodeLlamaMagics(EngineUser, Magics):
         pieces: list[str] = []
         job = self.engine.submit(kind, build, on_chunk=pieces.append, max_new_tokens=max_new_tokens,
                                  temperature=temperature, top_p=cfg.top_p, max_time=cfg.max_time)
-        view = _StreamView(self.shell) if show else None
-        try:
+        view = None
+        try:  # from here on a Ctrl-C must cancel the job, wherever it lands
+            view = _StreamView(self.shell) if show else None
             while True:
                 try:
                     result = job.wait(0.05)

@@ -158,6 +158,23 @@ def test_ctrl_c_stops_generation_cleanly_and_inserts_nothing(ip):
     assert ip.run_cell("2 + 2").result == 4
 
 
+def test_ctrl_c_as_the_answer_starts_cancels_it_too(ip, monkeypatch):
+    """A Ctrl-C that lands while the answer's display is being set up (the job already runs)."""
+    import jupyter_codellama.magics as magics
+
+    def interrupted(_shell):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(magics, "_StreamView", interrupted)
+    engine = ip.magics_manager.registry["CodeLlamaMagics"].engine
+    out, result = run(ip, "%%codellama --max-new-tokens 2000\nExplain Python decorators in detail.")
+    assert "Generation interrupted" in out and result.error_in_exec is None
+    deadline = time.monotonic() + 10
+    while engine.status()["busy"]:
+        assert time.monotonic() < deadline, "the answer kept running after Ctrl-C"
+        time.sleep(0.05)
+
+
 # -- %codellama subcommands -------------------------------------------------------------------
 
 def test_explain_works_on_the_previous_cell(ip, prompts):
