@@ -131,7 +131,7 @@ def summarize(name: str, records: list[dict]) -> dict:
 def run(args, prefix_cache_mb: int, max_chars: int):
     from jupyter_codellama.comm import CommSession
     from jupyter_codellama.config import CodeLlama
-    from jupyter_codellama.engine.worker import Engine
+    from jupyter_codellama.engine.engine import Engine
 
     engine = Engine(CodeLlama(model=args.model, quantization=args.quantization, prefix_cache_mb=prefix_cache_mb))
     engine.load().wait()

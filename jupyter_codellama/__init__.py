@@ -11,7 +11,7 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from .engine.generation import GenerationResult
-    from .engine.worker import Engine
+    from .engine.engine import Engine
 
 __all__ = ["__version__", "get_engine", "generate", "load", "status",
            "load_ipython_extension", "unload_ipython_extension"]
@@ -37,7 +37,7 @@ def unload_ipython_extension(shell) -> None:
 
 def get_engine() -> "Engine":
     """The kernel's single engine (one model, one worker thread)."""
-    from .engine.worker import get_engine as _get_engine
+    from .engine.engine import get_engine as _get_engine
 
     return _get_engine()
 

@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 from ._version import __version__
 from .engine import EngineUser
+from .prompts.prompt import PromptTooLongError
+from .prompts.requests import ChatRequest, ExplainRequest, FixRequest, InfillRequest
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 COMM_TARGET = "jupyter_codellama"
 
-REQUEST_TYPES = ("hello", "status", "load", "unload", "chat", "complete", "prewarm", "cancel",
-                 "context-preview")
+REQUEST_TYPES = ("hello", "status", "load", "unload", "chat", "explain", "fix", "complete", "prewarm",
+                 "cancel", "context-preview")
 ERROR_CODES = (
     "bad_request", "unknown_type", "protocol_version", "busy", "not_loaded", "load_failed",
     "generation_failed", "prompt_too_long", "internal",
@@ -341,13 +343,22 @@ class CommSession(EngineUser):
         self.send({"type": "done", "request_id": request_id, "target_id": target, "cancelled": found})
 
     def _on_chat(self, request_id: str, data: Mapping) -> None:
-        builder = self._chat_builder(data)
+        self._submit_chat(request_id, data, self._chat_spec(data))
+
+    def _on_explain(self, request_id: str, data: Mapping) -> None:
+        self._submit_chat(request_id, data, self._cell_spec(data, ExplainRequest))
+
+    def _on_fix(self, request_id: str, data: Mapping) -> None:
+        self._submit_chat(request_id, data, self._cell_spec(data, FixRequest))
+
+    def _submit_chat(self, request_id: str, data: Mapping, spec) -> None:
         opts = _generation_options(data, self.engine.config.max_new_tokens)
         opts.setdefault("max_time", self.engine.config.max_time)
-        self._submit("chat", request_id, builder, opts)
+        self._submit("chat", request_id, spec, opts)
 
     def _on_complete(self, request_id: str, data: Mapping) -> None:
-        builder, prefix, suffix = self._complete_builder(data)
+        spec = self._infill_spec(data)
+        prefix, suffix = spec.prefix, spec.suffix
         opts = _generation_options(data, 64)
         rest = self._typed_through(prefix, suffix)
         if rest is not None:
@@ -374,13 +385,13 @@ class CommSession(EngineUser):
             self._suggestion = (prefix, suffix, shown) if shown and finished else None
             return shown
 
-        self._submit("completion", request_id, builder, opts, finish=finish,
+        self._submit("completion", request_id, spec, opts, finish=finish,
                      stream=bool(_field(data, "stream", bool, True)))
 
     def _on_prewarm(self, request_id: str, data: Mapping) -> None:
         """Prefill the notebook context into the KV cache (a cell got focus), generating nothing."""
-        builder, _prefix, _suffix = self._complete_builder(data)
-        self._submit("completion", request_id, builder, {"max_new_tokens": 1, "record_latency": False},
+        spec = self._infill_spec(data)
+        self._submit("completion", request_id, spec, {"max_new_tokens": 1, "record_latency": False},
                      stream=False)
 
     def _typed_through(self, prefix: str, suffix: str) -> str | None:
@@ -399,9 +410,8 @@ class CommSession(EngineUser):
         if self.engine.loaded is None:
             self.error(request_id, "not_loaded", "Load a model first: the preview depends on its tokenizer.")
             return
-        target = _field(data, "for", str, "chat", check=lambda v: v in ("chat", "complete"),
-                        hint="'chat' or 'complete'")
-        builder = self._chat_builder(data) if target == "chat" else self._complete_builder(data)[0]
+        target = _field(data, "for", str, "chat", check=lambda v: v in _PREVIEWS, hint=", ".join(_PREVIEWS))
+        spec = self._infill_spec(data) if target == "complete" else self._preview_spec(target, data)
         from .prompts import context_preview
 
         def reply(call) -> None:
@@ -411,7 +421,12 @@ class CommSession(EngineUser):
                 self.error(request_id, *_error_reply(call.error))
 
         # The prompt is built where the engine tokenizes, never beside it (see ModelCall).
-        self.engine.run_with_model(lambda loaded: context_preview(builder(loaded)), on_done=reply)
+        self.engine.run_with_model(lambda loaded: context_preview(spec(loaded)), on_done=reply)
+
+    def _preview_spec(self, target: str, data: Mapping):
+        if target == "chat":
+            return self._chat_spec(data)
+        return self._cell_spec(data, ExplainRequest if target == "explain" else FixRequest)
 
     # -- prompt builders (run on the engine thread, where the tokenizer is known) ---------------
 
@@ -427,20 +442,38 @@ class CommSession(EngineUser):
         return NotebookContext(cells=cells, current=current, namespace=_snapshot(self._namespace()),
                                settings=settings)
 
-    def _chat_builder(self, data: Mapping):
-        from .prompts import build_chat_prompt
-
+    def _chat_spec(self, data: Mapping) -> ChatRequest:
         messages = _messages(data)
         system = _field(data, "system", str, None)
         context = self._notebook_context(data) if data.get("cells") else None
         namespace = context.namespace if context is not None else _snapshot(self._namespace())
-        max_new = _max_new_tokens(data, self.engine.config.max_new_tokens)
-        return lambda loaded: build_chat_prompt(loaded.tokenizer, loaded.spec, messages, system, context=context,
-                                                namespace=namespace, max_new_tokens=max_new)
+        return ChatRequest(messages=messages, system=system, context=context, namespace=namespace,
+                           max_new_tokens=_max_new_tokens(data, self.engine.config.max_new_tokens))
 
-    def _complete_builder(self, data: Mapping):
-        from .prompts import build_infill_prompt
+    def _cell_spec(self, data: Mapping, kind: type[ExplainRequest] | type[FixRequest]):
+        """Explain or fix the current cell: its source (and error) go into our wording of the
+        request, the other cells into the context; ``messages`` are the conversation so far."""
+        context = self._notebook_context(data)
+        if context.current is None or context.current >= len(context.cells):
+            raise BadRequest("'current' is required: the index in 'cells' of the cell to explain or fix.")
+        cell = context.cells[context.current]
+        source = _source(cell)
+        history = _messages(data) if data.get("messages") else []
+        if history and history[-1]["role"] != "assistant":
+            raise BadRequest("'messages' are the conversation so far: they end with an answer.")
+        others = [c for i, c in enumerate(context.cells) if i != context.current]
+        rest = replace(context, cells=others, current=None)
+        common = {"source": source, "label": "the active cell", "history": history, "context": rest,
+                  "namespace": context.namespace,
+                  "max_new_tokens": _max_new_tokens(data, self.engine.config.max_new_tokens)}
+        if kind is ExplainRequest:
+            return ExplainRequest(**common)
+        error = _error_text(cell)
+        if not error:
+            raise BadRequest("The current cell shows no error to fix (its outputs hold none).")
+        return FixRequest(error=error, **common)
 
+    def _infill_spec(self, data: Mapping) -> InfillRequest:
         prefix = _field(data, "prefix", str)
         suffix = _field(data, "suffix", str, "")
         mode = _field(data, "mode", str, "psm", check=lambda v: v in ("psm", "spm"), hint="'psm' or 'spm'")
@@ -450,22 +483,17 @@ class CommSession(EngineUser):
         context = self._notebook_context(data) if (data.get("cells") or extra) else None
         if extra:
             # llama.cpp's /infill "extra" chunks become cells placed before the current one.
-            from dataclasses import replace
-
             extra_cells = [{"cell_type": "code", "source": e["text"]} for e in extra]
             shift = len(extra_cells)
             current = context.current + shift if context.current is not None else None
             context = replace(context, cells=[*extra_cells, *context.cells], current=current)
-        max_new = _max_new_tokens(data, 64)
         namespace = context.namespace if context is not None else _snapshot(self._namespace())
-        builder = lambda loaded: build_infill_prompt(loaded.tokenizer, loaded.spec, prefix, suffix,  # noqa: E731
-                                                     mode=mode, context=context, namespace=namespace,
-                                                     max_new_tokens=max_new)
-        return builder, prefix, suffix
+        return InfillRequest(prefix=prefix, suffix=suffix, mode=mode, context=context, namespace=namespace,
+                             max_new_tokens=_max_new_tokens(data, 64))
 
     # -- jobs ------------------------------------------------------------------------------------
 
-    def _submit(self, kind: str, request_id: str, builder, opts: dict, *,
+    def _submit(self, kind: str, request_id: str, spec, opts: dict, *,
                 finish: Callable[[str, str], str] | None = None, stream: bool = True) -> None:
         def on_chunk(text: str) -> None:
             self.send({"type": "chunk", "request_id": request_id, "text": text})
@@ -480,7 +508,7 @@ class CommSession(EngineUser):
                          "message": f"{type(exc).__name__}: {exc}"}
             self.send(reply)
 
-        job = self.engine.submit(kind, builder, request_id=request_id, on_chunk=on_chunk if stream else None,
+        job = self.engine.submit(kind, spec, request_id=request_id, on_chunk=on_chunk if stream else None,
                                  on_done=on_done, **opts)
         self._jobs[request_id] = job
         if job.done:  # it ended before it was recorded (on_done found nothing to forget)
@@ -508,7 +536,7 @@ class CommSession(EngineUser):
 def _error_reply(exc: BaseException) -> tuple[str, str]:
     """(code, message) for an exception raised while building a prompt on the engine thread."""
     code = getattr(exc, "code", None)
-    if type(exc).__name__ == "PromptTooLongError":
+    if isinstance(exc, PromptTooLongError):
         return "prompt_too_long", str(exc)
     if code in ERROR_CODES:
         return code, str(exc)
@@ -550,6 +578,25 @@ def _bracket_depth(line: str) -> int:
             depth = max(0, depth - 1)
         i += 1
     return depth
+
+
+#: What ``context-preview`` can preview: the prompt of each generating request.
+_PREVIEWS = ("chat", "complete", "explain", "fix")
+
+
+def _source(cell: Mapping) -> str:
+    source = cell.get("source") or ""
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def _error_text(cell: Mapping) -> str:
+    """The error a cell's outputs show (name, value and traceback), or ""."""
+    for output in cell.get("outputs") or []:
+        if isinstance(output, dict) and output.get("output_type") == "error":
+            lines = [str(line) for line in output.get("traceback") or []]
+            head = f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"
+            return "\n".join([head, *lines]) if lines else head
+    return ""
 
 
 def _snapshot(namespace: Mapping) -> dict:

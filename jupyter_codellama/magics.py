@@ -21,6 +21,7 @@ from IPython.utils.process import arg_split
 
 from .config import get_config
 from .engine import EngineUser
+from .prompts.requests import ChatRequest, ExplainRequest, FixRequest, InfillRequest, PromptSpec, build
 from .session import get_session, is_assistant_cell, user_variables
 
 _SUBCOMMANDS = ("load", "status", "models", "unload", "explain", "fix", "complete", "chat",
@@ -240,10 +241,10 @@ class CodeLlamaMagics(EngineUser, Magics):
         self._ensure_model(args.model)
         context = self._context(args.context)
         session = get_session()
-        build = self._chat_builder([*session.history, {"role": "user", "content": request}], context, max_new)
+        spec = self._chat_spec([*session.history, {"role": "user", "content": request}], context, max_new)
         if args.preview:
-            return self._preview(build)
-        result = self._stream("chat", build, max_new_tokens=max_new, temperature=temperature,
+            return self._preview(spec)
+        result = self._stream("chat", spec, max_new_tokens=max_new, temperature=temperature,
                               meta={"request": request, "format": args.format, "context": args.context})
         if result is None:
             return
@@ -355,13 +356,13 @@ class CodeLlamaMagics(EngineUser, Magics):
             raise UsageError("explain shows its answer; it inserts nothing.")
         number, source = self._cell_source(args.cell)
         max_new = self._positive(args.max_new_tokens, self.settings.max_new_tokens, "--max-new-tokens")
-        request = ("Explain what this notebook cell does, step by step, briefly:\n\n"
-                   f"```python\n{source}\n```")
         self._ensure_model(None)
-        build = self._chat_builder([{"role": "user", "content": request}], self._context("notebook"), max_new)
+        context = self._context("notebook")
+        spec = ExplainRequest(source=source, label=f"In[{number}]", context=context, namespace=context.namespace,
+                              max_new_tokens=max_new)
         if args.preview:
-            return self._preview(build)
-        self._stream("chat", build, max_new_tokens=max_new, temperature=self._temperature(None),
+            return self._preview(spec)
+        self._stream("chat", spec, max_new_tokens=max_new, temperature=self._temperature(None),
                      meta={"explain": number})
         return None
 
@@ -382,17 +383,13 @@ class CodeLlamaMagics(EngineUser, Magics):
                 raise UsageError("No error to fix: no cell has raised an exception since "
                                  "%load_ext jupyter_codellama.")
         max_new = self._positive(args.max_new_tokens, self.settings.max_new_tokens, "--max-new-tokens")
-        request = (
-            f"This notebook cell (In[{error.execution_count}]) raised an error.\n\n"
-            f"```python\n{error.source}\n```\n\nError:\n```\n{error.describe()}\n```\n\n"
-            "Explain the cause in one or two sentences, then give the corrected code for the "
-            "whole cell in one ```python block."
-        )
         self._ensure_model(None)
-        build = self._chat_builder([{"role": "user", "content": request}], self._context("notebook"), max_new)
+        context = self._context("notebook")
+        spec = FixRequest(source=error.source, error=error.describe(), label=f"In[{error.execution_count}]",
+                          context=context, namespace=context.namespace, max_new_tokens=max_new)
         if args.preview:
-            return self._preview(build)
-        result = self._stream("chat", build, max_new_tokens=max_new, temperature=self._temperature(None),
+            return self._preview(spec)
+        result = self._stream("chat", spec, max_new_tokens=max_new, temperature=self._temperature(None),
                               meta={"fix": error.execution_count})
         if result is None:
             return None
@@ -420,17 +417,11 @@ class CodeLlamaMagics(EngineUser, Magics):
         prefix, suffix = code.split(_FILL_ME)
         max_new = self._positive(args.max_new_tokens, 256, "--max-new-tokens")
         self._ensure_model(None)
-        namespace = user_variables(self.shell)
-
-        def build(loaded):
-            from .prompts import build_infill_prompt
-
-            return build_infill_prompt(loaded.tokenizer, loaded.spec, prefix, suffix, namespace=namespace,
-                                       max_new_tokens=max_new)
-
+        spec = InfillRequest(prefix=prefix, suffix=suffix, namespace=user_variables(self.shell),
+                             max_new_tokens=max_new)
         if args.preview:
-            return self._preview(build)
-        result = self._stream("generate", build, max_new_tokens=max_new, temperature=0.0,
+            return self._preview(spec)
+        result = self._stream("generate", spec, max_new_tokens=max_new, temperature=0.0,
                               meta={"complete": where}, show=False)
         if result is None:
             return None
@@ -448,12 +439,12 @@ class CodeLlamaMagics(EngineUser, Magics):
 
     # -- shared steps -------------------------------------------------------------------------
 
-    def _preview(self, build: Callable) -> Markdown:
+    def _preview(self, spec: PromptSpec) -> Markdown:
         from .prompts import context_preview
 
         loaded = self.engine.loaded
         # Built on the engine thread: the tokenizer must not be used beside it.
-        preview = self.engine.run_with_model(lambda model: context_preview(build(model))).wait()
+        preview = self.engine.run_with_model(lambda model: context_preview(build(spec, model))).wait()
         rows = [f"- {i['kind']}: {i['label']} ({i['tokens']} tokens{', truncated' if i['truncated'] else ''})"
                 for i in preview["included"]]
         cut = [f"- {i['kind']}: {i['label']} ({i['tokens']} tokens)" for i in preview["cut"]]
@@ -467,24 +458,17 @@ class CodeLlamaMagics(EngineUser, Magics):
             + ("**Notes**\n" + "\n".join(notes) if notes else "")
         )
 
-    def _chat_builder(self, messages: list[dict], context, max_new: int) -> Callable:
-        """The prompt builder of a chat request; the kernel's namespace redacts it even without context."""
+    def _chat_spec(self, messages: list[dict], context, max_new: int) -> ChatRequest:
+        """A chat request; the kernel's namespace redacts it even without context."""
         namespace = context.namespace if context is not None else user_variables(self.shell)
+        return ChatRequest(messages=messages, context=context, namespace=namespace, max_new_tokens=max_new)
 
-        def build(loaded):
-            from .prompts import build_chat_prompt
-
-            return build_chat_prompt(loaded.tokenizer, loaded.spec, messages, context=context,
-                                     namespace=namespace, max_new_tokens=max_new)
-
-        return build
-
-    def _stream(self, kind: str, build: Callable, *, max_new_tokens: int, temperature: float,
+    def _stream(self, kind: str, spec: PromptSpec, *, max_new_tokens: int, temperature: float,
                 meta: dict, show: bool = True):
         """Run a job, showing its text as it arrives; None when the user interrupted it."""
         cfg = self.settings
         pieces: list[str] = []
-        job = self.engine.submit(kind, build, on_chunk=pieces.append, max_new_tokens=max_new_tokens,
+        job = self.engine.submit(kind, spec, on_chunk=pieces.append, max_new_tokens=max_new_tokens,
                                  temperature=temperature, top_p=cfg.top_p, max_time=cfg.max_time)
         view = None
         try:  # from here on a Ctrl-C must cancel the job, wherever it lands

@@ -18,6 +18,7 @@ from typing import Any
 import ipywidgets as w
 
 from .engine import EngineUser
+from .prompts.requests import ChatRequest
 from .session import get_session, user_variables
 
 _UPDATE_EVERY_S = 0.15
@@ -109,13 +110,8 @@ class ChatWidget(EngineUser):
         max_new = self._max_new_tokens
         pieces: list[str] = []
 
-        namespace = user_variables(self.shell)  # its secrets' values are redacted from the messages
-
-        def build(loaded):
-            from .prompts import build_chat_prompt
-
-            return build_chat_prompt(loaded.tokenizer, loaded.spec, messages, namespace=namespace,
-                                     max_new_tokens=max_new)
+        # The kernel's namespace: its secrets' values are redacted from the messages.
+        spec = ChatRequest(messages=messages, namespace=user_variables(self.shell), max_new_tokens=max_new)
 
         def on_chunk(text: str) -> None:
             pieces.append(text)
@@ -137,7 +133,7 @@ class ChatWidget(EngineUser):
             self.status.value = "<i>Loading the model first (progress: %codellama status)…</i>"
         self.send.disabled, self.stop.disabled = True, False
         with self._lock:
-            self._job = self.engine.submit("chat", build, on_chunk=on_chunk, on_done=on_done,
+            self._job = self.engine.submit("chat", spec, on_chunk=on_chunk, on_done=on_done,
                                            max_new_tokens=max_new, max_time=self.engine.config.max_time)
             return self._job
 

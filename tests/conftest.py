@@ -39,7 +39,7 @@ def embedded_tokenizer():
 def embedded_engine():
     """An engine with the embedded SmolLM2 model loaded for real."""
     from jupyter_codellama.config import CodeLlama
-    from jupyter_codellama.engine.worker import Engine
+    from jupyter_codellama.engine.engine import Engine
 
     engine = Engine(CodeLlama(model="embedded", prefill_chunk_tokens=128))
     engine.load().wait(timeout=300)
@@ -59,7 +59,7 @@ def shaped_model_dir(cache_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def shaped_engine(shaped_model_dir: Path):
     from jupyter_codellama.config import CodeLlama
-    from jupyter_codellama.engine.worker import Engine
+    from jupyter_codellama.engine.engine import Engine
 
     engine = Engine(CodeLlama(model=str(shaped_model_dir), prefill_chunk_tokens=64))
     engine.load().wait(timeout=300)

@@ -11,7 +11,7 @@ import pytest
 from jupyter_codellama.comm import FIELD_LIMITS, CommSession
 from jupyter_codellama.config import CodeLlama
 from jupyter_codellama.engine.generation import GenerationResult
-from jupyter_codellama.engine.worker import Job
+from jupyter_codellama.engine.engine import Job
 
 CHAT = [{"role": "user", "content": "hi"}]
 MB = 1 << 20
@@ -32,7 +32,7 @@ class StubEngine:
         return lambda: None
 
     def submit(self, kind, prompt=None, **kwargs):
-        job = Job(kind=kind, prompt=prompt, **kwargs)
+        job = Job.of(kind, prompt, **kwargs)
         self.jobs.append(job)
         return job
 
@@ -190,9 +190,9 @@ def test_a_cancel_stops_only_its_own_connections_request(stub):
 def test_a_comm_chat_honours_the_configured_time_limit(stub):
     session, engine, _sent = stub
     session.handle({"type": "chat", "request_id": "c", "messages": CHAT})
-    assert engine.jobs[-1].max_time == 42.0
+    assert engine.jobs[-1].options.max_time == 42.0
     session.handle({"type": "chat", "request_id": "c2", "messages": CHAT, "max_time_ms": 500})
-    assert engine.jobs[-1].max_time == 0.5
+    assert engine.jobs[-1].options.max_time == 0.5
 
 
 # -- the ipywidgets chat: the same promises ---------------------------------------------------
@@ -202,7 +202,7 @@ def test_the_widget_chat_honours_the_configured_time_limit():
 
     engine = StubEngine()
     ChatWidget(SimpleNamespace(user_ns={}), engine=engine).ask("hi")
-    assert engine.jobs[-1].max_time == 42.0
+    assert engine.jobs[-1].options.max_time == 42.0
 
 
 def test_the_widget_chat_is_usable_again_after_its_answer_failed_to_show(monkeypatch):

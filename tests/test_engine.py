@@ -5,7 +5,7 @@ import time
 import pytest
 
 from jupyter_codellama.config import CodeLlama
-from jupyter_codellama.engine.worker import Engine, EngineError
+from jupyter_codellama.engine.engine import Engine, EngineError
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import pytest
 
 from jupyter_codellama.comm import CommSession
 from jupyter_codellama.config import CodeLlama
-from jupyter_codellama.engine.worker import Engine
+from jupyter_codellama.engine.engine import Engine
 
 pytestmark = pytest.mark.slow
 
@@ -154,7 +154,7 @@ def test_the_python_apis_messages_and_raw_text_lose_the_kernels_secrets(embedded
 
     import IPython
 
-    from jupyter_codellama.engine.worker import Job
+    from jupyter_codellama.engine.engine import Job, prepare
 
     secret = "Zq9-very-private-Value"
     # The kernel's shell as get_ipython() gives it (the global test shell is test_magics.py's).
@@ -162,9 +162,9 @@ def test_the_python_apis_messages_and_raw_text_lose_the_kernels_secrets(embedded
     monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
 
     def prompt_texts(loaded):
-        chat = Job(kind="chat", messages=[{"role": "user", "content": f"log in with {secret}"}])
-        raw = Job(kind="generate", prompt=f"here it is: {secret}")
-        return [loaded.tokenizer.decode(Engine._prompt(job, loaded)[0]) for job in (chat, raw)]
+        chat = Job.of("chat", messages=[{"role": "user", "content": f"log in with {secret}"}])
+        raw = Job.of("generate", f"here it is: {secret}")
+        return [loaded.tokenizer.decode(prepare(job, loaded).prompt_ids) for job in (chat, raw)]
 
     texts = embedded_engine.run_with_model(prompt_texts).wait(timeout=60)
     assert "log in with" in texts[0] and "here it is" in texts[1]

@@ -92,7 +92,7 @@ def test_an_interrupt_while_the_comm_streams_ends_that_request_once(kernel, comm
 
 def test_a_load_that_runs_out_of_memory_fails_clearly_and_a_retry_loads(kernel, comm):
     kernel.execute(
-        "import torch, jupyter_codellama.engine.worker as _w\n"
+        "import torch, jupyter_codellama.engine.engine as _w\n"
         "_real_load = _w.load_model\n"
         "def _oom_once(*args, **kwargs):\n"
         "    _w.load_model = _real_load\n"

@@ -231,7 +231,7 @@ def test_load_shows_progress_then_ready(ip):
 
 def test_unload_and_load_with_the_codellama_shaped_model(shaped_model_dir):
     from jupyter_codellama.config import CodeLlama
-    from jupyter_codellama.engine.worker import Engine
+    from jupyter_codellama.engine.engine import Engine
     from jupyter_codellama.magics import CodeLlamaMagics
 
     shell = start_ipython()

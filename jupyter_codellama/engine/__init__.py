@@ -12,7 +12,7 @@ class EngineUser:
     @property
     def engine(self):
         if self._engine is None:
-            from .worker import get_engine
+            from .engine import get_engine
 
             self._engine = get_engine()
         return self._engine

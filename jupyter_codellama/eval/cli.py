@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from ..config import CodeLlama
     from ..engine.loading import ModelLoadError
-    from ..engine.worker import Engine
+    from ..engine.engine import Engine
     from .runner import ProgressPrinter, run_eval
     from .suites import make_suite
 

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, TextIO
 
 from ..engine.generation import GenerationResult
-from ..engine.worker import Engine, EngineError, Job
+from ..engine.engine import Engine, EngineError, Job
 from .report import EvalReport, ProblemResult, machine_info
 from .suites import Suite, select
 

@@ -9,9 +9,10 @@ from .notebook_context import ContextReport
 
 __all__ = ["Prompt", "PromptKind", "PromptTooLongError", "context_preview", "model_window", "prompt_budget"]
 
-PromptKind = Literal["chat", "completion", "psm", "spm", "continuation"]
+PromptKind = Literal["chat", "completion", "psm", "spm", "continuation", "raw"]
 """chat: Instruct format; completion: a base model asked in code comments; psm/spm: Code Llama
-infilling; continuation: prefix-only completion for models without infilling."""
+infilling; continuation: prefix-only completion for models without infilling; raw: text or ids
+given as they are (the Python API)."""
 
 _FALLBACK_WINDOW = 2048  # for custom models that state no usable context length
 

@@ -84,10 +84,10 @@ export const chatPlugin: JupyterFrontEndPlugin<ICodeLlamaChat> = {
         app.shell.activateById(panel.id);
         panel.focusInput();
       },
-      ask: async (notebook, question, context) => {
+      ask: async (notebook, question, context, task) => {
         follow(notebook);
         app.shell.activateById(panel.id);
-        await model.ask(question, context);
+        await model.ask(question, context, task);
       },
       draft: (notebook, text) => {
         follow(notebook);

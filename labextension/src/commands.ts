@@ -41,7 +41,7 @@ export const commandsPlugin: JupyterFrontEndPlugin<void> = {
       execute: () => {
         const panel = current();
         if (panel) {
-          return chat.ask(panel, Private.EXPLAIN, { activeCell: true, selection: false });
+          return chat.ask(panel, Private.EXPLAIN, { activeCell: true, selection: false }, 'explain');
         }
       }
     });
@@ -57,11 +57,12 @@ export const commandsPlugin: JupyterFrontEndPlugin<void> = {
         const panel = current();
         const cell = activeCell();
         if (panel && cell) {
-          return chat.ask(panel, Private.fixQuestion(cell), {
-            activeCell: true,
-            lastError: true,
-            selection: false
-          });
+          return chat.ask(
+            panel,
+            Private.fixLabel(cell),
+            { activeCell: true, lastError: true, selection: false },
+            'fix'
+          );
         }
       }
     });
@@ -110,18 +111,17 @@ export const commandsPlugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
+/**
+ * What the conversation shows for a command. The kernel words the question itself (explain and
+ * fix requests): these labels are for the person reading the chat.
+ */
 namespace Private {
-  export const EXPLAIN =
-    'Explain what the active cell does, step by step. Mention anything that looks wrong.';
+  export const EXPLAIN = 'Explain the active cell.';
 
   /** The error's last line names it; the whole traceback travels with the cell's outputs. */
-  export function fixQuestion(cell: nbformat.ICell): string {
+  export function fixLabel(cell: nbformat.ICell): string {
     const lines = errorText(cell).trim().split('\n');
-    const last = lines[lines.length - 1];
-    return (
-      `The active cell raised \`${last}\`. Explain the cause briefly and give the corrected ` +
-      'cell in one Python code block.'
-    );
+    return `Fix the active cell's error: \`${lines[lines.length - 1]}\``;
   }
 
   export function generateQuestion(cell: nbformat.ICell): string {

@@ -25,6 +25,8 @@ export type RequestType =
   | 'load'
   | 'unload'
   | 'chat'
+  | 'explain'
+  | 'fix'
   | 'complete'
   | 'prewarm'
   | 'cancel'
@@ -138,6 +140,15 @@ export interface IChatRequest extends INotebookContextFields, IGenerationOptions
   system?: string;
 }
 
+/** Explain the current cell (`current` indexes `cells`), or fix the error its outputs show; the
+ * kernel words the question. `messages` are the conversation so far (ending with an answer). */
+export interface ICellTaskRequest extends INotebookContextFields, IGenerationOptions {
+  messages?: IChatMessage[];
+}
+
+/** The requests a chat conversation sends. */
+export type ChatTask = 'chat' | 'explain' | 'fix';
+
 /** llama.cpp `/infill`-shaped completion request. */
 export interface ICompleteRequest extends INotebookContextFields, IGenerationOptions {
   prefix: string;
@@ -159,6 +170,7 @@ export interface ILoadRequest {
 
 export type IContextPreviewRequest =
   | ({ for?: 'chat' } & IChatRequest)
+  | ({ for: 'explain' | 'fix' } & ICellTaskRequest)
   | ({ for: 'complete' } & ICompleteRequest);
 
 export interface IRequestMap {
@@ -167,6 +179,8 @@ export interface IRequestMap {
   load: ILoadRequest;
   unload: Record<string, never>;
   chat: IChatRequest;
+  explain: ICellTaskRequest;
+  fix: ICellTaskRequest;
   complete: ICompleteRequest;
   /** Prefill the KV cache with this prompt (a cell got focus); generates nothing shown. */
   prewarm: ICompleteRequest;
@@ -270,6 +284,8 @@ export interface IResultMap {
   load: { status: IEngineStatus };
   unload: { status: IEngineStatus };
   chat: IGenerationResult;
+  explain: IGenerationResult;
+  fix: IGenerationResult;
   complete: IGenerationResult & { from_suggestion?: boolean; status?: IEngineStatus };
   prewarm: IGenerationResult;
   cancel: { target_id: string; cancelled: boolean };

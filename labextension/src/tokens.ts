@@ -8,6 +8,7 @@ import { Token } from '@lumino/coreutils';
 
 import type { CodeLlamaClient } from './client';
 import type { IContextOptions } from './context';
+import type { ChatTask } from './protocol';
 
 /** One `CodeLlamaClient` per session context (that is, per kernel). */
 export interface ICodeLlamaClient {
@@ -31,7 +32,8 @@ export interface ICodeLlamaChat {
   ask(
     notebook: NotebookPanel,
     question: string,
-    context?: Partial<IContextOptions>
+    context?: Partial<IContextOptions>,
+    task?: ChatTask
   ): Promise<void>;
   /** Put `text` in the question box without sending it. */
   draft(notebook: NotebookPanel, text: string): void;

@@ -364,6 +364,39 @@ describe('ChatPanel', () => {
   });
 });
 
+describe('Explain and fix', () => {
+  it('send explain / fix requests with the conversation so far; the kernel words the question', async () => {
+    const { kernel, model, $, panel } = setup();
+    await answer(kernel, $, 'Earlier answer');
+    const asking = model.ask('Explain the active cell.', { activeCell: true }, 'explain');
+    await until(() => kernel.comm.requests('explain').length === 1);
+    const explain = kernel.comm.requests('explain')[0];
+    // No question text of ours: only the history, and the cell it is about.
+    expect(explain.messages.map((m: any) => m.content)).toEqual(['Plot df', 'Earlier answer']);
+    expect(explain.current).toBe(0);
+    expect(explain.cells[0].source).toBe('df = load()');
+    kernel.comm.reply({ type: 'done', request_id: explain.request_id, text: 'It loads df.', stop_reason: 'eos' });
+    await asking;
+    // What the conversation shows is the label, answered like any question.
+    await until(() => panel.node.textContent!.includes('It loads df.'));
+    expect(panel.node.textContent).toContain('Explain the active cell.');
+
+    const fixing = model.ask("Fix the active cell's error", { activeCell: true, lastError: true }, 'fix');
+    await until(() => kernel.comm.requests('fix').length === 1);
+    const fix = kernel.comm.requests('fix')[0];
+    expect(fix.messages.map((m: any) => m.content)).toEqual([
+      'Plot df',
+      'Earlier answer',
+      'Explain the active cell.',
+      'It loads df.'
+    ]);
+    kernel.comm.reply({ type: 'done', request_id: fix.request_id, text: 'Fixed.', stop_reason: 'eos' });
+    await fixing;
+    expect(kernel.comm.requests('chat')).toHaveLength(1);
+    panel.dispose();
+  });
+});
+
 describe('Code block buttons', () => {
   // JupyterLab's parser puts a fence's language into `class="language-…"` unescaped, and its
   // sanitizer keeps `style="display:none"`: this fence renders a hidden span inside the block.

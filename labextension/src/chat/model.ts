@@ -13,6 +13,7 @@ import {
   INotebookSnapshot
 } from '../context';
 import type {
+  ChatTask,
   IChatMessage,
   IChatRequest,
   IContextPreview,
@@ -107,7 +108,8 @@ export class ChatModel implements IDisposable {
 
   private async _send(text: string, context: IContextOptions, options: ChatModel.ISendOptions): Promise<void> {
     const client = this._client();
-    const { request, labels } = this._buildRequest(text, context);
+    const task = options.task ?? 'chat';
+    const { request, labels } = this._buildRequest(text, context, task);
     this._messages.push({
       id: UUID.uuid4(),
       role: 'user',
@@ -135,7 +137,7 @@ export class ChatModel implements IDisposable {
       answer.state = 'cancelled';
       return;
     }
-    const pending = client.request('chat', request, {
+    const pending = client.request(task, request, {
       onChunk: chunk => {
         answer.content += chunk;
         this._changed.emit();
@@ -220,9 +222,14 @@ export class ChatModel implements IDisposable {
     Signal.clearData(this);
   }
 
+  /**
+   * A `chat` request carries the question; `explain` and `fix` carry only the conversation so
+   * far, since the kernel words those questions about the active cell itself.
+   */
   private _buildRequest(
     question: string,
-    context: IContextOptions
+    context: IContextOptions,
+    task: ChatTask = 'chat'
   ): { request: IChatRequest; labels: string[] } {
     const snapshot = this._snapshot();
     const built = buildContext(snapshot, context);
@@ -231,8 +238,9 @@ export class ChatModel implements IDisposable {
       : question;
     const history = Private.history(this._messages, this._settings().historyMessages);
     const settings = this._settings();
+    const asked: IChatMessage[] = task === 'chat' ? [{ role: 'user', content }] : [];
     const request: IChatRequest = {
-      messages: [...history, { role: 'user', content }],
+      messages: [...history, ...asked],
       max_new_tokens: settings.maxNewTokens,
       temperature: settings.temperature,
       ...built.fields
@@ -253,7 +261,7 @@ export class ChatModel implements IDisposable {
   private _settings: () => IChatSettings;
   private _messages: IChatEntry[] = [];
   private _draft = '';
-  private _request: IPendingRequest<'chat'> | null = null;
+  private _request: IPendingRequest<ChatTask> | null = null;
   private _sending = false;
   private _stopRequested = false;
   private _isDisposed = false;
@@ -273,6 +281,9 @@ export namespace ChatModel {
   export interface ISendOptions {
     /** Runs before the chat request (e.g. load the chosen model); a throw fails the answer. */
     beforeSend?: () => Promise<void>;
+    /** `explain` / `fix`: the kernel words the question about the active cell; the question
+     * given is what the conversation shows. */
+    task?: ChatTask;
   }
 }
 

@@ -7,7 +7,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 
 import { CodeLlamaClient, CodeLlamaError } from '../client';
 import { DEFAULT_CONTEXT, IContextOptions, ContextKey, INotebookSnapshot } from '../context';
-import type { IContextPreview, IModelSpec } from '../protocol';
+import type { ChatTask, IContextPreview, IModelSpec } from '../protocol';
 import { ChatModel, DEFAULT_CHAT_SETTINGS, IChatEntry, IChatSettings } from './model';
 
 /** What the sidebar does to the notebook with a code block of an answer. */
@@ -196,7 +196,7 @@ export class ChatSidebarModel implements IDisposable {
   }
 
   /** Ask a question about the followed notebook. */
-  async ask(question: string, context?: Partial<IContextOptions>): Promise<void> {
+  async ask(question: string, context?: Partial<IContextOptions>, task?: ChatTask): Promise<void> {
     const chat = this.chat;
     if (!chat) {
       return;
@@ -205,7 +205,8 @@ export class ChatSidebarModel implements IDisposable {
       await this._client.connect();
     }
     await chat.send(question, { ...this._context, ...context }, {
-      beforeSend: () => this._ensureModel()
+      beforeSend: () => this._ensureModel(),
+      task
     });
   }
 

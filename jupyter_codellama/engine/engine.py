@@ -12,138 +12,25 @@ back; text arrives through ``on_chunk`` from the worker thread. Scheduling rules
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from dataclasses import replace
+from typing import Any, Callable, Literal
 
 from ..config import CodeLlama, get_config
+from ..prompts.prompt import PromptTooLongError
 from .generation import GenerationRequest, GenerationResult, PrefixCache, generate_stream
+from .jobs import EngineError, Job, JobKind, LoadHandle, LoadJob, ModelCall, PromptSource
 from .loading import LoadedModel, LoadOptions, ModelLoadError, free_model, load_model
+
+__all__ = ["Engine", "EngineError", "Job", "LoadHandle", "ModelCall", "get_engine", "prepare"]
 
 log = logging.getLogger(__name__)
 
-JobKind = Literal["completion", "chat", "generate"]
 State = Literal["unloaded", "loading", "ready", "error"]
-PromptSource = str | Sequence[int] | Callable[[LoadedModel], Sequence[int]]
-
-_ids = itertools.count(1)
-
-
-class EngineError(RuntimeError):
-    """Raised by the blocking API when a job ends in error; ``code`` is machine-readable."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class Job:
-    """A generation request on its way through the engine; safe to use from any thread."""
-
-    kind: JobKind
-    prompt: PromptSource | None = None
-    messages: list[dict] | None = None
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    stop_token_ids: tuple[int, ...] = ()
-    max_time: float | None = None
-    seed: int | None = None
-    use_prefix_cache: bool = True
-    #: Completions only: count this job's first-token latency in status (prewarms do not).
-    record_latency: bool = True
-    on_chunk: Callable[[str], None] | None = None
-    on_done: Callable[["Job"], None] | None = None
-    request_id: str = field(default_factory=lambda: f"job-{next(_ids)}")
-    result: GenerationResult | None = None
-    error_code: str | None = None
-    submitted_at: float = field(default_factory=time.perf_counter)
-    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
-    _done: threading.Event = field(default_factory=threading.Event, repr=False)
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def wait(self, timeout: float | None = None) -> GenerationResult:
-        """Block until the job ends; the result always has a ``stop_reason``."""
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"{self.request_id} did not finish within {timeout} s")
-        assert self.result is not None
-        return self.result
-
-    def _finish(self, result: GenerationResult, error_code: str | None = None) -> None:
-        result.timings.setdefault("queue_s", 0.0)
-        self.result, self.error_code = result, error_code
-        self._done.set()
-        if self.on_done is not None:
-            try:
-                self.on_done(self)
-            except Exception:  # noqa: BLE001 - a listener's bug must not kill the worker
-                log.exception("on_done callback of %s failed", self.request_id)
-
-
-@dataclass
-class ModelCall:
-    """Work on the model thread that is not a generation, e.g. building a prompt to show it.
-
-    The tokenizer is not safe to use from two threads at once (a fast tokenizer switches its
-    special-token splitting per call, for everyone), so whatever tokenizes runs where generation
-    does: on the engine thread, in turn.
-    """
-
-    fn: Callable[[LoadedModel], Any]
-    on_done: Callable[["ModelCall"], None] | None = None
-    value: Any = None
-    error: BaseException | None = None
-    _done: threading.Event = field(default_factory=threading.Event, repr=False)
-
-    def wait(self, timeout: float | None = None) -> Any:
-        """``fn``'s value once it ran, or its exception (``EngineError`` when no model is loaded)."""
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"the engine did not get to this call within {timeout} s")
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
-@dataclass
-class _LoadJob:
-    options: LoadOptions
-    done: threading.Event = field(default_factory=threading.Event)
-    error: BaseException | None = None
-
-
-class LoadHandle:
-    """Returned by :meth:`Engine.load`: ``wait()`` blocks until loaded, raising its error."""
-
-    def __init__(self, engine: "Engine", job: _LoadJob) -> None:
-        self._engine, self._job = engine, job
-
-    @property
-    def done(self) -> bool:
-        return self._job.done.is_set()
-
-    def wait(self, timeout: float | None = None) -> dict[str, Any]:
-        if not self._job.done.wait(timeout):
-            raise TimeoutError(f"the model did not finish loading within {timeout} s")
-        if self._job.error is not None:
-            raise self._job.error
-        return self._engine.status()
 
 
 _SHUTDOWN = object()
@@ -162,7 +49,7 @@ class Engine:
         self._progress: dict[str, Any] | None = None
         self._error: str | None = None
         self._pending: list[Any] = []  # jobs and loads queued, in order
-        self._running: Job | _LoadJob | None = None
+        self._running: Job | LoadJob | None = None
         self._listeners: list[Callable[[dict[str, Any]], None]] = []
         self._last_progress_emit = 0.0
         self._prefix_cache = PrefixCache(self.config.prefix_cache_mb << 20)
@@ -185,19 +72,8 @@ class Engine:
             status["queued"] = sum(isinstance(p, Job) for p in self._pending)
             status["busy"] = self._running is not None
             if self._completion_ms:
-                recent = sorted(self._completion_ms)
-                status["completion_latency_ms"] = {
-                    "p50": round(recent[len(recent) // 2], 1),
-                    "p95": round(recent[min(len(recent) - 1, int(len(recent) * 0.95))], 1),
-                    "n": len(recent),
-                }
-            status["prefix_cache"] = {
-                "entries": len(self._prefix_cache),
-                "hits": self._prefix_cache.hits,
-                "misses": self._prefix_cache.misses,
-                "bytes": self._prefix_cache.nbytes,
-                "max_bytes": self._prefix_cache.max_bytes,
-            }
+                status["completion_latency_ms"] = _percentiles(self._completion_ms)
+            status["prefix_cache"] = _cache_status(self._prefix_cache)
             return status
 
     @property
@@ -211,13 +87,13 @@ class Engine:
 
     def load(self, model: str | None = None, **options: Any) -> LoadHandle:
         """Queue a (re)load; options as :class:`LoadOptions`, defaults from the config."""
-        job = _LoadJob(LoadOptions.from_config(self.config, model=model, **options))
+        job = LoadJob(LoadOptions.from_config(self.config, model=model, **options))
         job.options.validate()  # a typo must not cost the user the model that is loaded now
         with self._lock:
             self._pending.append(job)
             self._set_state("loading", progress={"stage": "queued", "fraction": 0.0})
         self._queue.put(job)
-        return LoadHandle(self, job)
+        return LoadHandle(self.status, job)
 
     def unload(self, timeout: float | None = 60.0) -> None:
         """Free the model (and its GPU memory).
@@ -241,12 +117,9 @@ class Engine:
         return call
 
     def submit(self, kind: JobKind = "generate", prompt: PromptSource | None = None, **kwargs: Any) -> Job:
-        """Queue a job and return at once; see :class:`Job` for the fields."""
-        if kind not in ("completion", "chat", "generate"):
-            raise ValueError(f"Unknown job kind {kind!r}: use 'completion', 'chat' or 'generate'.")
-        job = Job(kind=kind, prompt=prompt, **kwargs)
-        if job.prompt is None and job.messages is None:
-            raise ValueError("A job needs a prompt (text, token ids or a builder) or messages.")
+        """Queue a job and return at once: ``prompt`` is a request spec (``prompts.requests``),
+        a builder, text or token ids (or give ``messages=``); options as :class:`GenerationRequest`."""
+        job = Job.of(kind, prompt, **kwargs)
         with self._lock:
             if kind == "completion":
                 busy = self._busy_reason()
@@ -256,30 +129,23 @@ class Engine:
                 for other in [*self._pending, self._running]:
                     if isinstance(other, Job) and other.kind == "completion":
                         other.cancel()
-            elif self._state in ("unloaded", "error") and not any(
-                isinstance(p, _LoadJob) for p in self._pending
-            ):
-                # The first real request loads the default model (with progress for the UI).
-                load = _LoadJob(LoadOptions.from_config(self.config))
-                self._pending.append(load)
-                self._set_state("loading", progress={"stage": "queued", "fraction": 0.0})
-                self._queue.put(load)
+            elif self._state in ("unloaded", "error") and not any(isinstance(p, LoadJob) for p in self._pending):
+                self._queue_default_load()
             self._pending.append(job)
         self._queue.put(job)
         return job
 
+    def _queue_default_load(self) -> None:
+        """The first real request loads the default model (with progress for the UI)."""
+        load = LoadJob(LoadOptions.from_config(self.config))
+        self._pending.append(load)
+        self._set_state("loading", progress={"stage": "queued", "fraction": 0.0})
+        self._queue.put(load)
+
     def generate(self, prompt: PromptSource | None = None, *, on_chunk=None, **kwargs: Any) -> GenerationResult:
         """Blocking generation. Ctrl-C cancels the job, waits for it to stop, and re-raises."""
         job = self.submit(kwargs.pop("kind", "generate"), prompt, on_chunk=on_chunk, **kwargs)
-        try:
-            # Short slices: an interrupt is handled between them, whatever delivers it.
-            while not job._done.wait(0.1):
-                pass
-            result = job.wait()
-        except KeyboardInterrupt:
-            job.cancel()
-            job._done.wait(10)
-            raise
+        result = job.wait_interruptibly()
         if result.stop_reason == "error":
             raise EngineError(job.error_code or "error", result.error or "generation failed")
         return result
@@ -309,15 +175,7 @@ class Engine:
     # -- the worker thread ---------------------------------------------------------------------
 
     def _busy_reason(self) -> str | None:
-        blocking = [p for p in (self._running, *self._pending)
-                    if isinstance(p, _LoadJob) or (isinstance(p, Job) and p.kind != "completion")]
-        if blocking:
-            what = "loading a model" if isinstance(blocking[0], _LoadJob) else "answering another request"
-            return f"The model is busy ({what}); try again when it is done."
-        if self._state != "ready":
-            # Typing must never start loading a multi-GB model: that is an explicit choice.
-            return "No model is loaded; completions start once one is (load one first)."
-        return None
+        return _busy_reason([self._running, *self._pending], self._state)
 
     def _run(self) -> None:
         while True:
@@ -329,7 +187,7 @@ class Engine:
                 if isinstance(item, tuple) and item[0] is _UNLOAD:
                     self._do_unload()
                     item[1].set()
-                elif isinstance(item, _LoadJob):
+                elif isinstance(item, LoadJob):
                     self._do_load(item)
                 elif isinstance(item, Job):
                     self._do_job(item)
@@ -345,7 +203,7 @@ class Engine:
             self._set_state("unloaded")
         free_model(loaded)
 
-    def _do_load(self, job: _LoadJob) -> None:
+    def _do_load(self, job: LoadJob) -> None:
         with self._lock:
             self._running = job
             self._pending.remove(job)
@@ -389,19 +247,7 @@ class Engine:
         job._finish(result, code)
 
     def _do_call(self, call: ModelCall) -> None:
-        loaded = self._loaded
-        try:
-            if loaded is None:
-                raise EngineError("not_loaded", self._error or "No model is loaded; load one first.")
-            call.value = call.fn(loaded)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller, the worker goes on
-            call.error = exc
-        call._done.set()
-        if call.on_done is not None:
-            try:
-                call.on_done(call)
-            except Exception:  # noqa: BLE001 - a listener's bug must not kill the worker
-                log.exception("on_done callback of a model call failed")
+        call._run(self._loaded, self._error)
 
     def _generate(self, job: Job, queue_s: float) -> tuple[GenerationResult, str | None]:
         """Run one job on the model; never raises (errors become results with a code)."""
@@ -410,67 +256,7 @@ class Engine:
         loaded = self._loaded
         if loaded is None:
             return GenerationResult(text="", stop_reason="error", error=self._error or "No model is loaded."), "not_loaded"
-        try:
-            ids, stop, stop_token_ids, lead = self._prompt(job, loaded)
-            request = GenerationRequest(
-                prompt_ids=ids,
-                max_new_tokens=job.max_new_tokens,
-                temperature=job.temperature,
-                top_p=job.top_p,
-                stop=tuple(job.stop) + stop,
-                stop_token_ids=tuple(job.stop_token_ids) + stop_token_ids,
-                max_time=job.max_time,
-                seed=job.seed,
-                use_prefix_cache=job.use_prefix_cache,
-                lead=lead,
-            )
-            run = loaded.generate or generate_stream  # a remote model brings its own loop
-            return run(
-                loaded.model, loaded.tokenizer, request,
-                eos_token_ids=loaded.eos_token_ids,
-                prefix_cache=self._prefix_cache,
-                prefill_chunk=self.config.prefill_chunk_tokens,
-                cancel=job._cancel,
-                on_text=_safe_callback(job.on_chunk, job.request_id),
-            ), None
-        except (ValueError, TypeError) as exc:
-            code = "prompt_too_long" if type(exc).__name__ == "PromptTooLongError" else "bad_request"
-            return GenerationResult(text="", stop_reason="error", error=str(exc)), code
-        except Exception as exc:  # noqa: BLE001 - reported on the job, the worker goes on
-            log.exception("generation failed")
-            return GenerationResult(text="", stop_reason="error", error=_describe(exc)), "generation_failed"
-
-    @staticmethod
-    def _prompt(job: Job, loaded: LoadedModel) -> tuple[list[int], tuple[str, ...], tuple[int, ...], str]:
-        """Token ids plus the stop strings / stop ids the prompt itself asks for.
-
-        Built here, on the model thread, because only now is the tokenizer known (the first
-        request may have triggered the load). A builder may return plain ids or a
-        ``prompts.Prompt`` (ids + its own stop rules).
-        """
-        tok = loaded.tokenizer
-        if job.messages is not None:
-            from ..prompts import build_chat_prompt
-            from ..session import kernel_namespace
-
-            # The Python API's messages lose the kernel's secrets as the magics' and the lab's do.
-            built = build_chat_prompt(tok, loaded.spec, job.messages, namespace=kernel_namespace(),
-                                      max_new_tokens=job.max_new_tokens)
-        elif callable(job.prompt):
-            built = job.prompt(loaded)
-        elif isinstance(job.prompt, str):
-            built = tok(_redacted(job.prompt))["input_ids"]
-        else:
-            built = job.prompt or ()
-        if hasattr(built, "ids"):
-            ids, stop, stop_ids = list(built.ids), tuple(built.stop), tuple(built.stop_token_ids)
-            lead = getattr(built, "lead", "")
-        else:
-            ids, stop, stop_ids, lead = list(built), (), (), ""
-        vocab = len(tok)
-        if not all(isinstance(i, int) and 0 <= i < vocab for i in ids):
-            raise ValueError(f"Token ids must be integers in [0, {vocab}).")
-        return ids, stop, stop_ids, lead
+        return run_job(job, loaded, self._prefix_cache, self.config.prefill_chunk_tokens)
 
     # -- status plumbing -----------------------------------------------------------------------
 
@@ -479,8 +265,7 @@ class Engine:
         with self._lock:
             last = self._progress or {}
             self._progress = {"stage": stage, "fraction": round(float(fraction), 3)}
-            # Listeners (widgets, the comm) need a few updates a second, not one per tensor.
-            if now - self._last_progress_emit < 0.1 and fraction < 1.0 and last.get("stage", "").split(" (")[0] == stage.split(" (")[0]:
+            if not _worth_telling(last.get("stage", ""), stage, fraction, now - self._last_progress_emit):
                 return
             self._last_progress_emit = now
         self._notify()
@@ -555,19 +340,73 @@ def get_engine(config: CodeLlama | None = None) -> Engine:
         return _engine
 
 
-def reset_engine() -> None:
-    """Shut the engine down and forget it (tests; a fresh start)."""
-    global _engine
-    with _engine_lock:
-        if _engine is not None:
-            _engine.shutdown()
-        _engine = None
+def run_job(job: Job, loaded: LoadedModel, prefix_cache: PrefixCache,
+            prefill_chunk: int) -> tuple[GenerationResult, str | None]:
+    """Build the job's prompt and generate; errors become results with a code, never raise."""
+    try:
+        request = prepare(job, loaded)
+        run = loaded.generate or generate_stream  # a remote model brings its own loop
+        return run(
+            loaded.model, loaded.tokenizer, request,
+            eos_token_ids=loaded.eos_token_ids,
+            prefix_cache=prefix_cache,
+            prefill_chunk=prefill_chunk,
+            cancel=job._cancel,
+            on_text=_safe_callback(job.on_chunk, job.request_id),
+        ), None
+    except (ValueError, TypeError) as exc:
+        code = "prompt_too_long" if isinstance(exc, PromptTooLongError) else "bad_request"
+        return GenerationResult(text="", stop_reason="error", error=str(exc)), code
+    except Exception as exc:  # noqa: BLE001 - reported on the job, the worker goes on
+        log.exception("generation failed")
+        return GenerationResult(text="", stop_reason="error", error=_describe(exc)), "generation_failed"
 
 
-def _redacted(text: str) -> str:
-    """A raw text prompt, redacted like every other text that reaches the model (token ids are
-    passed as given: they are not text the user typed)."""
-    from ..prompts.notebook_context import prompt_redactor
-    from ..session import kernel_namespace
+def _percentiles(values: list[float]) -> dict[str, float]:
+    recent = sorted(values)
+    return {"p50": round(recent[len(recent) // 2], 1),
+            "p95": round(recent[min(len(recent) - 1, int(len(recent) * 0.95))], 1),
+            "n": len(recent)}
 
-    return prompt_redactor(None, kernel_namespace())(text)
+
+def _busy_reason(work: list, state: State) -> str | None:
+    """Why a completion cannot run now (None: it can)."""
+    blocking = [p for p in work if isinstance(p, LoadJob) or (isinstance(p, Job) and p.kind != "completion")]
+    if blocking:
+        what = "loading a model" if isinstance(blocking[0], LoadJob) else "answering another request"
+        return f"The model is busy ({what}); try again when it is done."
+    if state != "ready":
+        # Typing must never start loading a multi-GB model: that is an explicit choice.
+        return "No model is loaded; completions start once one is (load one first)."
+    return None
+
+
+def _cache_status(cache: PrefixCache) -> dict[str, int]:
+    return {"entries": len(cache), "hits": cache.hits, "misses": cache.misses, "bytes": cache.nbytes,
+            "max_bytes": cache.max_bytes}
+
+
+def _worth_telling(last_stage: str, stage: str, fraction: float, since_last_s: float) -> bool:
+    """Listeners (widgets, the comm) need a few updates a second, not one per tensor: a new
+    stage, the end, or a tenth of a second since the last update."""
+    return since_last_s >= 0.1 or fraction >= 1.0 or last_stage.split(" (")[0] != stage.split(" (")[0]
+
+
+def prepare(job: Job, loaded: LoadedModel) -> GenerationRequest:
+    """The job's generation request with its prompt built: token ids plus the stop strings and
+    stop ids the prompt itself asks for.
+
+    Built here, on the model thread, because only now is the tokenizer known (the first
+    request may have triggered the load). A builder may return plain ids or a ``Prompt``.
+    """
+    built = job.spec(loaded)
+    if hasattr(built, "ids"):
+        ids, stop, stop_ids, lead = list(built.ids), tuple(built.stop), tuple(built.stop_token_ids), built.lead
+    else:
+        ids, stop, stop_ids, lead = list(built), (), (), ""
+    vocab = len(loaded.tokenizer)
+    if not all(isinstance(i, int) and 0 <= i < vocab for i in ids):
+        raise ValueError(f"Token ids must be integers in [0, {vocab}).")
+    options = job.options
+    return replace(options, prompt_ids=ids, stop=options.stop + stop,
+                   stop_token_ids=options.stop_token_ids + stop_ids, lead=lead)
