@@ -1,7 +1,8 @@
 """The generation loop drives any decoder through one interface (prefill, step, close).
 
-A scripted decoder (no model) and the PyTorch decoder of a tiny random Llama go through the same
-``generate_stream`` and must end for the same reasons: eos, stop string, length, time, cancel.
+A scripted decoder (no model), the PyTorch decoder of a tiny random Llama and the CPU kernel's
+decoder of a tiny random GGUF go through the same ``generate_stream`` and must end for the same
+reasons: eos, stop string, length, time, cancel.
 """
 from __future__ import annotations
 
@@ -91,8 +92,27 @@ def _tiny_llama():
     return LlamaForCausalLM(config).eval()
 
 
-@pytest.fixture(params=["scripted", "torch"])
+def _tiny_kernel_model(folder, cache_dir):
+    """A one-layer F32 GGUF served by the CPU kernel (its pack file in ``folder``)."""
+    from jupyter_codellama.engine.native import NativeModel, open_pack
+    from jupyter_codellama.testing.gguf_model import TinyShape, write_tiny_gguf
+
+    path = folder / "tiny.gguf"
+    shape = TinyShape(dim=128, n_layers=1, n_heads=1, n_kv=1, hidden=128, vocab=VOCAB, context=256)
+    write_tiny_gguf(path, "F32", shape=shape)
+    info, pack = open_pack(path, folder)
+    return NativeModel(info, pack, n_threads=1, cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="module")
+def kernel_model(tmp_path_factory, cache_dir):
+    return _tiny_kernel_model(tmp_path_factory.mktemp("loop-gguf"), cache_dir)
+
+
+@pytest.fixture(params=["scripted", "torch", "kernel"])
 def model(request):
+    if request.param == "kernel":
+        return request.getfixturevalue("kernel_model")
     return ScriptedBackend() if request.param == "scripted" else _tiny_llama()
 
 
