@@ -27,7 +27,7 @@ _BYTES_PER_PARAM = {"4bit": 0.55, "8bit": 1.07, "none": 2.0}
 
 @dataclass(frozen=True)
 class Shape:
-    """The transformer's dimensions (enough to build a random-weight twin or size a cache)."""
+    """The transformer's dimensions (enough to build a random-weight twin)."""
 
     hidden_size: int
     num_layers: int
@@ -35,10 +35,6 @@ class Shape:
     num_kv_heads: int
     intermediate_size: int
     vocab_size: int
-
-    def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
-        head_dim = self.hidden_size // self.num_heads
-        return 2 * self.num_layers * self.num_kv_heads * head_dim * dtype_bytes
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@
       │                       an HF checkpoint quantized once into a cached GGUF (hf_to_gguf)
       ├─ NativeModel.open     pack once into the kernel's layout, then memory-map
       └─ gguf_tokenizer       the tokenizer, chat template and special tokens from the file
-                              (converted once and cached: seconds, then ≈0.4 s)
+                              (converted once and cached; later loads read the cache)
 """
 from __future__ import annotations
 

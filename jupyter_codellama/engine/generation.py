@@ -5,9 +5,13 @@ between two decode steps: a cancel check, a time limit, stop strings, incrementa
 detokenisation for streaming, and handing the KV cache back for reuse by the next prompt.
 
     generate_stream
-      ├─ PrefixCache.lookup      reuse the KV of the longest cached common prefix
-      ├─ prefill                 the rest of the prompt, in chunks (cancellable between chunks)
-      └─ decode loop             sample → detokenise → stop rules → decode_one_token
+      ├─ DecodeRun.start          limits, token picker (sampling, token healing), text stream
+      ├─ as_backend → decoder     chosen once: TorchDecoder, or the CPU kernel's KernelDecoder
+      ├─ open_cache               the KV of the longest cached common prefix (PrefixCache)
+      ├─ run_decoder
+      │    ├─ decoder.prefill     the rest of the prompt, in chunks (cancellable between chunks)
+      │    └─ decode_n_tokens     pick → detokenise → stop rules → decoder.step
+      └─ PrefixCache.store        prompt + answer's KV, for the next request to reuse
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal, Protocol, Sequence
 
 import torch
 
@@ -165,7 +169,8 @@ class StopMatcher:
 
 
 def token_texts(tokenizer) -> list[str]:
-    """Each token id's text as it reads after other text (cached on the tokenizer, ≈0.5 s once)."""
+    """Each token id's text as it reads after other text (cached on the tokenizer: decoding the
+    whole vocabulary is too slow to repeat per request)."""
     cached = getattr(tokenizer, "_jupyter_codellama_token_texts", None)
     if cached is not None:
         return cached
@@ -203,8 +208,8 @@ class LeadHealer:
         self._left = lead  # still to generate
         self._hide = lead  # still to hide from the shown text
         self._extra = tuple(allowed_ids)
-        # Allowed ids per remaining lead, shared by every request on this tokenizer: scanning
-        # the vocabulary costs ≈10–40 ms, and typing after a space asks for " " on each keystroke.
+        # Allowed ids per remaining lead, shared by every request on this tokenizer: a scan of
+        # the vocabulary per keystroke would add to every inline completion typed after a space.
         self._allowed: dict[tuple, torch.Tensor] = _tokenizer_cache(tokenizer, "_jupyter_codellama_lead_ids")
 
     @property
@@ -267,7 +272,7 @@ def cache_nbytes(cache) -> int:
         for name in ("keys", "values"):
             t = getattr(layer, name, None)
             if isinstance(t, torch.Tensor):
-                # The whole buffer: the fast path's KV views keep spare room behind them.
+                # The whole buffer: a cache may hold views of larger buffers with spare room.
                 total += max(t.numel() * t.element_size(), t.untyped_storage().nbytes())
     return total
 
@@ -331,8 +336,8 @@ class PrefixCache:
             tail = len(best_key) - keep
             if tail == 0 or tail <= min(keep // 4, self.max_take_tail):
                 # Wholly a prefix, or all but a short tail (the previous suggestion, the cursor's
-                # few characters): take it and crop. Copying a long prompt's KV costs tens of ms
-                # on every keystroke, and the tail is rarely asked for again.
+                # few characters): take it and crop. Copying a long prompt's KV on every
+                # keystroke would cost more than the tail is worth: it is rarely asked for again.
                 cache = self._entries.pop(best_key)
             else:
                 cache = copy.deepcopy(self._entries[best_key])
@@ -391,6 +396,29 @@ def decode_one_token(model, token: int, cache):
     return out.logits[0, -1]  # [V]
 
 
+class Decoder(Protocol):
+    """What the loop drives, for one request: the PyTorch path (:class:`TorchDecoder`) or the CPU
+    kernel (``native.KernelDecoder``). Both raise :class:`Cancelled` when ``should_stop`` says
+    so between prompt chunks."""
+
+    def prefill(self, ids: Sequence[int]) -> torch.Tensor:
+        """Run the prompt's ids into the cache; the last id's logits: [V]."""
+
+    def step(self, token: int) -> torch.Tensor:
+        """Run one token; its logits: [V]."""
+
+    def close(self) -> None:
+        """The request is over (the cache stays valid for the prefix cache)."""
+
+
+class Backend(Protocol):
+    """A loaded model as the loop sees it: empty caches and one decoder per request."""
+
+    def new_cache(self): ...
+
+    def decoder(self, cache, *, chunk: int, should_stop: Callable[[], bool]) -> Decoder: ...
+
+
 class TorchDecoder:
     """The PyTorch path for one request: a transformers model and its DynamicCache."""
 
@@ -420,7 +448,7 @@ class TorchBackend:
         return TorchDecoder(self.model, cache, chunk=chunk, should_stop=should_stop)
 
 
-def as_backend(model):
+def as_backend(model) -> Backend:
     """``model`` itself when it is a backend (e.g. a NativeModel), else the PyTorch backend."""
     return model if hasattr(model, "new_cache") and hasattr(model, "decoder") else TorchBackend(model)
 
@@ -438,8 +466,159 @@ def sample(logits: torch.Tensor, *, temperature: float, top_p: float, generator)
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-# ---------------------------------------------------------------------------------------------
-# The loop
+# The loop: prefill → decode_n_tokens, over whichever decoder the request was given
+
+
+class Limits:
+    """The request's cancel event and time limit, asked between chunks and between tokens."""
+
+    def __init__(self, cancel: threading.Event | None, max_time: float | None) -> None:
+        self.cancel = cancel or threading.Event()
+        self.started = time.perf_counter()
+        self.deadline = self.started + max_time if max_time else None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def timed_out(self) -> bool:
+        return self.deadline is not None and time.perf_counter() > self.deadline
+
+    def should_stop(self) -> bool:
+        return self.cancel.is_set() or self.timed_out()
+
+    def reason(self) -> StopReason | None:
+        """Why the loop must stop now, if it must; a cancel wins over the time limit."""
+        if self.cancel.is_set():
+            return "cancelled"
+        return "time" if self.timed_out() else None
+
+
+class TextStream:
+    """Generated tokens → shown text: detokenise, hide the healed lead, cut at a stop string."""
+
+    def __init__(self, tokenizer, prompt_ids: Sequence[int], healer: LeadHealer,
+                 stops: Sequence[str], on_text: TextCallback | None) -> None:
+        self._detok = IncrementalDetokenizer(tokenizer, prompt_ids)
+        self._healer = healer
+        self._stops = StopMatcher(stops)
+        self._emit = on_text or (lambda _text: None)
+        self.pieces: list[str] = []
+
+    def push(self, token: int) -> bool:
+        """Show what ``token`` adds; True when a stop string was found."""
+        safe, hit_stop = self._stops.feed(self._healer.strip(self._detok.push(token)))
+        self._deliver(safe)
+        return hit_stop
+
+    def finish(self) -> bool:
+        """Show the text still held back; True when it completed a stop string."""
+        tail, hit_stop = self._stops.feed(self._healer.strip(self._detok.flush()))
+        self._deliver(tail)
+        if not hit_stop:
+            self._deliver(self._stops.finish())
+        return hit_stop
+
+    def _deliver(self, text: str) -> None:
+        if text:
+            self.pieces.append(text)
+            self._emit(text)
+
+
+class TokenPicker:
+    """Logits [V] → the next token: token healing's mask, then greedy or seeded sampling."""
+
+    def __init__(self, request: GenerationRequest, healer: LeadHealer) -> None:
+        self._temperature, self._top_p = request.temperature, request.top_p
+        self._healer = healer
+        self._generator = None
+        if request.temperature > 0:
+            self._generator = torch.Generator(device="cpu")
+            self._generator.manual_seed(request.seed if request.seed is not None else int(time.time_ns()))
+
+    def __call__(self, logits: torch.Tensor) -> int:
+        if self._healer.steering:
+            logits = self._healer.mask(logits)
+        token = sample(logits, temperature=self._temperature, top_p=self._top_p, generator=self._generator)
+        self._healer.advance(token)
+        return token
+
+
+@dataclass
+class DecodeRun:
+    """One request's state between the loop's steps (the same for every decoder)."""
+
+    request: GenerationRequest
+    limits: Limits
+    pick: TokenPicker
+    text: TextStream
+    stop_ids: frozenset[int]
+    generated: list[int] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, tokenizer, request: GenerationRequest, *, eos_token_ids: Sequence[int],
+              cancel: threading.Event | None, on_text: TextCallback | None) -> "DecodeRun":
+        stop_ids = frozenset(eos_token_ids) | frozenset(request.stop_token_ids)
+        healer = LeadHealer(tokenizer, request.lead, sorted(stop_ids))
+        return cls(request, Limits(cancel, request.max_time), TokenPicker(request, healer),
+                   TextStream(tokenizer, request.prompt_ids, healer, request.stop, on_text), stop_ids)
+
+    def take(self, logits: torch.Tensor) -> int:
+        token = self.pick(logits)
+        self.generated.append(token)
+        if len(self.generated) == 1:
+            self.timings["first_token_s"] = self.limits.elapsed()
+        return token
+
+    def stop_after(self, token: int) -> StopReason | None:
+        """Why generation ends after ``token``, or None to go on. Shows the token's text."""
+        if token in self.stop_ids:
+            return "eos"
+        if self.text.push(token):
+            return "stop"
+        if len(self.generated) >= self.request.max_new_tokens:
+            return "length"
+        return self.limits.reason()
+
+    def result(self, reason: StopReason, n_cached: int) -> GenerationResult:
+        total = self.limits.elapsed()
+        self.timings["total_s"] = total
+        decode_time = total - self.timings.get("first_token_s", total)
+        self.timings["tokens_per_s"] = (len(self.generated) - 1) / decode_time if decode_time > 0 else 0.0
+        return GenerationResult(text="".join(self.text.pieces), stop_reason=reason, tokens=self.generated,
+                                prompt_tokens=len(self.request.prompt_ids), cached_tokens=n_cached,
+                                timings=self.timings)
+
+
+def decode_n_tokens(decoder: Decoder, logits: torch.Tensor, run: DecodeRun) -> StopReason:
+    """Pick a token, show it, stop or step the decoder on it; repeat."""
+    while True:
+        token = run.take(logits)
+        reason = run.stop_after(token)
+        if reason is not None:
+            return reason
+        logits = decoder.step(token)  # [V]
+
+
+def run_decoder(decoder: Decoder, ids: Sequence[int], run: DecodeRun) -> StopReason:
+    """prefill → decode_n_tokens. A cancel or time-out inside the model ends with its reason."""
+    try:
+        logits = decoder.prefill(ids)  # [V]
+        run.timings["prefill_s"] = run.limits.elapsed()
+        return decode_n_tokens(decoder, logits, run)
+    except Cancelled:
+        return "cancelled" if run.limits.cancel.is_set() else "time"
+    finally:
+        decoder.close()
+
+
+def open_cache(backend: Backend, ids: Sequence[int], prefix_cache: PrefixCache | None):
+    """``(cache, n_cached)``: the longest cached prefix of ``ids``, or an empty cache."""
+    if prefix_cache is not None:
+        cache, n_cached = prefix_cache.lookup(ids)
+        if cache is not None:
+            return cache, n_cached
+    return backend.new_cache(), 0
 
 
 def generate_stream(
@@ -456,101 +635,21 @@ def generate_stream(
     """Generate for ``request``, calling ``on_text`` with each new piece of text.
 
     ``model`` is a transformers model or a backend with ``new_cache()`` and
-    ``decoder(cache, chunk=, should_stop=)`` (the CPU kernel's NativeModel); the loop drives the
-    decoder's ``prefill`` / ``step`` / ``close`` without knowing which it is.
-    Never raises for cancellation or time-out: those end with a ``stop_reason``.
+    ``decoder(cache, chunk=, should_stop=)`` (the CPU kernel's NativeModel). The decoder is
+    chosen here, once; the loop drives its ``prefill`` / ``step`` / ``close`` without knowing
+    which it is. Never raises for cancellation or time-out: those end with a ``stop_reason``.
     """
     request.validate()
-    cancel = cancel or threading.Event()
-    emit = on_text or (lambda _text: None)
-    t_start = time.perf_counter()
-    deadline = t_start + request.max_time if request.max_time else None
+    run = DecodeRun.start(tokenizer, request, eos_token_ids=eos_token_ids, cancel=cancel, on_text=on_text)
     ids = list(request.prompt_ids)
-    stop_ids = set(eos_token_ids) | set(request.stop_token_ids)
-    generator = None
-    if request.temperature > 0:
-        generator = torch.Generator(device="cpu")
-        generator.manual_seed(request.seed if request.seed is not None else int(time.time_ns()))
-
-    def timed_out() -> bool:
-        return deadline is not None and time.perf_counter() > deadline
-
+    reuse = prefix_cache if request.use_prefix_cache else None
     backend = as_backend(model)
-    cache, n_cached = (None, 0)
-    if prefix_cache is not None and request.use_prefix_cache:
-        cache, n_cached = prefix_cache.lookup(ids)
-    if cache is None:
-        cache, n_cached = backend.new_cache(), 0
-
-    detok = IncrementalDetokenizer(tokenizer, ids)
-    healer = LeadHealer(tokenizer, request.lead, sorted(stop_ids))
-    stops = StopMatcher(request.stop)
-    pieces: list[str] = []
-    generated: list[int] = []
-    timings: dict[str, float] = {}
-    reason: StopReason = "length"
-
-    def deliver(text: str) -> None:
-        if text:
-            pieces.append(text)
-            emit(text)
-
-    decoder = backend.decoder(cache, chunk=max(1, prefill_chunk),
-                              should_stop=lambda: cancel.is_set() or timed_out())
-    try:
-        logits = decoder.prefill(ids[n_cached:])
-        timings["prefill_s"] = time.perf_counter() - t_start
-        while True:
-            if healer.steering:
-                logits = healer.mask(logits)
-            token = sample(logits, temperature=request.temperature, top_p=request.top_p,
-                           generator=generator)
-            healer.advance(token)
-            generated.append(token)
-            if len(generated) == 1:
-                timings["first_token_s"] = time.perf_counter() - t_start
-            if token in stop_ids:
-                reason = "eos"
-                break
-            safe, hit_stop = stops.feed(healer.strip(detok.push(token)))
-            deliver(safe)
-            if hit_stop:
-                reason = "stop"
-                break
-            if len(generated) >= request.max_new_tokens:
-                reason = "length"
-                break
-            if cancel.is_set():
-                reason = "cancelled"
-                break
-            if timed_out():
-                reason = "time"
-                break
-            logits = decoder.step(token)
-    except Cancelled:
-        reason = "cancelled" if cancel.is_set() else "time"
-    finally:
-        decoder.close()
-    if reason not in ("stop",):
-        tail, hit_stop = stops.feed(healer.strip(detok.flush()))
-        deliver(tail)
-        deliver(stops.finish() if not hit_stop else "")
-        if hit_stop:
-            reason = "stop"
-
-    total = time.perf_counter() - t_start
-    timings["total_s"] = total
-    decode_time = total - timings.get("first_token_s", total)
-    timings["tokens_per_s"] = (len(generated) - 1) / decode_time if decode_time > 0 else 0.0
-
-    if prefix_cache is not None and request.use_prefix_cache:
-        seen = (ids + generated)[: cache_seq_length(cache)]
-        prefix_cache.store(seen, cache)
-    return GenerationResult(
-        text="".join(pieces),
-        stop_reason=reason,
-        tokens=generated,
-        prompt_tokens=len(ids),
-        cached_tokens=n_cached,
-        timings=timings,
-    )
+    cache, n_cached = open_cache(backend, ids, reuse)
+    decoder = backend.decoder(cache, chunk=max(1, prefill_chunk), should_stop=run.limits.should_stop)
+    reason = run_decoder(decoder, ids[n_cached:], run)
+    if reason != "stop" and run.text.finish():
+        reason = "stop"
+    result = run.result(reason, n_cached)
+    if reuse is not None:
+        reuse.store((ids + run.generated)[: cache_seq_length(cache)], cache)
+    return result

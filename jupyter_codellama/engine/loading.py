@@ -27,7 +27,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from ..config import default_cache_dir
-from ..models import DEFAULT_CPU_MODEL, DEFAULT_GPU_MODEL, EMBEDDED, ModelSpec, resolve_model
+from ..models import DEFAULT_CPU_MODEL, DEFAULT_GPU_MODEL, ModelSpec, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,8 @@ def embedded_model_dir(cache_dir: str | os.PathLike | None = None,
                        progress: ProgressCallback | None = None) -> Path:
     """A folder with the embedded model as safetensors, converted from the GGUF on first use.
 
-    GGUF loading spends ≈15 s parsing metadata; the converted folder loads in well under 2 s.
+    Loading the GGUF itself is slow (transformers parses all its metadata); the converted folder
+    loads many times faster (README, "Models and memory").
     """
     gguf = find_embedded_gguf()
     stat = gguf.stat()
@@ -358,8 +359,8 @@ _PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "htt
 def require_hub(repo_id: str) -> None:
     """Raise the clear message now when the hub's host name does not resolve.
 
-    huggingface_hub retries network errors five times with back-off (about 20 s of "Retrying
-    in 8s" warnings in the notebook) before transformers gives up; a name that does not resolve
+    huggingface_hub retries network errors five times with back-off (a stream of "Retrying in …"
+    warnings in the notebook) before transformers gives up; a name that does not resolve
     will not resolve a second later, so the first failure is the answer.
     """
     from huggingface_hub import constants
@@ -698,97 +699,20 @@ def _load_torch(options: LoadOptions, spec: ModelSpec, device: str, report: Prog
     if device == "cpu" and quantization != "none":
         log.warning(BNB_ON_CPU_WARNING.format(q=options.quantization))
     dtype = choose_dtype(options.dtype, device, spec.params_b)
-
-    local_only = options.local_files_only
-    if spec.family == "embedded":
-        source = str(embedded_model_dir(options.cache_dir, report))
-        local_only = True
-    elif os.path.isdir(spec.repo_id):
-        source = spec.repo_id
-    else:
-        source = spec.repo_id
-        local_only = check_hub_available(source, local_files_only=local_only) or local_only
-
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-
+    source, local_only = _torch_source(options, spec, report)
     report("loading the tokenizer", 0.2)
-    try:
-        with _quiet_transformers():
-            config = AutoConfig.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
-            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
-    except OSError as exc:
-        if _is_network_error(exc):
-            raise ModelNotAvailableError(_not_available_message(spec.repo_id)) from exc
-        raise ModelLoadError(f"Could not read model {spec.repo_id!r}: {exc}") from exc
-
+    config, tokenizer = _read_config_and_tokenizer(source, spec, local_only=local_only)
     _repair_codellama_tokenizer(tokenizer)
-
-    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": local_only, "trust_remote_code": False}
-    warnings: list[str] = []
-    offload = False
-    if quantization != "none":
-        max_memory = _max_memory(options, device)
-        if max_memory is None:
-            device_map: Any = {"": device if not device.startswith("cuda") else int(device.split(":")[1])}
-            summary = device
-        else:
-            report("planning where the weights go", 0.25)
-            plan = plan_device_map(config, quantization=quantization, dtype=dtype, max_memory=max_memory)
-            device_map, summary = plan.device_map, plan.summary()
-            warnings.extend(plan.warnings)
-            offload = any(v in ("cpu", "disk") for v in device_map.values()) and device.startswith("cuda")
-        if quantization == "4bit":
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=dtype,
-                llm_int8_enable_fp32_cpu_offload=offload,
-            )
-        else:
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_8bit=True, llm_int8_enable_fp32_cpu_offload=offload
-            )
-        kwargs["device_map"] = device_map
-    elif device.startswith("cuda"):
-        max_memory = _max_memory(options, device)
-        if max_memory is not None:
-            plan = plan_device_map(config, quantization="none", dtype=dtype, max_memory=max_memory)
-            kwargs["device_map"], summary = plan.device_map, plan.summary()
-            warnings.extend(plan.warnings)
-        else:
-            kwargs["device_map"], summary = {"": int(device.split(":")[1])}, device
-    else:
-        cpu_map, summary, cpu_warnings = _cpu_placement(options, config, dtype, report)
-        if cpu_map is not None:
-            kwargs["device_map"] = cpu_map
-        warnings.extend(cpu_warnings)
-    if any(v == "disk" for v in (kwargs.get("device_map") or {}).values()):
-        folder = options.offload_folder or str(Path(options.cache_dir or default_cache_dir()) / "offload")
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        kwargs["offload_folder"] = folder
-
+    placement = _place_weights(options, config, quantization=quantization, dtype=dtype, device=device,
+                               report=report)
     report("loading weights", 0.3)
-    try:
-        with _weights_progress(report, 0.3, 0.95), _quiet_transformers():
-            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except OSError as exc:
-        if _is_network_error(exc):
-            raise ModelNotAvailableError(_not_available_message(spec.repo_id)) from exc
-        raise ModelLoadError(f"Could not load the weights of {spec.repo_id!r}: {exc}") from exc
-    except torch.OutOfMemoryError as exc:
-        gc.collect()
-        raise ModelLoadError(
-            f"{spec.repo_id!r} does not fit in GPU memory ({exc}). Load it in 4-bit, set "
-            "gpu_memory to offload part of it to the CPU, or pick a smaller model."
-        ) from exc
-    model.eval()
+    model = _from_pretrained(source, spec, report, dtype=dtype, local_files_only=local_only,
+                             trust_remote_code=False, **placement.kwargs)
     if device == "cpu" and quantization == "4bit":
         _skip_bnb_cpu_repacking(model)
     spec = _with_tokenizer_capabilities(spec, tokenizer, config)
     report("ready", 1.0)
-    for w in warnings:
+    for w in placement.warnings:
         log.warning(w)
     return LoadedModel(
         model=model,
@@ -797,11 +721,128 @@ def _load_torch(options: LoadOptions, spec: ModelSpec, device: str, report: Prog
         quantization=quantization,
         dtype=str(dtype).removeprefix("torch."),
         device=device,
-        device_map_summary=summary,
+        device_map_summary=placement.summary,
         eos_token_ids=_eos_ids(model, tokenizer),
         load_seconds=time.perf_counter() - started,
-        warnings=warnings,
+        warnings=placement.warnings,
     )
+
+
+def _torch_source(options: LoadOptions, spec: ModelSpec, report: ProgressCallback) -> tuple[str, bool]:
+    """Where from_pretrained reads the model, and whether it must stay off the network."""
+    if spec.family == "embedded":
+        return str(embedded_model_dir(options.cache_dir, report)), True
+    local_only = options.local_files_only
+    if os.path.isdir(spec.repo_id):
+        return spec.repo_id, local_only
+    return spec.repo_id, check_hub_available(spec.repo_id, local_files_only=local_only) or local_only
+
+
+@contextmanager
+def _explained_os_errors(spec: ModelSpec, failure: str):
+    """An OSError from the hub or the files becomes a load error that says what to do."""
+    try:
+        yield
+    except OSError as exc:
+        if _is_network_error(exc):
+            raise ModelNotAvailableError(_not_available_message(spec.repo_id)) from exc
+        raise ModelLoadError(f"{failure} {spec.repo_id!r}: {exc}") from exc
+
+
+def _read_config_and_tokenizer(source: str, spec: ModelSpec, *, local_only: bool):
+    from transformers import AutoConfig, AutoTokenizer
+
+    with _explained_os_errors(spec, "Could not read model"), _quiet_transformers():
+        config = AutoConfig.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
+    return config, tokenizer
+
+
+@dataclass
+class _Placement:
+    """Where the weights go and how they are stored, as from_pretrained's keyword arguments."""
+
+    kwargs: dict[str, Any]
+    summary: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def _place_weights(options: LoadOptions, config, *, quantization: str, dtype, device: str,
+                   report: ProgressCallback) -> _Placement:
+    if quantization != "none":
+        placement = _quantized_placement(options, config, quantization, dtype, device, report)
+    elif device.startswith("cuda"):
+        placement = _gpu_placement(options, config, dtype, device)
+    else:
+        cpu_map, summary, warnings = _cpu_placement(options, config, dtype, report)
+        placement = _Placement({} if cpu_map is None else {"device_map": cpu_map}, summary, list(warnings))
+    placement.kwargs.update(_disk_offload(options, placement.kwargs.get("device_map")))
+    return placement
+
+
+def _quantized_placement(options: LoadOptions, config, quantization: str, dtype, device: str,
+                         report: ProgressCallback) -> _Placement:
+    """bitsandbytes 4-bit or 8-bit, on one device or spread as ``max_memory`` allows."""
+    max_memory = _max_memory(options, device)
+    if max_memory is None:
+        device_map: Any = {"": device if not device.startswith("cuda") else int(device.split(":")[1])}
+        summary, warnings, offload = device, [], False
+    else:
+        report("planning where the weights go", 0.25)
+        plan = plan_device_map(config, quantization=quantization, dtype=dtype, max_memory=max_memory)
+        device_map, summary, warnings = plan.device_map, plan.summary(), list(plan.warnings)
+        offload = any(v in ("cpu", "disk") for v in device_map.values()) and device.startswith("cuda")
+    kwargs = {"quantization_config": _bnb_config(quantization, dtype, offload), "device_map": device_map}
+    return _Placement(kwargs, summary, warnings)
+
+
+def _bnb_config(quantization: str, dtype, offload: bool):
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+            llm_int8_enable_fp32_cpu_offload=offload,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_enable_fp32_cpu_offload=offload)
+
+
+def _gpu_placement(options: LoadOptions, config, dtype, device: str) -> _Placement:
+    """Unquantized on a GPU: all of it there, or spread as ``max_memory`` allows."""
+    max_memory = _max_memory(options, device)
+    if max_memory is None:
+        return _Placement({"device_map": {"": int(device.split(":")[1])}}, device)
+    plan = plan_device_map(config, quantization="none", dtype=dtype, max_memory=max_memory)
+    return _Placement({"device_map": plan.device_map}, plan.summary(), list(plan.warnings))
+
+
+def _disk_offload(options: LoadOptions, device_map: dict | None) -> dict[str, str]:
+    """``offload_folder`` (created) when the plan puts layers on disk."""
+    if not any(v == "disk" for v in (device_map or {}).values()):
+        return {}
+    folder = options.offload_folder or str(Path(options.cache_dir or default_cache_dir()) / "offload")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return {"offload_folder": folder}
+
+
+def _from_pretrained(source: str, spec: ModelSpec, report: ProgressCallback, **kwargs: Any):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with _explained_os_errors(spec, "Could not load the weights of"):
+            with _weights_progress(report, 0.3, 0.95), _quiet_transformers():
+                model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except torch.OutOfMemoryError as exc:
+        gc.collect()
+        raise ModelLoadError(
+            f"{spec.repo_id!r} does not fit in GPU memory ({exc}). Load it in 4-bit, set "
+            "gpu_memory to offload part of it to the CPU, or pick a smaller model."
+        ) from exc
+    return model.eval()
 
 
 def _skip_bnb_cpu_repacking(model) -> None:

@@ -464,7 +464,7 @@ _MALLOC_TRIM = _libc_trim()
 
 def release_free_heap() -> None:
     """Give the heap's free pages back to the OS. A chunk's temporaries (megabytes each) are
-    freed into glibc's heap, which keeps them resident after the prompt: tens of MB that a
+    freed into glibc's heap, which keeps them resident after the prompt: memory that a
     kernel-served model would otherwise hold for good (the resident-memory test)."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
@@ -477,11 +477,11 @@ class ChunkForward:
     def __init__(self, model: "NativeModel", cache: "KVCache",
                  should_stop: Callable[[], bool] | None = None) -> None:
         self.m, self.cache, self.h = model, cache, model.hyper
-        # Checked between layers: a long chunk of a 7B model takes tens of seconds on a CPU.
+        # Checked between layers: a long chunk of a 7B model runs far longer than a cancel may wait.
         self.should_stop = should_stop or (lambda: False)
         self.lib = model.lib
         self.threads = model.n_threads
-        # One block buffer for the whole chunk: allocating 8 MB per matmul raised glibc's mmap
+        # One block buffer for the whole chunk: allocating a block per matmul raised glibc's mmap
         # threshold, after which the freed blocks stayed in the heap (resident) for good.
         self.block = torch.empty(_BLOCK_FLOATS)
 

@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 import traceback
-from typing import Any
+from typing import Any, Callable
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 _PATH_FUNCTIONS = ("remove", "unlink", "rmdir", "mkdir", "chmod", "chown", "truncate", "utime",
@@ -73,6 +73,20 @@ def _disable_processes() -> None:
 
 def _confine_writes(root: str) -> None:
     """Writing, deleting, renaming: only inside ``root`` (the temporary working directory)."""
+    check = _write_check(root)
+    _guard_opening(check)
+    _guard_path_functions(check)
+    real_rmtree = shutil.rmtree
+
+    def guarded_rmtree(path, *args, **kwargs):
+        check(path)
+        return real_rmtree(path, *args, **kwargs)
+
+    shutil.rmtree = guarded_rmtree  # type: ignore[assignment]
+
+
+def _write_check(root: str) -> Callable[..., None]:
+    """``check(path, dir_fd=None)``: raises PermissionError unless ``path`` is inside ``root``."""
     root = os.path.realpath(root)
 
     def inside(path: Any) -> bool:
@@ -85,6 +99,11 @@ def _confine_writes(root: str) -> None:
         if dir_fd is not None or not inside(path):
             raise PermissionError(f"writing outside the sandbox's temporary directory is not allowed: {path!r}")
 
+    return check
+
+
+def _guard_opening(check: Callable[..., None]) -> None:
+    """``open`` for writing, ``os.open`` with a write flag and ``io.FileIO``, at every layer."""
     real_open, real_os_open = builtins.open, os.open
 
     def guarded_open(file, mode="r", *args, **kwargs):
@@ -107,6 +126,10 @@ def _confine_writes(root: str) -> None:
     io.FileIO = _io.FileIO = GuardedFileIO  # type: ignore[misc]
     _replace("open", lambda _original: guarded_os_open)
 
+
+def _guard_path_functions(check: Callable[..., None]) -> None:
+    """``os`` functions that change one path (remove, mkdir …) or two (rename, link …)."""
+
     def one_path(function):
         def guarded(path, *args, dir_fd=None, **kwargs):
             check(path, dir_fd)
@@ -126,13 +149,6 @@ def _confine_writes(root: str) -> None:
         _replace(name, one_path)
     for name in _TWO_PATH_FUNCTIONS:
         _replace(name, two_paths)
-    real_rmtree = shutil.rmtree
-
-    def guarded_rmtree(path, *args, **kwargs):
-        check(path)
-        return real_rmtree(path, *args, **kwargs)
-
-    shutil.rmtree = guarded_rmtree  # type: ignore[assignment]
 
 
 def _limit_resources(max_memory: int | None, max_file_size: int | None) -> None:

@@ -127,6 +127,29 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    suite = _make_suite(args)
+
+    import torch
+
+    from ..config import CodeLlama
+    from ..engine.engine import Engine
+
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    engine = Engine(CodeLlama(model=args.model, quantization=args.quantization, dtype=args.dtype,
+                              device=args.device, cpu_threads=args.threads or 0))
+    try:
+        failed = _load(engine, args)
+        return failed if failed is not None else _evaluate(engine, suite, args)
+    finally:
+        engine.shutdown()
+        torch.set_num_threads(threads)  # main() may run inside a test or a notebook
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments, with defaults filled in and checked (exits with usage on a mistake)."""
     parser, subparsers = build_parser()
     args, unknown = parser.parse_known_args(argv)
     parser = subparsers[args.suite]
@@ -136,53 +159,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.max_new_tokens = args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[args.suite]
     args.out = args.out or _default_out(args.suite, args.model)
     _validate(parser, args)
+    return args
 
-    from ..config import CodeLlama
-    from ..engine.loading import ModelLoadError
-    from ..engine.engine import Engine
-    from .runner import ProgressPrinter, run_eval
+
+def _make_suite(args: argparse.Namespace):
     from .suites import make_suite
 
     if args.suite == "humaneval":
-        suite = make_suite("humaneval", format=args.format, system=args.system)
-    elif args.suite == "infill":
-        suite = make_suite("infill", mode=args.mode)
-    else:
-        suite = make_suite("tasks", system=args.system)
+        return make_suite("humaneval", format=args.format, system=args.system)
+    if args.suite == "infill":
+        return make_suite("infill", mode=args.mode)
+    return make_suite("tasks", system=args.system)
 
-    import torch
 
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    engine = Engine(CodeLlama(model=args.model, quantization=args.quantization, dtype=args.dtype,
-                              device=args.device, cpu_threads=args.threads or 0))
+def _load(engine, args: argparse.Namespace) -> int | None:
+    """Load the model; the exit status when that failed, else None."""
+    from ..engine.loading import ModelLoadError
+
+    print(f"loading {args.model} …", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
     try:
-        print(f"loading {args.model} …", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        try:
-            status = engine.load().wait()
-        except (ModelLoadError, ValueError) as exc:
-            print(f"error: could not load {args.model!r}: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("interrupted while loading the model", file=sys.stderr)
-            return 130
-        print(f"loaded {status['model']} ({status['quantization']}, {status['dtype']}, {status['device']}) "
-              f"in {time.perf_counter() - t0:.1f} s; writing {args.out}", file=sys.stderr, flush=True)
-        progress = None if args.quiet else ProgressPrinter()
+        status = engine.load().wait()
+    except (ModelLoadError, ValueError) as exc:
+        print(f"error: could not load {args.model!r}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted while loading the model", file=sys.stderr)
+        return 130
+    print(f"loaded {status['model']} ({status['quantization']}, {status['dtype']}, {status['device']}) "
+          f"in {time.perf_counter() - t0:.1f} s; writing {args.out}", file=sys.stderr, flush=True)
+    return None
 
-        def on_result(report, result):
-            if progress is not None:
-                progress(report, result)
-            report.write_json(args.out)
 
-        report = run_eval(suite, engine, limit=args.limit, max_new_tokens=args.max_new_tokens,
-                          time_limit=args.time_limit, max_time=args.max_time, on_result=on_result)
+def _evaluate(engine, suite, args: argparse.Namespace) -> int:
+    """Run the suite, writing the JSON report after every problem; the exit status."""
+    from .runner import ProgressPrinter, run_eval
+
+    progress = None if args.quiet else ProgressPrinter()
+
+    def on_result(report, result):
+        if progress is not None:
+            progress(report, result)
         report.write_json(args.out)
-        print(report.to_markdown())
-        print(f"\nJSON report: {args.out}", file=sys.stderr)
-        return 130 if report.interrupted else 0
-    finally:
-        engine.shutdown()
-        torch.set_num_threads(threads)  # main() may run inside a test or a notebook
+
+    report = run_eval(suite, engine, limit=args.limit, max_new_tokens=args.max_new_tokens,
+                      time_limit=args.time_limit, max_time=args.max_time, on_result=on_result)
+    report.write_json(args.out)
+    print(report.to_markdown())
+    print(f"\nJSON report: {args.out}", file=sys.stderr)
+    return 130 if report.interrupted else 0
