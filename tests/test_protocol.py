@@ -3,6 +3,7 @@ its replies follow it, the front end's types are generated from it, and the kern
 decides whether a suggestion may span several lines."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import statistics
 import time
@@ -16,6 +17,8 @@ from jupyter_codellama.comm import CommSession, _check_sizes, wants_multiline
 from jupyter_codellama.protocol import REQUEST_TYPES, SCHEMA, BadRequest, validate_request
 from jupyter_codellama.testing.protocol_fuzz import message_strategy
 from test_comm_hardening import CHAT, StubEngine, terminal
+
+ROOT = protocol.SCHEMA_PATH.parents[1]
 
 
 def _reference_validator(definition: str):
@@ -238,3 +241,29 @@ def test_a_typed_through_suggestion_says_it_too(stub):
     session.handle({"type": "complete", "request_id": "k2", "prefix": "def f():\n    ret", "suffix": ""})
     reply = terminal(sent, "k2")[0]
     assert reply["from_suggestion"] is True and reply["multiline"] is False
+
+
+# -- the TypeScript types are generated from the schema ---------------------------------------
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("gen_protocol_ts", ROOT / "scripts" / "gen_protocol_ts.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_generated_typescript_is_up_to_date():
+    generator = _generator()
+    expected = generator.generate(SCHEMA)
+    current = generator.OUTPUT_FILE.read_text(encoding="utf-8")
+    assert current == expected, "labextension/src/protocol.generated.ts is stale: run python scripts/gen_protocol_ts.py"
+
+
+def test_the_generated_typescript_follows_a_change_of_the_schema():
+    generator = _generator()
+    changed = json.loads(json.dumps(SCHEMA))
+    changed["$defs"]["ICancelRequest"]["properties"]["reason"] = {"type": "string", "description": "Why."}
+    text = generator.generate(changed)
+    assert "  /** Why. */\n  reason?: string;" in text and text != generator.generate(SCHEMA)
+    assert "export const PROTOCOL_VERSION = 1;" in text
+    assert "  'context-preview': IContextPreviewRequest;" in text
