@@ -1,17 +1,21 @@
 """The kernel side of the ``jupyter_codellama`` comm: protocol validation and dispatch.
 
-Protocol version 1 (mirrored in ``labextension/src/protocol.ts``). Every request is
-``{"type", "request_id", ...}``; every reply carries the same ``request_id`` and is one of
-``chunk`` (text delta), ``done`` (final result), ``error`` (``code``, ``message``), or, for
-``hello``/``status``, a message of that type. The kernel also sends unsolicited
-``{"type": "status", "request_id": null, "status": ...}`` whenever the engine's state or load
-progress changes.
+The protocol is defined once, in ``protocol.schema.json`` (JSON Schema; loaded and checked by
+:mod:`.protocol`; the front end's ``labextension/src/protocol.generated.ts`` is generated from it
+by ``scripts/gen_protocol_ts.py``). Every request is ``{"type", "request_id", ...}``; every
+reply carries the same ``request_id`` and is one of ``chunk`` (text delta), ``done`` (final
+result), ``error`` (``code``, ``message``), or, for ``hello``/``status``, a message of that type.
+The kernel also sends unsolicited ``{"type": "status", "request_id": null, "status": ...}``
+whenever the engine's state or load progress changes. A ``complete`` request's ``chunk`` and
+``done`` replies carry ``multiline``: whether the kernel let the suggestion run over several
+lines (the request's own ``multiline``, else :func:`wants_multiline`).
 
 Handlers never generate: they validate, hand a job to the engine and return, so the comm's
 thread (a kernel subshell where the front end uses one) is never blocked. Bad input gets an
 ``error`` reply; nothing a front end sends can raise into the comm machinery. Every request
 ends with exactly one terminal reply (``done``, ``error``, ``hello`` or ``status``); a field
-over :data:`FIELD_LIMITS` is refused before any work, and no error repeats a large value.
+over :data:`FIELD_LIMITS` is refused before any work (which bounds the work of the schema check
+that follows), and no error repeats a large value.
 """
 from __future__ import annotations
 
@@ -24,21 +28,21 @@ from ._version import __version__
 from .engine import EngineUser
 from .prompts.prompt import PromptTooLongError
 from .prompts.requests import ChatRequest, ExplainRequest, FixRequest, InfillRequest
+from .protocol import (
+    COMM_TARGET,
+    ERROR_CODES,
+    MAX_REQUEST_ID,
+    PROTOCOL_VERSION,
+    REQUEST_TYPES,
+    BadRequest,
+    short,
+    validate_request,
+)
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
-COMM_TARGET = "jupyter_codellama"
-
-REQUEST_TYPES = ("hello", "status", "load", "unload", "chat", "explain", "fix", "complete", "prewarm",
-                 "cancel", "context-preview")
-ERROR_CODES = (
-    "bad_request", "unknown_type", "protocol_version", "busy", "not_loaded", "load_failed",
-    "generation_failed", "prompt_too_long", "internal",
-)
 _ROLES = ("system", "user", "assistant")
 _MAX_TOKENS = 8192
-_MAX_REQUEST_ID = 200
 #: Integers beyond this are refused before any arithmetic: JSON carries integers of any size, and
 #: one of hundreds of digits overflows a float (``max_time_ms``) or cannot even be formatted.
 _MAX_INT = 2 ** 53
@@ -70,14 +74,6 @@ _OTHER_FIELD = Limit(64, 4096)
 _MAX_FIELDS = 64
 
 Send = Callable[[dict], None]
-
-
-class BadRequest(ValueError):
-    """A message that does not follow the protocol; ``code`` goes into the error reply."""
-
-    def __init__(self, message: str, code: str = "bad_request") -> None:
-        super().__init__(message)
-        self.code = code
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,12 +137,6 @@ def _text_size(value: Any, budget: int) -> int:
         else:
             total += 1
     return total
-
-
-def _short(value: Any, limit: int = 40) -> str:
-    """``repr(value)`` cut for an error message: bad input is named, never echoed whole."""
-    text = repr(value)  # sizes are checked first: this is never a huge value
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _max_new_tokens(data: Mapping, default: int) -> int:
@@ -239,18 +229,19 @@ class CommSession(EngineUser):
     def handle(self, data: Any) -> None:
         """Entry point for every message from the front end. Never raises."""
         request_id = data.get("request_id") if isinstance(data, dict) else None
-        if not isinstance(request_id, str) or not 0 < len(request_id) <= _MAX_REQUEST_ID:
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= MAX_REQUEST_ID:
             request_id = None  # an invalid id is not echoed: the reply goes out with none
         try:
             if not isinstance(data, dict):
                 raise BadRequest("A message must be a JSON object.")
             if request_id is None:
-                raise BadRequest(f"'request_id' must be a non-empty string (at most {_MAX_REQUEST_ID} characters).")
+                raise BadRequest(f"'request_id' must be a non-empty string (at most {MAX_REQUEST_ID} characters).")
             _check_sizes(data)
             kind = data.get("type")
             if kind not in REQUEST_TYPES:
-                raise BadRequest(f"Unknown message type {_short(kind)}; expected one of {', '.join(REQUEST_TYPES)}.",
+                raise BadRequest(f"Unknown message type {short(kind)}; expected one of {', '.join(REQUEST_TYPES)}.",
                                  "unknown_type")
+            validate_request(kind, data)  # before any work: the handlers receive well-formed fields
             getattr(self, "_on_" + kind.replace("-", "_"))(request_id, data)
         except BadRequest as exc:
             self.error(request_id, exc.code, str(exc))
@@ -360,17 +351,18 @@ class CommSession(EngineUser):
         spec = self._infill_spec(data)
         prefix, suffix = spec.prefix, spec.suffix
         opts = _generation_options(data, 64)
+        # The kernel alone decides (the front end shows one line while streaming unless told).
+        multiline = _field(data, "multiline", bool, None)
+        if multiline is None:
+            multiline = wants_multiline(prefix)
         rest = self._typed_through(prefix, suffix)
         if rest is not None:
             self._suggestion = (prefix, suffix, rest)
             self.send({"type": "done", "request_id": request_id, "text": rest, "raw_text": rest,
                        "stop_reason": "stop", "from_suggestion": True, "prompt_tokens": 0,
                        "cached_tokens": 0, "generated_tokens": 0, "tokens_evaluated": 0,
-                       "timings": {"total_s": 0.0}})
+                       "timings": {"total_s": 0.0}, "multiline": multiline})
             return
-        multiline = _field(data, "multiline", bool, None)
-        if multiline is None:
-            multiline = wants_multiline(prefix)
         if not opts["stop"]:
             # One line, or one block: a blank line or a Markdown fence ends a multi-line
             # suggestion (small models go on with prose and further cells).
@@ -386,7 +378,7 @@ class CommSession(EngineUser):
             return shown
 
         self._submit("completion", request_id, spec, opts, finish=finish,
-                     stream=bool(_field(data, "stream", bool, True)))
+                     stream=bool(_field(data, "stream", bool, True)), told={"multiline": multiline})
 
     def _on_prewarm(self, request_id: str, data: Mapping) -> None:
         """Prefill the notebook context into the KV cache (a cell got focus), generating nothing."""
@@ -494,14 +486,20 @@ class CommSession(EngineUser):
     # -- jobs ------------------------------------------------------------------------------------
 
     def _submit(self, kind: str, request_id: str, spec, opts: dict, *,
-                finish: Callable[[str, str], str] | None = None, stream: bool = True) -> None:
+                finish: Callable[[str, str], str] | None = None, stream: bool = True,
+                told: Mapping[str, Any] | None = None) -> None:
+        """Hand the job to the engine; ``told`` goes into each ``chunk`` and the ``done``."""
+        told = dict(told or {})
+
         def on_chunk(text: str) -> None:
-            self.send({"type": "chunk", "request_id": request_id, "text": text})
+            self.send({"type": "chunk", "request_id": request_id, "text": text, **told})
 
         def on_done(job) -> None:
             self._jobs.pop(request_id, None)
             try:
                 reply = self._final_reply(kind, request_id, job, finish)
+                if reply["type"] == "done":
+                    reply.update(told)
             except Exception as exc:  # noqa: BLE001 - the request still gets its one answer
                 log.exception("the reply to %s could not be built", request_id)
                 reply = {"type": "error", "request_id": request_id, "code": "internal",
@@ -552,7 +550,8 @@ MULTILINE_STOPS = ("\n\n", "```")
 
 def wants_multiline(prefix: str) -> bool:
     """A block may follow an empty line, a line ending in ':' (outside brackets) or a comment;
-    anywhere else the suggestion finishes the line. The front end applies the same rule."""
+    anywhere else the suggestion finishes the line. Only the kernel applies this rule: its
+    ``chunk`` and ``done`` replies tell the front end what it decided."""
     line = prefix.rsplit("\n", 1)[-1]
     stripped = line.strip()
     return not stripped or stripped.startswith("#") or (stripped.endswith(":") and _bracket_depth(stripped) == 0)

@@ -17,6 +17,7 @@ import {
   COMM_TARGET,
   ErrorCode,
   ICapabilities,
+  IChunkReply,
   IEngineStatus,
   IHelloReply,
   IRequestMap,
@@ -63,8 +64,8 @@ export interface IPendingRequest<T extends RequestType> {
 }
 
 export interface IRequestOptions {
-  /** Called with each text delta (`chunk` replies), in order. */
-  onChunk?: (text: string) => void;
+  /** Called with each text delta (`chunk` replies), in order, and the reply it came in. */
+  onChunk?: (text: string, chunk: IChunkReply) => void;
 }
 
 /** The kernel connection as far as the client uses it (a fake in the tests). */
@@ -439,7 +440,7 @@ export class CodeLlamaClient implements IDisposable {
     pending.answered = true;
     switch (reply.type) {
       case 'chunk':
-        pending.onChunk?.(reply.text);
+        pending.onChunk?.(reply.text, reply);
         break;
       case 'error':
         this._settle(reply.request_id, new CodeLlamaError(reply.code, reply.message));
@@ -608,7 +609,7 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
 namespace Private {
   export interface IPending {
     type: RequestType;
-    onChunk?: (text: string) => void;
+    onChunk?: (text: string, chunk: IChunkReply) => void;
     resolve: (value: unknown) => void;
     reject: (error: CodeLlamaError) => void;
     watchdog: ReturnType<typeof setTimeout> | null;

@@ -4,8 +4,7 @@ import {
   DEFAULT_INLINE_SETTINGS,
   newLineTrigger,
   readSettings,
-  scopeAt,
-  wantsMultiline
+  scopeAt
 } from '../src/inline/triggers';
 import { FakeKernel, makeClient, READY, until } from './fakes';
 
@@ -62,17 +61,6 @@ describe('trigger rules', () => {
   it('does not trigger in an empty cell', () => {
     expect(block('', '')).toBe('empty');
     expect(block('   ', '')).toBe('empty');
-  });
-
-  it('suggests several lines on an empty line, after ":" or a comment, else one line', () => {
-    expect(wantsMultiline('')).toBe(true);
-    expect(wantsMultiline('import pandas as pd\n')).toBe(true);
-    expect(wantsMultiline('def area(r):')).toBe(true);
-    expect(wantsMultiline('# plot the sales by month')).toBe(true);
-    expect(wantsMultiline('df = pd.read_')).toBe(false);
-    expect(wantsMultiline('x = {"a": 1, "b":')).toBe(false);
-    expect(wantsMultiline('df = pd.read_', 'always')).toBe(true);
-    expect(wantsMultiline('def area(r):', 'never')).toBe(false);
   });
 
   it('asks for a suggestion on a new blank line after a comment or ":"', () => {
@@ -135,14 +123,14 @@ describe('CodeLlamaInlineProvider', () => {
     expect(sent).toMatchObject({
       prefix: 'df = pd.',
       suffix: '',
-      multiline: false,
       current: 1,
       max_new_tokens: DEFAULT_INLINE_SETTINGS.maxTokens,
       temperature: 0
     });
     expect(sent.cells).toHaveLength(2);
+    expect(sent.multiline).toBeUndefined(); // the kernel decides, and says so in each chunk
 
-    kernel.comm.reply({ type: 'chunk', request_id: sent.request_id, text: 'read' });
+    kernel.comm.reply({ type: 'chunk', request_id: sent.request_id, text: 'read', multiline: false });
     const list = await fetching;
     expect(list.items).toHaveLength(1);
     expect(list.items[0]).toMatchObject({ insertText: 'read', isIncomplete: true });
@@ -153,7 +141,12 @@ describe('CodeLlamaInlineProvider', () => {
         updates.push(update.response.insertText);
       }
     })();
-    kernel.comm.reply({ type: 'chunk', request_id: sent.request_id, text: '_csv("sales.csv")\nprint(df)' });
+    kernel.comm.reply({
+      type: 'chunk',
+      request_id: sent.request_id,
+      text: '_csv("sales.csv")\nprint(df)',
+      multiline: false
+    });
     kernel.comm.reply({
       type: 'done',
       request_id: sent.request_id,
@@ -166,6 +159,29 @@ describe('CodeLlamaInlineProvider', () => {
     expect(updates[0]).toBe('read_csv("sales.csv")');
     expect(updates[updates.length - 1]).toBe('read_csv("sales.csv")');
     expect(provider.lastResult?.timings.first_token_s).toBe(0.05);
+  });
+
+  it('streams several lines when the kernel says the suggestion may span them', async () => {
+    const { kernel, provider } = await setup();
+    const fetching = provider.fetch(request('def area(r):\n    '), context(AUTOMATIC));
+    await until(() => kernel.comm.requests('complete').length === 1);
+    const sent = kernel.comm.requests('complete')[0];
+    expect(sent.multiline).toBeUndefined();
+    kernel.comm.reply({ type: 'chunk', request_id: sent.request_id, text: 'import math\n', multiline: true });
+    kernel.comm.reply({ type: 'chunk', request_id: sent.request_id, text: '    return', multiline: true });
+    const list = await fetching;
+    expect(list.items[0].insertText).toMatch(/^import math\n/);
+    const updates: string[] = [];
+    const streaming = (async () => {
+      for await (const update of provider.stream(list.items[0].token!)) {
+        updates.push(update.response.insertText);
+      }
+    })();
+    kernel.comm.reply({ type: 'chunk', request_id: sent.request_id, text: ' math.pi * r ** 2', multiline: true });
+    // Shown while still streaming, not only once the final text comes.
+    await until(() => updates.includes('import math\n    return math.pi * r ** 2'));
+    kernel.comm.reply({ type: 'done', request_id: sent.request_id, text: 'import math', stop_reason: 'stop' });
+    await streaming;
   });
 
   it('cancels the previous request when the next keystroke comes', async () => {

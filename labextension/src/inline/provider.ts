@@ -23,8 +23,7 @@ import {
   autoTriggerBlock,
   DEFAULT_INLINE_SETTINGS,
   IInlineSettings,
-  readSettings,
-  wantsMultiline
+  readSettings
 } from './triggers';
 
 /** What the provider needs to know about the editor the request comes from. */
@@ -52,7 +51,8 @@ const INVOKE = 0;
 
 /** One answer on its way: the text so far, and a way to wait for more. */
 class PendingAnswer {
-  constructor(readonly multiline: boolean) {}
+  /** Whether several lines may show; the kernel decides and says so in each chunk. */
+  multiline = false;
 
   /** The kernel request, attached once sent. */
   request: IPendingRequest<'complete'> | null = null;
@@ -73,7 +73,8 @@ class PendingAnswer {
     return this.multiline ? this.raw : this.raw.split('\n', 1)[0];
   }
 
-  push(delta: string): void {
+  push(delta: string, multiline?: boolean): void {
+    this.multiline = multiline ?? this.multiline;
     this.raw += delta;
     this._wake();
   }
@@ -205,19 +206,20 @@ export class CodeLlamaInlineProvider implements IInlineCompletionProvider {
     if (client.state !== 'ready' || client.status?.state !== 'ready') {
       return explicit ? Private.errorList(Private.notReadyMessage(client)) : { items: [] };
     }
-    const multiline = explicit ? settings.multiline !== 'never' : wantsMultiline(prefix, settings.multiline);
     const body: ICompleteRequest = {
       prefix,
       suffix,
-      multiline,
+      ...Private.multiline(settings.multiline, explicit),
       max_new_tokens: settings.maxTokens,
       max_time_ms: settings.maxTimeMs,
       temperature: 0,
       variables: settings.variables,
       ...this._cellContext(target)
     };
-    const answer = new PendingAnswer(multiline);
-    const pending = client.request('complete', body, { onChunk: text => answer.push(text) });
+    const answer = new PendingAnswer();
+    const pending = client.request('complete', body, {
+      onChunk: (text, chunk) => answer.push(text, chunk.multiline)
+    });
     answer.request = pending;
     this._current = answer;
     pending.done.then(
@@ -342,6 +344,20 @@ export namespace CodeLlamaInlineProvider {
 }
 
 namespace Private {
+  /**
+   * The request's `multiline`: the user's setting, or, on `auto`, none (the kernel decides from
+   * the prefix), except that Alt+\ asks for a block.
+   */
+  export function multiline(
+    setting: IInlineSettings['multiline'],
+    explicit: boolean
+  ): Pick<ICompleteRequest, 'multiline'> {
+    if (setting !== 'auto') {
+      return { multiline: setting === 'always' };
+    }
+    return explicit ? { multiline: true } : {};
+  }
+
   export function errorList(message: string): IInlineCompletionList<IInlineCompletionItem> {
     return { items: [{ insertText: '', error: { message } }] };
   }

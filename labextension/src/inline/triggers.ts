@@ -1,6 +1,7 @@
 /**
- * When inline completion may start on its own, and whether a suggestion may span several
- * lines. Pure functions over the cell's text, so the rules are tested without an editor.
+ * When inline completion may start on its own. Pure functions over the cell's text, so the
+ * rules are tested without an editor. (Whether a suggestion may span several lines is the
+ * kernel's decision: see `wants_multiline` in comm.py.)
  */
 
 /** The inline completion settings (JupyterLab's Settings → Inline Completer → Code Llama). */
@@ -9,7 +10,7 @@ export interface IInlineSettings {
   maxTokens: number;
   /** Stop generating after this long (ms); what came so far is shown. */
   maxTimeMs: number;
-  /** `auto`: several lines on an empty line, after `:` or after a comment; else one line. */
+  /** `auto`: the kernel decides (several lines on an empty line, after `:` or a comment). */
   multiline: 'auto' | 'always' | 'never';
   /** Typing may trigger a suggestion with at most this many characters right of the cursor. */
   maxCharsRightOfCursor: number;
@@ -138,19 +139,6 @@ export function autoTriggerBlock(input: ITriggerInput, settings: IInlineSettings
 /** The line the cursor is on, up to the cursor. */
 export function currentLine(prefix: string): string {
   return prefix.slice(prefix.lastIndexOf('\n') + 1);
-}
-
-/**
- * Whether the suggestion may span several lines: a block may follow an empty line, a line
- * ending in `:` or a comment line; anywhere else the suggestion finishes the current line.
- * (The kernel applies the same rule when the request does not say; see `wants_multiline`.)
- */
-export function wantsMultiline(prefix: string, mode: IInlineSettings['multiline'] = 'auto'): boolean {
-  if (mode !== 'auto') {
-    return mode === 'always';
-  }
-  const line = currentLine(prefix).trim();
-  return line === '' || line.startsWith('#') || (line.endsWith(':') && bracketDepth(line) === 0);
 }
 
 /** Brackets left open on `line` (quoted text ignored): `{"a": 1, "b":` ends with ':' but opens no block. */

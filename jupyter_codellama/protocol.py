@@ -1,0 +1,144 @@
+"""The comm protocol's one definition, ``protocol.schema.json``, and the check of each request.
+
+The schema (JSON Schema, draft 2020-12) describes every request and reply; the TypeScript types
+of the front end are generated from it (``scripts/gen_protocol_ts.py``). Here it is loaded once,
+each request type's validator is compiled once into Python code by ``fastjsonschema`` (a
+``complete`` request is checked on every keystroke), and :func:`validate_request` turns the
+first violation into a :class:`BadRequest` that names the field and never repeats a large value.
+The tests check the compiled validators against ``jsonschema``, the reference implementation.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+SCHEMA_PATH = Path(__file__).with_name("protocol.schema.json")
+SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+PROTOCOL_VERSION: int = SCHEMA["x-protocol-version"]
+COMM_TARGET: str = SCHEMA["x-comm-target"]
+REQUEST_TYPES: tuple[str, ...] = tuple(SCHEMA["x-requests"])
+ERROR_CODES: tuple[str, ...] = tuple(SCHEMA["$defs"]["KernelErrorCode"]["enum"])
+MAX_REQUEST_ID: int = SCHEMA["$defs"]["IRequestEnvelope"]["properties"]["request_id"]["maxLength"]
+
+_TYPE_WORDS = {"integer": "an integer", "number": "a number", "string": "a string", "array": "a list",
+               "object": "an object", "boolean": "a boolean", "null": "null"}
+
+
+class BadRequest(ValueError):
+    """A message that does not follow the protocol; ``code`` goes into the error reply."""
+
+    def __init__(self, message: str, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def short(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut for an error message: bad input is named, never echoed whole.
+
+    Only scalars are shown: a container may be nested too deeply for ``repr``.
+    """
+    if value is not None and not isinstance(value, (str, int, float, bool)):
+        return f"a {_json_type(value)}"
+    if isinstance(value, str):
+        value = value[: limit + 1]
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 30 else "a huge number"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def validate_request(kind: str, data: Mapping[str, Any]) -> None:
+    """Raise :class:`BadRequest` naming the first field of ``data`` that breaks the schema of a
+    ``kind`` request. ``kind`` is one of :data:`REQUEST_TYPES`; sizes are checked before."""
+    from fastjsonschema import JsonSchemaValueException
+
+    try:
+        _validator(SCHEMA["x-requests"][kind]["request"])(data)
+    except JsonSchemaValueException as exc:
+        raise BadRequest(describe(exc)) from None
+    for name in _integer_fields(kind):
+        if isinstance(data.get(name), float):
+            # Draft 2020-12 counts 1.0 as an integer; what receives it (``range()``) does not.
+            raise BadRequest(f"'{name}' must be an integer, not number.")
+
+
+def describe(error) -> str:
+    """One sentence for a ``fastjsonschema.JsonSchemaValueException``: the field, what it must be."""
+    # "data.messages[0].role" → messages, 0, role
+    parts = [int(part) if part.isdigit() else part for part in error.path[1:]]
+    where = _path(parts)
+    rule, expected, value = error.rule, error.rule_definition, error.value
+    if rule == "required":
+        missing = next((name for name in expected if name not in value), expected[0])
+        return f"'{_path([*parts, missing])}' is required."
+    if rule == "type":
+        types = [expected] if isinstance(expected, str) else expected
+        return f"'{where}' must be {' or '.join(_TYPE_WORDS[t] for t in types)}, not {_json_type(value)}."
+    if rule in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return f"'{where}' is out of range: {_range(error.definition)}."
+    if rule in ("enum", "const"):
+        allowed = expected if rule == "enum" else [expected]
+        return f"'{where}' must be {' or '.join(map(repr, allowed))}, not {short(value)}."
+    if rule == "minItems":
+        return f"'{where}' must hold at least {expected} item{'s' if expected > 1 else ''}."
+    if rule in ("minLength", "maxLength"):
+        return f"'{where}' must be {expected} characters {'or more' if rule == 'minLength' else 'at most'}."
+    return f"'{where}' does not follow the protocol ({rule})."
+
+
+def _path(parts: Iterable) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(message)"
+
+
+def _range(schema: Mapping[str, Any]) -> str:
+    low = schema.get("minimum", schema.get("exclusiveMinimum"))
+    high = schema.get("maximum", schema.get("exclusiveMaximum"))
+    low_text = f"over {low}" if "exclusiveMinimum" in schema else f"{low}"
+    return f"{low_text}..{high}" if high is not None else f"at least {low_text}"
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    for kind, name in ((float, "number"), (str, "string"), (list, "list"), (dict, "object")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+@lru_cache(maxsize=None)
+def _validator(definition: str):
+    """The compiled validator of one ``$defs`` entry (built once per process, on first use).
+
+    fastjsonschema knows drafts up to 07; the keywords this schema uses mean the same there (a
+    ``$ref`` with sibling keywords would not: draft 07 ignores the siblings). The tests compare
+    its verdicts with ``jsonschema``'s for draft 2020-12.
+    """
+    import fastjsonschema
+
+    return fastjsonschema.compile({"$ref": f"#/$defs/{definition}", "$defs": SCHEMA["$defs"]},
+                                  use_default=False, use_formats=False)
+
+
+@lru_cache(maxsize=None)
+def _integer_fields(kind: str) -> tuple[str, ...]:
+    """The fields of a ``kind`` request that the schema types as integers."""
+    request = SCHEMA["$defs"][SCHEMA["x-requests"][kind]["request"]]
+    return tuple(name for name, prop in _properties(request).items() if prop.get("type") == "integer")
+
+
+def _properties(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A schema's top-level properties, through ``$ref``, ``allOf`` and ``if``'s branches."""
+    found: dict[str, Any] = {}
+    if "$ref" in schema:
+        found.update(_properties(SCHEMA["$defs"][schema["$ref"].rsplit("/", 1)[-1]]))
+    for part in (*schema.get("allOf", ()), *(schema[k] for k in ("then", "else") if k in schema)):
+        found.update(_properties(part))
+    found.update(schema.get("properties", {}))
+    return found
