@@ -228,7 +228,7 @@ def test_every_chunk_and_the_done_of_a_completion_say_what_the_kernel_decided(st
         request["multiline"] = asked
     session.handle(request)
     job = engine.jobs[-1]
-    assert job.stop == stop
+    assert job.options.stop == stop
     job.on_chunk("x")
     engine.finish(job, "x", "stop")
     assert [(m["type"], m["multiline"]) for m in sent] == [("chunk", told), ("done", told)]
