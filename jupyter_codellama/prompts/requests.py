@@ -14,13 +14,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 from .chat import ChatMessage, build_chat_prompt
+from .edit import EditTarget, edit_question, fim_parts, split_selection
 from .infill import build_infill_prompt
 from .notebook_context import _ANSI, NotebookContext, prompt_redactor
 from .prompt import Prompt
 
 __all__ = [
-    "ChatRequest", "ExplainRequest", "FixRequest", "InfillRequest", "PromptSpec", "TextRequest",
-    "TokenRequest", "build", "explain_question", "fix_question",
+    "ChatRequest", "EditRequest", "ExplainRequest", "FixRequest", "InfillRequest", "PromptSpec", "TextRequest",
+    "TokenRequest", "build", "edit_by_infilling", "explain_question", "fix_question",
 ]
 
 Namespace = Mapping[str, Any]
@@ -92,6 +93,30 @@ class FixRequest(_Spec):
 
 
 @dataclass(frozen=True)
+class EditRequest(_Spec):
+    """Rewrite a cell, or the ``selection`` of it (character offsets, end exclusive), as the
+    ``instruction`` says; the text outside the selection never changes."""
+
+    source: str
+    instruction: str
+    selection: tuple[int, int] | None = None
+    label: str = "this cell"
+    history: Sequence[ChatMessage] = ()
+    context: NotebookContext | None = None
+    namespace: Namespace = _namespace()
+    max_new_tokens: int = 512
+
+    def __post_init__(self) -> None:
+        if not self.instruction.strip():
+            raise ValueError("An edit needs an instruction, e.g. 'add type hints'.")
+        self.target  # noqa: B018 - a selection outside the cell is refused here, before any work
+
+    @property
+    def target(self) -> EditTarget:
+        return split_selection(self.source, self.selection)
+
+
+@dataclass(frozen=True)
 class TextRequest(_Spec):
     """A raw text prompt (the Python API): redacted, tokenized as it is."""
 
@@ -108,7 +133,7 @@ class TokenRequest(_Spec):
     max_new_tokens: int = 256
 
 
-PromptSpec = ChatRequest | InfillRequest | ExplainRequest | FixRequest | TextRequest | TokenRequest
+PromptSpec = ChatRequest | InfillRequest | ExplainRequest | FixRequest | EditRequest | TextRequest | TokenRequest
 
 
 def explain_question(source: str, label: str) -> str:
@@ -155,6 +180,23 @@ def _infill(spec: InfillRequest, loaded: Any) -> Prompt:
                                max_new_tokens=spec.max_new_tokens)
 
 
+def edit_by_infilling(model_spec: Any) -> bool:
+    """Whether an edit is asked as a "rewrite the middle" infilling prompt (a base model that
+    fills in the middle) rather than in chat form; the answer is then the new part as written."""
+    return bool(model_spec.supports_infill) and not model_spec.chat_format
+
+
+def _edit(spec: EditRequest, loaded: Any) -> Prompt:
+    target = spec.target
+    if edit_by_infilling(loaded.spec):
+        prefix, suffix = fim_parts(target, spec.instruction)
+        return _infill(InfillRequest(prefix=prefix, suffix=suffix, context=spec.context, namespace=spec.namespace,
+                                     max_new_tokens=spec.max_new_tokens), loaded)
+    question = edit_question(target, spec.instruction, spec.label)
+    return _chat(ChatRequest(messages=[*spec.history, {"role": "user", "content": question}], context=spec.context,
+                             namespace=spec.namespace, max_new_tokens=spec.max_new_tokens), loaded)
+
+
 def _text(spec: TextRequest, loaded: Any) -> Prompt:
     text = prompt_redactor(None, spec.namespace)(spec.text)
     return Prompt(ids=list(loaded.tokenizer(text)["input_ids"]), text=text, kind="raw",
@@ -177,6 +219,7 @@ _BUILDERS: dict[type, Callable[[Any, Any], Prompt]] = {
     InfillRequest: _infill,
     ExplainRequest: lambda spec, loaded: _chat(as_chat(spec), loaded),
     FixRequest: lambda spec, loaded: _chat(as_chat(spec), loaded),
+    EditRequest: _edit,
     TextRequest: _text,
     TokenRequest: _tokens,
 }
