@@ -21,174 +21,41 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 from ._version import __version__
 from .engine import EngineUser
+from .comm_specs import cell_spec, chat_spec, generation_options, get, infill_spec
 from .prompts.prompt import PromptTooLongError
-from .prompts.requests import ChatRequest, ExplainRequest, FixRequest, InfillRequest
+from .prompts.requests import ExplainRequest, FixRequest
 from .protocol import (
     COMM_TARGET,
     ERROR_CODES,
+    FIELD_LIMITS,
     MAX_REQUEST_ID,
     PROTOCOL_VERSION,
     REQUEST_TYPES,
     BadRequest,
+    check_sizes,
     short,
     validate_request,
 )
 
+__all__ = ["COMM_TARGET", "FIELD_LIMITS", "PROTOCOL_VERSION", "CommSession", "register_comm_target",
+           "wants_multiline"]
+
 log = logging.getLogger(__name__)
 
-_ROLES = ("system", "user", "assistant")
-_MAX_TOKENS = 8192
-#: Integers beyond this are refused before any arithmetic: JSON carries integers of any size, and
-#: one of hundreds of digits overflows a float (``max_time_ms``) or cannot even be formatted.
-_MAX_INT = 2 ** 53
-_MAX_TIME_MS = 24 * 3600 * 1000
-
-
-@dataclass(frozen=True)
-class Limit:
-    """The most a field may hold: list entries, and characters of text in all (nested included)."""
-
-    items: int
-    chars: int
-
-
-#: Checked on every message before any work: a front end sends one notebook or one conversation,
-#: never more, and a larger value is refused rather than kept, parsed and tokenized. ``cells``
-#: are whole nbformat cells, image outputs included, hence their room.
-FIELD_LIMITS: dict[str, Limit] = {
-    "prefix": Limit(1, 4 << 20),
-    "suffix": Limit(1, 4 << 20),
-    "cells": Limit(10_000, 64 << 20),
-    "extra": Limit(2_000, 16 << 20),
-    "messages": Limit(1_000, 16 << 20),
-    "system": Limit(1, 1 << 20),
-    "stop": Limit(16, 4096),
-}
-#: Any other field: names, numbers, options.
-_OTHER_FIELD = Limit(64, 4096)
-_MAX_FIELDS = 64
-
 Send = Callable[[dict], None]
-
-
-# ---------------------------------------------------------------------------------------------
-# Field validation
-
-
-def _field(data: Mapping, name: str, kind: type | tuple[type, ...], default: Any = ..., *,
-           check: Callable[[Any], bool] | None = None, hint: str = "") -> Any:
-    if name not in data or data[name] is None:
-        if default is ...:
-            raise BadRequest(f"'{name}' is required.")
-        return default
-    value = data[name]
-    if isinstance(value, bool) and kind in (int, float, (int, float)):
-        raise BadRequest(f"'{name}' must be a number, not a boolean.")
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_INT:
-        raise BadRequest(f"'{name}' is out of range{': ' + hint if hint else ''}.")
-    if not isinstance(value, kind):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise BadRequest(f"'{name}' must be {names}, got {type(value).__name__}.")
-    if check is not None and not check(value):
-        raise BadRequest(f"'{name}' is out of range{': ' + hint if hint else ''}.")
-    return value
-
-
-def _check_sizes(data: Mapping) -> None:
-    """Refuse a message with an oversized field; the error names the field, never its value."""
-    if len(data) > _MAX_FIELDS:
-        raise BadRequest(f"A message holds at most {_MAX_FIELDS} fields, this one {len(data):,}.")
-    for name, value in data.items():
-        if not isinstance(name, str) or len(name) > 64:
-            raise BadRequest("A field name is longer than 64 characters.")
-        limit = FIELD_LIMITS.get(name, _OTHER_FIELD)
-        if isinstance(value, (list, dict)) and len(value) > limit.items:
-            raise BadRequest(f"'{name}' is too large: {len(value):,} entries (at most {limit.items:,}).")
-        if _text_size(value, limit.chars) > limit.chars:
-            raise BadRequest(f"'{name}' is too large: over {limit.chars:,} characters of text.")
-
-
-def _text_size(value: Any, budget: int) -> int:
-    """Characters in ``value`` (keys, nested values), counted only until ``budget`` is passed.
-
-    Iterative, so a deeply nested value cannot exhaust the stack; each container counts one.
-    """
-    total, stack = 0, [value]
-    while stack and total <= budget:
-        item = stack.pop()
-        if isinstance(item, str):
-            total += len(item)
-        elif isinstance(item, bool) or item is None or isinstance(item, float):
-            total += 1
-        elif isinstance(item, int):
-            total += item.bit_length() // 3 + 1  # about its decimal digits
-        elif isinstance(item, dict):
-            total += 1
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            total += 1
-            stack.extend(item)
-        else:
-            total += 1
-    return total
-
-
-def _max_new_tokens(data: Mapping, default: int) -> int:
-    return _field(data, "max_new_tokens", int, default,
-                  check=lambda v: 1 <= v <= _MAX_TOKENS, hint=f"1..{_MAX_TOKENS}")
-
-
-def _messages(data: Mapping) -> list[dict[str, str]]:
-    raw = _field(data, "messages", list)
-    if not raw:
-        raise BadRequest("'messages' must hold at least one message.")
-    out = []
-    for i, m in enumerate(raw):
-        if not isinstance(m, dict) or m.get("role") not in _ROLES or not isinstance(m.get("content"), str):
-            raise BadRequest(f"messages[{i}] must be {{'role': one of {_ROLES}, 'content': str}}.")
-        out.append({"role": m["role"], "content": m["content"]})
-    return out
-
-
-def _cells(data: Mapping) -> list[dict]:
-    cells = _field(data, "cells", list, [])
-    for i, cell in enumerate(cells):
-        if not isinstance(cell, dict) or not isinstance(cell.get("source", ""), (str, list)):
-            raise BadRequest(f"cells[{i}] must be {{'cell_type', 'source', 'outputs'?}}.")
-        if not isinstance(cell.get("outputs", []), list):
-            raise BadRequest(f"cells[{i}].outputs must be a list.")
-    return cells
-
-
-def _generation_options(data: Mapping, default_max: int) -> dict[str, Any]:
-    opts: dict[str, Any] = {
-        "max_new_tokens": _max_new_tokens(data, default_max),
-        "temperature": float(_field(data, "temperature", (int, float), 0.0,
-                                    check=lambda v: 0 <= v <= 2, hint="0..2")),
-    }
-    stop = _field(data, "stop", list, [])
-    if not all(isinstance(s, str) for s in stop):
-        raise BadRequest("'stop' must be a list of strings.")
-    opts["stop"] = tuple(s for s in stop if s)
-    max_time_ms = _field(data, "max_time_ms", (int, float), None, check=lambda v: 0 < v <= _MAX_TIME_MS,
-                         hint=f"1..{_MAX_TIME_MS} (a day)")
-    if max_time_ms is not None:
-        opts["max_time"] = max_time_ms / 1000
-    return opts
 
 
 # ---------------------------------------------------------------------------------------------
 # The session: one per open comm
 
 
-class CommSession(EngineUser):
-    """Handles the messages of one front-end connection."""
+class _Link(EngineUser):
+    """One front-end connection's plumbing: sending, dispatching by request type, submitting jobs
+    and ending each request with exactly one terminal reply. :class:`CommSession` adds the handlers."""
 
     def __init__(self, send: Send, *, engine=None, namespace: Callable[[], Mapping] | None = None) -> None:
         self._send_raw = send
@@ -201,6 +68,7 @@ class CommSession(EngineUser):
         # Jobs submitted and not yet done, by request id: closing the comm cancels them.
         self._jobs: dict[str, Any] = {}
         self.closed = False
+        self._handlers: dict[str, Callable[[str, Mapping], None]] = {}
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -236,252 +104,18 @@ class CommSession(EngineUser):
                 raise BadRequest("A message must be a JSON object.")
             if request_id is None:
                 raise BadRequest(f"'request_id' must be a non-empty string (at most {MAX_REQUEST_ID} characters).")
-            _check_sizes(data)
+            check_sizes(data)
             kind = data.get("type")
             if kind not in REQUEST_TYPES:
                 raise BadRequest(f"Unknown message type {short(kind)}; expected one of {', '.join(REQUEST_TYPES)}.",
                                  "unknown_type")
             validate_request(kind, data)  # before any work: the handlers receive well-formed fields
-            getattr(self, "_on_" + kind.replace("-", "_"))(request_id, data)
+            self._handlers[kind](request_id, data)
         except BadRequest as exc:
             self.error(request_id, exc.code, str(exc))
         except Exception as exc:  # noqa: BLE001 - the kernel never dies of a message
             log.exception("comm handler failed")
             self.error(request_id, "internal", f"{type(exc).__name__}: {exc}")
-
-    # -- requests --------------------------------------------------------------------------------
-
-    def _on_hello(self, request_id: str, data: Mapping) -> None:
-        version = _field(data, "protocol_version", int)
-        if version != PROTOCOL_VERSION:
-            raise BadRequest(
-                f"The front end speaks protocol {version}, this kernel's jupyter-codellama "
-                f"{__version__} speaks {PROTOCOL_VERSION}: update both to the same release.",
-                "protocol_version",
-            )
-        if self._unsubscribe is None:
-            self._unsubscribe = self.engine.on_status(
-                lambda status: self.send({"type": "status", "request_id": None, "status": status}))
-        self.send({
-            "type": "hello",
-            "request_id": request_id,
-            "protocol_version": PROTOCOL_VERSION,
-            "kernel_version": __version__,
-            "status": self.engine.status(),
-            "capabilities": {
-                "models": self._model_choices(),
-                "default_model": self.engine.config.model or None,
-            },
-        })
-
-    def _model_choices(self) -> list[dict]:
-        """The picker's models: the catalogue, or what the configured endpoint serves."""
-        if self.engine.config.endpoint:
-            from .engine.remote import served_model_choices
-
-            return served_model_choices(self.engine.config)
-        from .models import CATALOGUE
-
-        return [spec.to_dict() for spec in CATALOGUE]
-
-    def _on_status(self, request_id: str, data: Mapping) -> None:
-        self.send({"type": "status", "request_id": request_id, "status": self.engine.status()})
-
-    def _on_load(self, request_id: str, data: Mapping) -> None:
-        model = _field(data, "model", str, None)
-        options = {k: _field(data, k, str, None) for k in ("quantization", "gpu_memory", "cpu_memory", "device")}
-        try:
-            from .engine.loading import parse_memory
-
-            for key in ("gpu_memory", "cpu_memory"):
-                if options[key] is not None:
-                    parse_memory(options[key])
-            handle = self.engine.load(model, **{k: v for k, v in options.items() if v is not None})
-        except ValueError as exc:
-            raise BadRequest(str(exc)) from exc
-
-        def reply() -> None:
-            try:
-                status = handle.wait()
-            except Exception as exc:  # noqa: BLE001 - reported to the front end
-                self.error(request_id, "load_failed", str(exc))
-            else:
-                self.send({"type": "done", "request_id": request_id, "status": status})
-
-        threading.Thread(target=reply, name=f"codellama-load-{request_id}", daemon=True).start()
-
-    def _on_unload(self, request_id: str, data: Mapping) -> None:
-        def unload() -> None:
-            try:
-                self.engine.unload()
-            except TimeoutError as exc:
-                self.error(request_id, "busy", str(exc))
-            except Exception as exc:  # noqa: BLE001 - the request still gets its one answer
-                log.exception("unload failed")
-                self.error(request_id, "internal", f"{type(exc).__name__}: {exc}")
-            else:
-                self.send({"type": "done", "request_id": request_id, "status": self.engine.status()})
-
-        threading.Thread(target=unload, name=f"codellama-unload-{request_id}", daemon=True).start()
-
-    def _on_cancel(self, request_id: str, data: Mapping) -> None:
-        target = _field(data, "target_id", str)
-        # Only this connection's own requests: another notebook's ids are not ours to stop.
-        job = self._jobs.get(target)
-        found = job is not None and not job.done
-        if found:
-            job.cancel()
-        self.send({"type": "done", "request_id": request_id, "target_id": target, "cancelled": found})
-
-    def _on_chat(self, request_id: str, data: Mapping) -> None:
-        self._submit_chat(request_id, data, self._chat_spec(data))
-
-    def _on_explain(self, request_id: str, data: Mapping) -> None:
-        self._submit_chat(request_id, data, self._cell_spec(data, ExplainRequest))
-
-    def _on_fix(self, request_id: str, data: Mapping) -> None:
-        self._submit_chat(request_id, data, self._cell_spec(data, FixRequest))
-
-    def _submit_chat(self, request_id: str, data: Mapping, spec) -> None:
-        opts = _generation_options(data, self.engine.config.max_new_tokens)
-        opts.setdefault("max_time", self.engine.config.max_time)
-        self._submit("chat", request_id, spec, opts)
-
-    def _on_complete(self, request_id: str, data: Mapping) -> None:
-        spec = self._infill_spec(data)
-        prefix, suffix = spec.prefix, spec.suffix
-        opts = _generation_options(data, 64)
-        # The kernel alone decides (the front end shows one line while streaming unless told).
-        multiline = _field(data, "multiline", bool, None)
-        if multiline is None:
-            multiline = wants_multiline(prefix)
-        rest = self._typed_through(prefix, suffix)
-        if rest is not None:
-            self._suggestion = (prefix, suffix, rest)
-            self.send({"type": "done", "request_id": request_id, "text": rest, "raw_text": rest,
-                       "stop_reason": "stop", "from_suggestion": True, "prompt_tokens": 0,
-                       "cached_tokens": 0, "generated_tokens": 0, "tokens_evaluated": 0,
-                       "timings": {"total_s": 0.0}, "multiline": multiline})
-            return
-        if not opts["stop"]:
-            # One line, or one block: a blank line or a Markdown fence ends a multi-line
-            # suggestion (small models go on with prose and further cells).
-            opts["stop"] = ("\n",) if not multiline else MULTILINE_STOPS
-
-        def finish(text: str, stop_reason: str = "stop") -> str:
-            from .prompts import clean_completion
-
-            shown = clean_completion(text, prefix, suffix, truncated=stop_reason in ("time", "length"))
-            # Only a finished answer may be typed through: a cancelled or cut one is partial.
-            finished = stop_reason in ("eos", "stop")
-            self._suggestion = (prefix, suffix, shown) if shown and finished else None
-            return shown
-
-        self._submit("completion", request_id, spec, opts, finish=finish,
-                     stream=bool(_field(data, "stream", bool, True)), told={"multiline": multiline})
-
-    def _on_prewarm(self, request_id: str, data: Mapping) -> None:
-        """Prefill the notebook context into the KV cache (a cell got focus), generating nothing."""
-        spec = self._infill_spec(data)
-        self._submit("completion", request_id, spec, {"max_new_tokens": 1, "record_latency": False},
-                     stream=False)
-
-    def _typed_through(self, prefix: str, suffix: str) -> str | None:
-        """The rest of the last suggestion when the user typed what it showed, else None."""
-        if self._suggestion is None:
-            return None
-        old_prefix, old_suffix, text = self._suggestion
-        if suffix != old_suffix or not prefix.startswith(old_prefix):
-            return None
-        typed = prefix[len(old_prefix):]
-        if text.startswith(typed) and len(text) > len(typed) and text[len(typed):].strip():
-            return text[len(typed):]
-        return None
-
-    def _on_context_preview(self, request_id: str, data: Mapping) -> None:
-        if self.engine.loaded is None:
-            self.error(request_id, "not_loaded", "Load a model first: the preview depends on its tokenizer.")
-            return
-        target = _field(data, "for", str, "chat", check=lambda v: v in _PREVIEWS, hint=", ".join(_PREVIEWS))
-        spec = self._infill_spec(data) if target == "complete" else self._preview_spec(target, data)
-        from .prompts import context_preview
-
-        def reply(call) -> None:
-            if call.error is None:
-                self.send({"type": "done", "request_id": request_id, "preview": call.value})
-            else:
-                self.error(request_id, *_error_reply(call.error))
-
-        # The prompt is built where the engine tokenizes, never beside it (see ModelCall).
-        self.engine.run_with_model(lambda loaded: context_preview(spec(loaded)), on_done=reply)
-
-    def _preview_spec(self, target: str, data: Mapping):
-        if target == "chat":
-            return self._chat_spec(data)
-        return self._cell_spec(data, ExplainRequest if target == "explain" else FixRequest)
-
-    # -- prompt builders (run on the engine thread, where the tokenizer is known) ---------------
-
-    def _notebook_context(self, data: Mapping):
-        from .prompts import ContextSettings, NotebookContext
-
-        cells = _cells(data)
-        current = _field(data, "current", int, None, check=lambda v: 0 <= v < max(1, len(cells)),
-                         hint="an index into cells")
-        use_variables = _field(data, "variables", bool, True)
-        # Always the namespace: its secrets' values are redacted; the setting leaves out summaries.
-        settings = ContextSettings(include_variables=use_variables)
-        return NotebookContext(cells=cells, current=current, namespace=_snapshot(self._namespace()),
-                               settings=settings)
-
-    def _chat_spec(self, data: Mapping) -> ChatRequest:
-        messages = _messages(data)
-        system = _field(data, "system", str, None)
-        context = self._notebook_context(data) if data.get("cells") else None
-        namespace = context.namespace if context is not None else _snapshot(self._namespace())
-        return ChatRequest(messages=messages, system=system, context=context, namespace=namespace,
-                           max_new_tokens=_max_new_tokens(data, self.engine.config.max_new_tokens))
-
-    def _cell_spec(self, data: Mapping, kind: type[ExplainRequest] | type[FixRequest]):
-        """Explain or fix the current cell: its source (and error) go into our wording of the
-        request, the other cells into the context; ``messages`` are the conversation so far."""
-        context = self._notebook_context(data)
-        if context.current is None or context.current >= len(context.cells):
-            raise BadRequest("'current' is required: the index in 'cells' of the cell to explain or fix.")
-        cell = context.cells[context.current]
-        source = _source(cell)
-        history = _messages(data) if data.get("messages") else []
-        if history and history[-1]["role"] != "assistant":
-            raise BadRequest("'messages' are the conversation so far: they end with an answer.")
-        others = [c for i, c in enumerate(context.cells) if i != context.current]
-        rest = replace(context, cells=others, current=None)
-        common = {"source": source, "label": "the active cell", "history": history, "context": rest,
-                  "namespace": context.namespace,
-                  "max_new_tokens": _max_new_tokens(data, self.engine.config.max_new_tokens)}
-        if kind is ExplainRequest:
-            return ExplainRequest(**common)
-        error = _error_text(cell)
-        if not error:
-            raise BadRequest("The current cell shows no error to fix (its outputs hold none).")
-        return FixRequest(error=error, **common)
-
-    def _infill_spec(self, data: Mapping) -> InfillRequest:
-        prefix = _field(data, "prefix", str)
-        suffix = _field(data, "suffix", str, "")
-        mode = _field(data, "mode", str, "psm", check=lambda v: v in ("psm", "spm"), hint="'psm' or 'spm'")
-        extra = _field(data, "extra", list, [])
-        if not all(isinstance(e, dict) and isinstance(e.get("text"), str) for e in extra):
-            raise BadRequest("'extra' must be a list of {'label': str, 'text': str}.")
-        context = self._notebook_context(data) if (data.get("cells") or extra) else None
-        if extra:
-            # llama.cpp's /infill "extra" chunks become cells placed before the current one.
-            extra_cells = [{"cell_type": "code", "source": e["text"]} for e in extra]
-            shift = len(extra_cells)
-            current = context.current + shift if context.current is not None else None
-            context = replace(context, cells=[*extra_cells, *context.cells], current=current)
-        namespace = context.namespace if context is not None else _snapshot(self._namespace())
-        return InfillRequest(prefix=prefix, suffix=suffix, mode=mode, context=context, namespace=namespace,
-                             max_new_tokens=_max_new_tokens(data, 64))
 
     # -- jobs ------------------------------------------------------------------------------------
 
@@ -531,6 +165,196 @@ class CommSession(EngineUser):
         return reply
 
 
+class CommSession(_Link):
+    """Handles the messages of one front-end connection: one handler per request type."""
+
+    def __init__(self, send: Send, *, engine=None, namespace: Callable[[], Mapping] | None = None) -> None:
+        super().__init__(send, engine=engine, namespace=namespace)
+        self._handlers: dict[str, Callable[[str, Mapping], None]] = {
+            "hello": self._on_hello, "status": self._on_status, "load": self._on_load,
+            "unload": self._on_unload, "cancel": self._on_cancel, "chat": self._on_chat,
+            "explain": self._on_explain, "fix": self._on_fix, "complete": self._on_complete,
+            "prewarm": self._on_prewarm, "context-preview": self._on_context_preview,
+        }
+        assert set(self._handlers) == set(REQUEST_TYPES), "every request type of the schema has a handler"
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def _on_hello(self, request_id: str, data: Mapping) -> None:
+        version = data["protocol_version"]
+        if version != PROTOCOL_VERSION:
+            raise BadRequest(
+                f"The front end speaks protocol {version}, this kernel's jupyter-codellama "
+                f"{__version__} speaks {PROTOCOL_VERSION}: update both to the same release.",
+                "protocol_version",
+            )
+        if self._unsubscribe is None:
+            self._unsubscribe = self.engine.on_status(
+                lambda status: self.send({"type": "status", "request_id": None, "status": status}))
+        self.send({
+            "type": "hello",
+            "request_id": request_id,
+            "protocol_version": PROTOCOL_VERSION,
+            "kernel_version": __version__,
+            "status": self.engine.status(),
+            "capabilities": {
+                "models": self._model_choices(),
+                "default_model": self.engine.config.model or None,
+            },
+        })
+
+    def _model_choices(self) -> list[dict]:
+        """The picker's models: the catalogue, or what the configured endpoint serves."""
+        if self.engine.config.endpoint:
+            from .engine.remote import served_model_choices
+
+            return served_model_choices(self.engine.config)
+        from .models import CATALOGUE
+
+        return [spec.to_dict() for spec in CATALOGUE]
+
+    def _on_status(self, request_id: str, data: Mapping) -> None:
+        self.send({"type": "status", "request_id": request_id, "status": self.engine.status()})
+
+    def _on_load(self, request_id: str, data: Mapping) -> None:
+        model = get(data, "model")
+        options = {k: get(data, k) for k in ("quantization", "gpu_memory", "cpu_memory", "device")}
+        try:
+            from .engine.loading import parse_memory
+
+            for key in ("gpu_memory", "cpu_memory"):
+                if options[key] is not None:
+                    parse_memory(options[key])
+            handle = self.engine.load(model, **{k: v for k, v in options.items() if v is not None})
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from exc
+
+        def reply() -> None:
+            try:
+                status = handle.wait()
+            except Exception as exc:  # noqa: BLE001 - reported to the front end
+                self.error(request_id, "load_failed", str(exc))
+            else:
+                self.send({"type": "done", "request_id": request_id, "status": status})
+
+        threading.Thread(target=reply, name=f"codellama-load-{request_id}", daemon=True).start()
+
+    def _on_unload(self, request_id: str, data: Mapping) -> None:
+        def unload() -> None:
+            try:
+                self.engine.unload()
+            except TimeoutError as exc:
+                self.error(request_id, "busy", str(exc))
+            except Exception as exc:  # noqa: BLE001 - the request still gets its one answer
+                log.exception("unload failed")
+                self.error(request_id, "internal", f"{type(exc).__name__}: {exc}")
+            else:
+                self.send({"type": "done", "request_id": request_id, "status": self.engine.status()})
+
+        threading.Thread(target=unload, name=f"codellama-unload-{request_id}", daemon=True).start()
+
+    def _on_cancel(self, request_id: str, data: Mapping) -> None:
+        target = data["target_id"]
+        # Only this connection's own requests: another notebook's ids are not ours to stop.
+        job = self._jobs.get(target)
+        found = job is not None and not job.done
+        if found:
+            job.cancel()
+        self.send({"type": "done", "request_id": request_id, "target_id": target, "cancelled": found})
+
+    def _on_chat(self, request_id: str, data: Mapping) -> None:
+        self._submit_chat(request_id, data, chat_spec(data, self._namespace, self._default_max))
+
+    def _on_explain(self, request_id: str, data: Mapping) -> None:
+        self._submit_chat(request_id, data, cell_spec(data, self._namespace, self._default_max, ExplainRequest))
+
+    def _on_fix(self, request_id: str, data: Mapping) -> None:
+        self._submit_chat(request_id, data, cell_spec(data, self._namespace, self._default_max, FixRequest))
+
+    @property
+    def _default_max(self) -> int:
+        return self.engine.config.max_new_tokens
+
+    def _submit_chat(self, request_id: str, data: Mapping, spec) -> None:
+        opts = generation_options(data, self._default_max)
+        opts.setdefault("max_time", self.engine.config.max_time)
+        self._submit("chat", request_id, spec, opts)
+
+    def _on_complete(self, request_id: str, data: Mapping) -> None:
+        spec = infill_spec(data, self._namespace)
+        prefix, suffix = spec.prefix, spec.suffix
+        opts = generation_options(data, 64)
+        # The kernel alone decides (the front end shows one line while streaming unless told).
+        multiline = get(data, "multiline")
+        if multiline is None:
+            multiline = wants_multiline(prefix)
+        rest = self._typed_through(prefix, suffix)
+        if rest is not None:
+            self._suggestion = (prefix, suffix, rest)
+            self.send({"type": "done", "request_id": request_id, "text": rest, "raw_text": rest,
+                       "stop_reason": "stop", "from_suggestion": True, "prompt_tokens": 0,
+                       "cached_tokens": 0, "generated_tokens": 0, "tokens_evaluated": 0,
+                       "timings": {"total_s": 0.0}, "multiline": multiline})
+            return
+        if not opts["stop"]:
+            # One line, or one block: a blank line or a Markdown fence ends a multi-line
+            # suggestion (small models go on with prose and further cells).
+            opts["stop"] = ("\n",) if not multiline else MULTILINE_STOPS
+
+        def finish(text: str, stop_reason: str = "stop") -> str:
+            from .prompts import clean_completion
+
+            shown = clean_completion(text, prefix, suffix, truncated=stop_reason in ("time", "length"))
+            # Only a finished answer may be typed through: a cancelled or cut one is partial.
+            finished = stop_reason in ("eos", "stop")
+            self._suggestion = (prefix, suffix, shown) if shown and finished else None
+            return shown
+
+        self._submit("completion", request_id, spec, opts, finish=finish,
+                     stream=get(data, "stream", True), told={"multiline": multiline})
+
+    def _on_prewarm(self, request_id: str, data: Mapping) -> None:
+        """Prefill the notebook context into the KV cache (a cell got focus), generating nothing."""
+        spec = infill_spec(data, self._namespace)
+        self._submit("completion", request_id, spec, {"max_new_tokens": 1, "record_latency": False},
+                     stream=False)
+
+    def _typed_through(self, prefix: str, suffix: str) -> str | None:
+        """The rest of the last suggestion when the user typed what it showed, else None."""
+        if self._suggestion is None:
+            return None
+        old_prefix, old_suffix, text = self._suggestion
+        if suffix != old_suffix or not prefix.startswith(old_prefix):
+            return None
+        typed = prefix[len(old_prefix):]
+        if text.startswith(typed) and len(text) > len(typed) and text[len(typed):].strip():
+            return text[len(typed):]
+        return None
+
+    def _on_context_preview(self, request_id: str, data: Mapping) -> None:
+        if self.engine.loaded is None:
+            self.error(request_id, "not_loaded", "Load a model first: the preview depends on its tokenizer.")
+            return
+        spec = self._preview_spec(get(data, "for", "chat"), data)
+        from .prompts import context_preview
+
+        def reply(call) -> None:
+            if call.error is None:
+                self.send({"type": "done", "request_id": request_id, "preview": call.value})
+            else:
+                self.error(request_id, *_error_reply(call.error))
+
+        # The prompt is built where the engine tokenizes, never beside it (see ModelCall).
+        self.engine.run_with_model(lambda loaded: context_preview(spec(loaded)), on_done=reply)
+
+    def _preview_spec(self, target: str, data: Mapping):
+        if target == "complete":
+            return infill_spec(data, self._namespace)
+        if target == "chat":
+            return chat_spec(data, self._namespace, self._default_max)
+        return cell_spec(data, self._namespace, self._default_max, ExplainRequest if target == "explain" else FixRequest)
+
+
 def _error_reply(exc: BaseException) -> tuple[str, str]:
     """(code, message) for an exception raised while building a prompt on the engine thread."""
     code = getattr(exc, "code", None)
@@ -577,35 +401,6 @@ def _bracket_depth(line: str) -> int:
             depth = max(0, depth - 1)
         i += 1
     return depth
-
-
-#: What ``context-preview`` can preview: the prompt of each generating request.
-_PREVIEWS = ("chat", "complete", "explain", "fix")
-
-
-def _source(cell: Mapping) -> str:
-    source = cell.get("source") or ""
-    return "".join(source) if isinstance(source, list) else str(source)
-
-
-def _error_text(cell: Mapping) -> str:
-    """The error a cell's outputs show (name, value and traceback), or ""."""
-    for output in cell.get("outputs") or []:
-        if isinstance(output, dict) and output.get("output_type") == "error":
-            lines = [str(line) for line in output.get("traceback") or []]
-            head = f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"
-            return "\n".join([head, *lines]) if lines else head
-    return ""
-
-
-def _snapshot(namespace: Mapping) -> dict:
-    """A shallow copy of the user's namespace, taken while the main thread may be running code."""
-    for _ in range(5):
-        try:
-            return dict(namespace)
-        except RuntimeError:  # "dictionary changed size during iteration"
-            continue
-    return {}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ The tests check the compiled validators against ``jsonschema``, the reference im
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -33,6 +34,71 @@ class BadRequest(ValueError):
     def __init__(self, message: str, code: str = "bad_request") -> None:
         super().__init__(message)
         self.code = code
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The most a field may hold: list entries, and characters of text in all (nested included)."""
+
+    items: int
+    chars: int
+
+
+#: Checked on every message before any work: a front end sends one notebook or one conversation,
+#: never more, and a larger value is refused rather than kept, parsed and tokenized. ``cells``
+#: are whole nbformat cells, image outputs included, hence their room.
+FIELD_LIMITS: dict[str, Limit] = {
+    "prefix": Limit(1, 4 << 20),
+    "suffix": Limit(1, 4 << 20),
+    "cells": Limit(10_000, 64 << 20),
+    "extra": Limit(2_000, 16 << 20),
+    "messages": Limit(1_000, 16 << 20),
+    "system": Limit(1, 1 << 20),
+    "stop": Limit(16, 4096),
+}
+#: Any other field: names, numbers, options.
+_OTHER_FIELD = Limit(64, 4096)
+_MAX_FIELDS = 64
+
+
+def check_sizes(data: Mapping) -> None:
+    """Refuse a message with an oversized field; the error names the field, never its value."""
+    if len(data) > _MAX_FIELDS:
+        raise BadRequest(f"A message holds at most {_MAX_FIELDS} fields, this one {len(data):,}.")
+    for name, value in data.items():
+        if not isinstance(name, str) or len(name) > 64:
+            raise BadRequest("A field name is longer than 64 characters.")
+        limit = FIELD_LIMITS.get(name, _OTHER_FIELD)
+        if isinstance(value, (list, dict)) and len(value) > limit.items:
+            raise BadRequest(f"'{name}' is too large: {len(value):,} entries (at most {limit.items:,}).")
+        if _text_size(value, limit.chars) > limit.chars:
+            raise BadRequest(f"'{name}' is too large: over {limit.chars:,} characters of text.")
+
+
+def _text_size(value: Any, budget: int) -> int:
+    """Characters in ``value`` (keys, nested values), counted only until ``budget`` is passed.
+
+    Iterative, so a deeply nested value cannot exhaust the stack; each container counts one.
+    """
+    total, stack = 0, [value]
+    while stack and total <= budget:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, bool) or item is None or isinstance(item, float):
+            total += 1
+        elif isinstance(item, int):
+            total += item.bit_length() // 3 + 1  # about its decimal digits
+        elif isinstance(item, dict):
+            total += 1
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            total += 1
+            stack.extend(item)
+        else:
+            total += 1
+    return total
 
 
 def short(value: Any, limit: int = 40) -> str:

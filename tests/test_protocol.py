@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from jsonschema import Draft202012Validator, validators
 
 from jupyter_codellama import comm, protocol
-from jupyter_codellama.comm import CommSession, _check_sizes, wants_multiline
+from jupyter_codellama.comm import CommSession, wants_multiline
+from jupyter_codellama.protocol import check_sizes
 from jupyter_codellama.protocol import REQUEST_TYPES, SCHEMA, BadRequest, validate_request
 from jupyter_codellama.testing.protocol_fuzz import message_strategy
 from test_comm_hardening import CHAT, StubEngine, terminal
@@ -131,7 +132,7 @@ def _schema_checked(message) -> bool:
     if not isinstance(message, dict) or message.get("type") not in REQUEST_TYPES:
         return False
     try:
-        _check_sizes(message)
+        check_sizes(message)
     except BadRequest:
         return False
     return True

@@ -1,0 +1,119 @@
+"""From a comm message to a request spec: the parse step of the comm's parse → spec → submit.
+
+Every message reaching these functions has passed the size limits and the protocol's schema
+(:mod:`.protocol`), so its fields have the right types and ranges; what is left to check here is
+what the schema cannot say (an index into ``cells``, a conversation that ends with an answer).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Callable, Mapping
+
+from .prompts import ContextSettings, NotebookContext
+from .prompts.requests import ChatRequest, ExplainRequest, FixRequest, InfillRequest
+from .protocol import BadRequest
+
+__all__ = ["chat_spec", "cell_spec", "generation_options", "infill_spec", "snapshot"]
+
+Namespace = Callable[[], Mapping[str, Any]]
+
+
+def get(data: Mapping, name: str, default: Any = None) -> Any:
+    """A field's value; ``default`` when it is absent or null."""
+    value = data.get(name)
+    return default if value is None else value
+
+
+def generation_options(data: Mapping, default_max: int) -> dict[str, Any]:
+    opts: dict[str, Any] = {
+        "max_new_tokens": get(data, "max_new_tokens", default_max),
+        "temperature": float(get(data, "temperature", 0.0)),
+        "stop": tuple(s for s in get(data, "stop", ()) if s),
+    }
+    max_time_ms = get(data, "max_time_ms")
+    if max_time_ms is not None:
+        opts["max_time"] = max_time_ms / 1000
+    return opts
+
+
+def notebook_context(data: Mapping, namespace: Namespace) -> NotebookContext:
+    cells = list(get(data, "cells", []))
+    current = get(data, "current")
+    if current is not None and current >= max(1, len(cells)):
+        raise BadRequest("'current' is out of range: an index into cells.")
+    # Always the namespace: its secrets' values are redacted; the setting leaves out summaries.
+    settings = ContextSettings(include_variables=get(data, "variables", True))
+    return NotebookContext(cells=cells, current=current, namespace=snapshot(namespace()), settings=settings)
+
+
+def _messages(data: Mapping) -> list[dict[str, str]]:
+    return [{"role": m["role"], "content": m["content"]} for m in get(data, "messages", [])]
+
+
+def chat_spec(data: Mapping, namespace: Namespace, default_max: int) -> ChatRequest:
+    context = notebook_context(data, namespace) if data.get("cells") else None
+    return ChatRequest(messages=_messages(data), system=get(data, "system"), context=context,
+                       namespace=context.namespace if context is not None else snapshot(namespace()),
+                       max_new_tokens=get(data, "max_new_tokens", default_max))
+
+
+def cell_spec(data: Mapping, namespace: Namespace, default_max: int,
+              kind: type[ExplainRequest] | type[FixRequest]) -> ExplainRequest | FixRequest:
+    """Explain or fix the current cell: its source (and error) go into our wording of the
+    request, the other cells into the context; ``messages`` are the conversation so far."""
+    context = notebook_context(data, namespace)
+    if context.current is None or context.current >= len(context.cells):
+        raise BadRequest("'current' is required: the index in 'cells' of the cell to explain or fix.")
+    cell = context.cells[context.current]
+    history = _messages(data)
+    if history and history[-1]["role"] != "assistant":
+        raise BadRequest("'messages' are the conversation so far: they end with an answer.")
+    others = [c for i, c in enumerate(context.cells) if i != context.current]
+    common = {"source": cell_source(cell), "label": "the active cell", "history": history,
+              "context": replace(context, cells=others, current=None), "namespace": context.namespace,
+              "max_new_tokens": get(data, "max_new_tokens", default_max)}
+    if kind is ExplainRequest:
+        return ExplainRequest(**common)
+    error = error_text(cell)
+    if not error:
+        raise BadRequest("The current cell shows no error to fix (its outputs hold none).")
+    return FixRequest(error=error, **common)
+
+
+def infill_spec(data: Mapping, namespace: Namespace) -> InfillRequest:
+    extra = get(data, "extra", [])
+    context = notebook_context(data, namespace) if (data.get("cells") or extra) else None
+    if extra:
+        # llama.cpp's /infill "extra" chunks become cells placed before the current one.
+        extra_cells = [{"cell_type": "code", "source": e["text"]} for e in extra]
+        current = context.current + len(extra_cells) if context.current is not None else None
+        context = replace(context, cells=[*extra_cells, *context.cells], current=current)
+    return InfillRequest(prefix=data["prefix"], suffix=get(data, "suffix", ""), mode=get(data, "mode", "psm"),
+                         context=context,
+                         namespace=context.namespace if context is not None else snapshot(namespace()),
+                         max_new_tokens=get(data, "max_new_tokens", 64))
+
+
+def cell_source(cell: Mapping) -> str:
+    source = cell.get("source") or ""
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def error_text(cell: Mapping) -> str:
+    """The error a cell's outputs show (name, value and traceback), or ""."""
+    for output in cell.get("outputs") or []:
+        if isinstance(output, dict) and output.get("output_type") == "error":
+            lines = [str(line) for line in output.get("traceback") or []]
+            head = f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"
+            return "\n".join([head, *lines]) if lines else head
+    return ""
+
+
+def snapshot(namespace: Mapping) -> dict:
+    """A shallow copy of the user's namespace, taken while the main thread may be running code."""
+    for _ in range(5):
+        try:
+            return dict(namespace)
+        except RuntimeError:  # "dictionary changed size during iteration"
+            continue
+    return {}
