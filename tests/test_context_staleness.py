@@ -225,3 +225,105 @@ def test_the_log_stays_bounded(monkeypatch):
     shell = FakeShell(*[f"v = {n}" for n in range(1, 8)])
     assert log.states([code("v = 7", 7, "cell7"), code("v = 1", 1, "cell1")], shell) == [
         CellRun("ran", 7), CellRun("ran", 1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# A real kernel, driven as JupyterLab drives it (cell ids with every execution)
+
+
+def run_cell(kernel, source: str, cell_id: str) -> dict:
+    """Run ``source`` as the cell ``cell_id``: JupyterLab sends the id in the request's metadata."""
+    content = {"code": source, "silent": False, "store_history": True, "user_expressions": {},
+               "allow_stdin": False, "stop_on_error": True}
+    msg = kernel.kc.session.msg("execute_request", content, metadata={"cellId": cell_id})
+    kernel.kc.shell_channel.send(msg)
+    reply = kernel.cell_reply(msg["header"]["msg_id"])
+    assert reply["status"] == "ok", reply
+    return reply
+
+
+def page_cell(source: str, count: int | None, cell_id: str) -> dict:
+    """A cell as JupyterLab's ``cell.model.toJSON()`` sends it."""
+    return {"id": cell_id, "cell_type": "code", "source": source, "metadata": {}, "execution_count": count,
+            "outputs": []}
+
+
+def preview(kernel, comm_id: str, cells: list[dict], current: int, request_id: str) -> dict:
+    kernel.send(comm_id, {"type": "context-preview", "request_id": request_id, "for": "chat", "cells": cells,
+                          "current": current, "messages": [{"role": "user", "content": "What is wrong here?"}]})
+    reply = kernel.wait_terminal(comm_id, request_id, timeout=120)
+    assert reply["type"] == "done", reply
+    return reply["preview"]
+
+
+def open_with_model(kernel) -> str:
+    comm_id = kernel.open_comm()
+    kernel.send(comm_id, {"type": "load", "request_id": "load", "model": "embedded"})
+    assert kernel.wait_terminal(comm_id, "load", timeout=300)["type"] == "done"
+    return comm_id
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    from jupyter_codellama.testing.kernel_comm import KernelComm
+
+    kernel = KernelComm()
+    yield kernel
+    kernel.shutdown()
+
+
+@pytest.mark.slow
+def test_a_real_kernel_marks_stale_never_run_and_out_of_order_cells_in_the_preview(kernel):
+    counts = {}
+    for cell_id, source in (("load", "radius = 2.0"), ("area", "area = 3.14 * radius ** 2"),
+                            ("report", "summary = f'{area:.1f}'")):
+        counts[cell_id] = run_cell(kernel, source, cell_id)["execution_count"]
+    comm_id = open_with_model(kernel)
+    # The page: the report above the area (they ran the other way round); the area's source
+    # edited after it ran; a draft never run; the cell being asked about, never run either.
+    cells = [
+        page_cell("radius = 2.0", counts["load"], "load"),
+        page_cell("summary = f'{area:.1f}'", counts["report"], "report"),
+        page_cell("area = 3.14 * radius ** 2 / 2", counts["area"], "area"),
+        page_cell("height = 5", None, "draft"),
+        page_cell("volume = area * height", None, "asked"),
+    ]
+    shown = preview(kernel, comm_id, cells, current=4, request_id="p1")
+    text = shown["text"]
+    assert f"# In[{counts['area']}]:  (edited since it ran)\narea = 3.14 * radius ** 2 / 2" in text
+    assert "# In[ ]:  (never run)\nheight = 5" in text
+    assert "# In[ ]:  (current cell, never run)\nvolume = area * height" in text
+    assert NOTICE in text and ORDER in text
+    assert text.index("radius = 2.0") < text.index("area = 3.14") < text.index("summary = ")  # as they ran
+    labels = [i["label"] for i in shown["included"]]
+    assert "cell 3 (edited since it ran)" in labels and "cell 4 (never run)" in labels and "cell 2" in labels
+    assert "cells shown in the order they ran, not in the notebook's order" in shown["notes"]
+
+    # Run the report, then the edited area: nothing is stale, and they ran in page order.
+    counts["report"] = run_cell(kernel, cells[1]["source"], "report")["execution_count"]
+    counts["area"] = run_cell(kernel, cells[2]["source"], "area")["execution_count"]
+    cells[1]["execution_count"], cells[2]["execution_count"] = counts["report"], counts["area"]
+    text = preview(kernel, comm_id, cells, current=4, request_id="p2")["text"]
+    assert f"# In[{counts['area']}]:\narea = 3.14 * radius ** 2 / 2" in text
+    assert "  (edited since it ran)" not in text and ORDER not in text
+    assert text.index("summary = ") < text.index("area = 3.14")
+
+
+@pytest.mark.slow
+def test_after_a_kernel_restart_the_old_counts_are_marked_as_not_run_here(kernel):
+    first = run_cell(kernel, "before_restart = 1", "old")["execution_count"]
+    kernel.km.restart_kernel(now=True)
+    deadline = time.monotonic() + 60
+    while not kernel.alive(timeout=30) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    kernel.execute("%load_ext jupyter_codellama")
+    fresh = 0
+    while fresh <= first:  # counts start again: In[first] becomes another cell's run
+        source = f"after_restart = {fresh}"
+        fresh = run_cell(kernel, source, "new")["execution_count"]
+    comm_id = open_with_model(kernel)
+    cells = [page_cell("before_restart = 1", first, "old"), page_cell(source, fresh, "new"),
+             page_cell("after_restart + 1", None, "asked")]
+    text = preview(kernel, comm_id, cells, current=2, request_id="p3")["text"]
+    assert "# In[ ]:  (not run since the kernel started)\nbefore_restart = 1" in text
+    assert f"# In[{fresh}]:\n{source}" in text
