@@ -75,6 +75,8 @@ class RunLog:
         cell_id = cell.get("id") if isinstance(cell.get("id"), str) else None
         count = self._count_of_cell.get(cell_id) if cell_id is not None else None
         if count is None:  # the kernel's word first: the page's count may be cleared or another kernel's
+            if "execution_count" not in cell:
+                return None  # not said (inline completion sends sources only): no mark, not "never run"
             count = cell.get("execution_count")
             if not isinstance(count, int) or isinstance(count, bool) or count < 1:
                 return CellRun("never")

@@ -214,6 +214,15 @@ def test_without_cell_ids_the_count_and_source_decide_and_silent_runs_are_not_re
     assert log.states(cells, shell) == [CellRun("ran", 1), CellRun("edited", 1), CellRun("ran", 2), CellRun("never")]
 
 
+def test_a_cell_sent_as_source_only_is_not_judged_unless_the_kernel_knows_its_id():
+    log = RunLog()
+    ran(log, 1, "a")
+    shell = FakeShell("x = 1")
+    sources_only = [{"cell_type": "code", "source": "x = 1"}, {"cell_type": "code", "source": "y = 2"}]
+    assert log.states(sources_only, shell) == [None, None]
+    assert log.states([{"cell_type": "code", "source": "x = 2", "id": "a"}], shell) == [CellRun("edited", 1)]
+
+
 def test_the_log_stays_bounded(monkeypatch):
     import jupyter_codellama.session as session
 
@@ -308,6 +317,13 @@ def test_a_real_kernel_marks_stale_never_run_and_out_of_order_cells_in_the_previ
     assert "  (edited since it ran)" not in text and ORDER not in text
     assert text.index("summary = ") < text.index("area = 3.14")
 
+    # Inline completion sends sources only (no ids, no counts): nothing is judged, nothing marked.
+    sources_only = [{"cell_type": "code", "source": c["source"], "metadata": {}} for c in cells]
+    kernel.send(comm_id, {"type": "context-preview", "request_id": "p3", "for": "complete", "prefix": "volume = ",
+                          "cells": sources_only, "current": 4})
+    reply = kernel.wait_terminal(comm_id, "p3", timeout=120)
+    assert "height = 5" in reply["preview"]["text"] and "never run" not in reply["preview"]["text"]
+
 
 @pytest.mark.slow
 def test_after_a_kernel_restart_the_old_counts_are_marked_as_not_run_here(kernel):
@@ -324,6 +340,6 @@ def test_after_a_kernel_restart_the_old_counts_are_marked_as_not_run_here(kernel
     comm_id = open_with_model(kernel)
     cells = [page_cell("before_restart = 1", first, "old"), page_cell(source, fresh, "new"),
              page_cell("after_restart + 1", None, "asked")]
-    text = preview(kernel, comm_id, cells, current=2, request_id="p3")["text"]
+    text = preview(kernel, comm_id, cells, current=2, request_id="p4")["text"]
     assert "# In[ ]:  (not run since the kernel started)\nbefore_restart = 1" in text
     assert f"# In[{fresh}]:\n{source}" in text
