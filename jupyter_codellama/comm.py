@@ -199,11 +199,11 @@ class CommSession(EngineUser):
     """Handles the messages of one front-end connection."""
 
     def __init__(self, send: Send, *, engine=None, namespace: Callable[[], Mapping] | None = None,
-                 runs: Callable[[list], list] | None = None) -> None:
+                 judge: Callable[[list], list] | None = None) -> None:
         self._send_raw = send
         self._engine = engine
         self._namespace = namespace or (lambda: {})
-        self._runs = runs or (lambda cells: ())  # what the kernel knows of each cell's last run
+        self._judge = judge or (lambda cells: cells)  # adds what the kernel knows of each cell's last run
         self._unsubscribe: Callable[[], None] | None = None
         self._lock = threading.Lock()
         # (prefix, suffix, text) of the last suggestion shown: typing it through needs no model.
@@ -426,8 +426,8 @@ class CommSession(EngineUser):
         use_variables = _field(data, "variables", bool, True)
         # Always the namespace: its secrets' values are redacted; the setting leaves out summaries.
         settings = ContextSettings(include_variables=use_variables)
-        return NotebookContext(cells=cells, current=current, namespace=_snapshot(self._namespace()),
-                               settings=settings, runs=self._runs(cells))
+        return NotebookContext(cells=self._judge(cells), current=current, namespace=_snapshot(self._namespace()),
+                               settings=settings)
 
     def _chat_builder(self, data: Mapping):
         from .prompts import build_chat_prompt
@@ -457,8 +457,7 @@ class CommSession(EngineUser):
             extra_cells = [{"cell_type": "code", "source": e["text"]} for e in extra]
             shift = len(extra_cells)
             current = context.current + shift if context.current is not None else None
-            context = replace(context, cells=[*extra_cells, *context.cells], current=current,
-                              runs=[None] * shift + list(context.runs))
+            context = replace(context, cells=[*extra_cells, *context.cells], current=current)
         max_new = _max_new_tokens(data, 64)
         namespace = context.namespace if context is not None else _snapshot(self._namespace())
         builder = lambda loaded: build_infill_prompt(loaded.tokenizer, loaded.spec, prefix, suffix,  # noqa: E731
@@ -600,14 +599,14 @@ def register_comm_target(shell=None) -> bool:
 
         return user_variables(shell) if shell is not None else {}
 
-    def runs(cells: list) -> list:
+    def judge(cells: list) -> list:
         from .session import get_session
 
-        return get_session().runs.states(cells, shell)
+        return get_session().runs.judged(cells, shell)
 
     def on_open(comm, open_msg) -> None:
         _route_requests_by_their_header(comm)
-        session = CommSession(comm.send, namespace=namespace, runs=runs if shell is not None else None)
+        session = CommSession(comm.send, namespace=namespace, judge=judge if shell is not None else None)
         comm.on_msg(lambda msg: session.handle(msg.get("content", {}).get("data")))
         comm.on_close(lambda _msg: session.close())
 

@@ -62,6 +62,12 @@ class RunLog:
                 del self._count_of_cell[self._cell_of_count[old]]
             del self._cell_of_count[old]
 
+    def judged(self, cells: Sequence[Mapping], shell: Any) -> list[Mapping]:
+        """The cells, each with its ``run`` (see :func:`~.prompts.notebook_context.with_runs`)."""
+        from .prompts.notebook_context import with_runs
+
+        return with_runs(cells, self.states(cells, shell))
+
     def states(self, cells: Sequence[Mapping], shell: Any) -> list[CellRun | None]:
         """What this kernel knows of each cell's last run: None for markdown and raw cells."""
         history = list(getattr(getattr(shell, "history_manager", None), "input_hist_raw", None) or [""])

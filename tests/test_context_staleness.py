@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from jupyter_codellama.models import resolve_model
 from jupyter_codellama.prompts import NotebookContext, approximate_tokens, build_chat_prompt, build_context
-from jupyter_codellama.prompts.notebook_context import CellRun
+from jupyter_codellama.prompts.notebook_context import CellRun, with_runs
 from jupyter_codellama.session import RunLog
 
 NOTICE = "did not run as shown in this kernel: the names they define may not exist"
@@ -23,9 +23,14 @@ def code(source: str, count: int | None, cell_id: str | None = None, outputs: li
     return {**cell, "id": cell_id} if cell_id else cell
 
 
+def notebook(cells: list[dict], runs: list[CellRun | None], current: int | None = None) -> NotebookContext:
+    """The notebook as the comm hands it over: each cell with what the kernel knows of its run."""
+    return NotebookContext(cells=with_runs(cells, runs), current=current)
+
+
 def chat_context(cells: list[dict], runs: list[CellRun | None], current: int | None = None) -> str:
     """The context text of a chat prompt, the way the chat builds it."""
-    context = NotebookContext(cells=cells, current=current, runs=runs)
+    context = notebook(cells, runs, current)
     source = cells[current]["source"] if current is not None else ""
     allocated = build_context(source, "", context, budget=4000, count_tokens=approximate_tokens, mark_current=True)
     return allocated.prefix + allocated.suffix
@@ -43,7 +48,7 @@ REPORT = code("print(f'{area:.1f}')", 3)
 def test_in_order_and_unchanged_cells_get_no_mark_and_the_same_context_as_before():
     cells = [LOAD, AREA, REPORT]
     runs = [CellRun("ran", 1), CellRun("ran", 2), CellRun("ran", 3)]
-    marked = build_context("", "", NotebookContext(cells=cells, runs=runs), budget=4000, count_tokens=approximate_tokens)
+    marked = build_context("", "", notebook(cells, runs), budget=4000, count_tokens=approximate_tokens)
     plain = build_context("", "", NotebookContext(cells=cells), budget=4000, count_tokens=approximate_tokens)
     assert marked == plain
     assert "(" not in "".join(line for line in marked.prefix.splitlines() if line.startswith("# In["))
@@ -61,8 +66,8 @@ def test_a_cell_edited_since_it_ran_is_marked_and_the_model_is_told_its_names_ma
 
 def test_a_cell_that_never_ran_is_marked_and_keeps_its_place():
     draft = code("volume = area * height", None)
-    context = NotebookContext(cells=[LOAD, AREA, draft, REPORT],
-                              runs=[CellRun("ran", 1), CellRun("ran", 2), CellRun("never"), CellRun("ran", 3)])
+    context = notebook([LOAD, AREA, draft, REPORT],
+                       [CellRun("ran", 1), CellRun("ran", 2), CellRun("never"), CellRun("ran", 3)])
     ctx = build_context("", "", context, budget=4000, count_tokens=approximate_tokens)
     assert "# Out[2]:\n# 12.5\n\n# In[ ]:  (never run)\nvolume = area * height\n\n# In[3]:" in ctx.prefix
     assert NOTICE in ctx.prefix
@@ -79,8 +84,7 @@ def test_cells_that_ran_out_of_page_order_are_shown_in_the_order_they_ran_and_it
     assert ORDER in text
     ran_order = [text.index(s) for s in ("# In[1]:", "# ## Area", "# In[2]:", "# In[3]:")]
     assert ran_order == sorted(ran_order)  # the heading stays with the cell under it
-    ctx = build_context("", "", NotebookContext(cells=cells, runs=[CellRun("ran", 3), None, CellRun("ran", 2),
-                                                                     CellRun("ran", 1)]),
+    ctx = build_context("", "", notebook(cells, [CellRun("ran", 3), None, CellRun("ran", 2), CellRun("ran", 1)]),
                         budget=4000, count_tokens=approximate_tokens)
     assert "cells shown in the order they ran, not in the notebook's order" in ctx.report.notes
     assert NOTICE not in ctx.prefix  # nothing is stale: only the order is said
@@ -99,7 +103,7 @@ def test_a_restarted_kernel_marks_the_cells_of_the_old_one_and_drops_their_count
     # Before the restart the page ran 1, 2, 3; the new kernel ran only the first cell (as In[1]).
     cells = [LOAD, AREA, REPORT]
     runs = [CellRun("ran", 1), CellRun("earlier"), CellRun("earlier")]
-    ctx = build_context("", "", NotebookContext(cells=cells, runs=runs), budget=4000, count_tokens=approximate_tokens)
+    ctx = build_context("", "", notebook(cells, runs), budget=4000, count_tokens=approximate_tokens)
     assert "# In[1]:\nimport math" in ctx.prefix
     assert "# In[ ]:  (not run since the kernel started)\narea = math.pi * radius ** 2\n# Output:\n# 12.5" in ctx.prefix
     assert "In[2]" not in ctx.prefix and "Out[2]" not in ctx.prefix  # In[2] is the new kernel's to give
@@ -111,8 +115,8 @@ def test_the_marks_reach_a_real_chat_prompt_and_its_preview(codellama_tokenizer)
     from jupyter_codellama.prompts import context_preview
 
     edited = {**AREA, "source": "area = math.pi * diameter ** 2 / 4"}
-    context = NotebookContext(cells=[REPORT, edited, LOAD, code("volume = area * h", None)], current=3,
-                              runs=[CellRun("ran", 3), CellRun("edited", 2), CellRun("ran", 1), CellRun("never")])
+    context = notebook([REPORT, edited, LOAD, code("volume = area * h", None)],
+                       [CellRun("ran", 3), CellRun("edited", 2), CellRun("ran", 1), CellRun("never")], current=3)
     prompt = build_chat_prompt(codellama_tokenizer, resolve_model("7b-instruct"),
                                [{"role": "user", "content": "Why does this fail?"}], context=context)
     assert "# In[2]:  (edited since it ran)" in prompt.text and NOTICE in prompt.text and ORDER in prompt.text
@@ -126,7 +130,7 @@ def test_the_marks_reach_a_real_chat_prompt_and_its_preview(codellama_tokenizer)
 def test_the_notice_goes_when_the_marked_cells_do_not_fit():
     cells = [code("stale = 1", 1), *[code(f"step_{i} = {i}", i + 2) for i in range(8)]]
     runs = [CellRun("edited", 1)] + [CellRun("ran", i + 2) for i in range(8)]
-    context = NotebookContext(cells=cells, current=8, runs=runs)
+    context = notebook(cells, runs, current=8)
     roomy = build_context("step_7 = 7", "", context, budget=1000, count_tokens=approximate_tokens)
     assert NOTICE in roomy.prefix
     ctx = build_context("step_7 = 7", "", context, budget=30, count_tokens=approximate_tokens)
@@ -134,6 +138,17 @@ def test_the_notice_goes_when_the_marked_cells_do_not_fit():
     assert "cell 1 (edited since it ran)" in [i.label for i in ctx.report.cut]
     assert NOTICE not in ctx.prefix and not any("edited" in n for n in ctx.report.notes)
     assert approximate_tokens(ctx.prefix) + approximate_tokens(ctx.suffix) <= 30
+
+
+def test_a_mark_travels_with_its_cell_and_a_front_end_cannot_set_one():
+    cells = with_runs([LOAD, {**AREA, "source": "area = 0"}, REPORT],
+                      [CellRun("ran", 1), CellRun("edited", 2), CellRun("ran", 3)])
+    others = [cells[0], cells[1]]  # the comm cuts the asked-about cell out for explain and fix
+    ctx = build_context("", "", NotebookContext(cells=others), budget=4000, count_tokens=approximate_tokens)
+    assert "# In[2]:  (edited since it ran)\narea = 0" in ctx.prefix
+    spoofed = [{**LOAD, "run": {"state": "never"}}, {**AREA, "run": "edited"}]  # what JSON could carry
+    ctx = build_context("", "", NotebookContext(cells=spoofed), budget=4000, count_tokens=approximate_tokens)
+    assert "(" not in ctx.prefix.split("\n")[0] and "edited" not in ctx.prefix and "never" not in ctx.prefix
 
 
 states = st.one_of(st.none(), st.builds(CellRun, st.sampled_from(["never", "earlier"])),
@@ -144,12 +159,12 @@ states = st.one_of(st.none(), st.builds(CellRun, st.sampled_from(["never", "earl
 @given(st.lists(st.tuples(st.sampled_from(["code", "code", "markdown"]), st.text("abxyz=+1 \n", max_size=40),
                           states), max_size=10),
        st.data(), st.integers(0, 300), st.booleans())
-def test_marked_and_moved_contexts_always_fit_and_lose_no_cell_that_fits(notebook, data, budget, use_suffix):
+def test_marked_and_moved_contexts_always_fit_and_lose_no_cell_that_fits(page, data, budget, use_suffix):
     cells = [{"cell_type": kind, "source": source, "execution_count": None, "outputs": []}
-             for kind, source, _ in notebook]
-    runs = [run if kind == "code" else None for kind, _, run in notebook]
+             for kind, source, _ in page]
+    runs = [run if kind == "code" else None for kind, _, run in page]
     current = data.draw(st.one_of(st.none(), st.integers(0, len(cells) - 1))) if cells else None
-    context = NotebookContext(cells=cells, current=current, runs=runs)
+    context = notebook(cells, runs, current)
     ctx = build_context("x = ", "", context, budget=budget, count_tokens=approximate_tokens, use_suffix=use_suffix)
     assert approximate_tokens(ctx.prefix) + approximate_tokens(ctx.suffix) <= budget
     assert ctx == build_context("x = ", "", context, budget=budget, count_tokens=approximate_tokens,

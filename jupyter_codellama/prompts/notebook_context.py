@@ -23,14 +23,14 @@ a ``count_tokens`` callable; since counts of pieces need not add up exactly, the
 text is re-counted and the lowest-ranked items dropped until ``count(prefix) +
 count(suffix) <= budget`` holds. Every secret is redacted before anything is counted.
 
-What ran (``NotebookContext.runs``, worked out by the kernel: see ``session.RunLog``): a cell
+What ran (each cell's ``run``, set by the kernel: see ``session.RunLog``): a cell
 edited since it ran is headed ``# In[7]:  (edited since it ran)``, a code cell that never ran
 ``# In[ ]:  (never run)``, one whose count is not this kernel's (the kernel restarted, the
 notebook came from disk) ``# In[ ]:  (not run since the kernel started)``; one comment line at
 the top tells the model that the names such cells define may not exist. When the cells ran in
 another order than the page's, they are shown in the order they ran (a cell that did not run
 stays after the one above it), and the top says so. The report's labels and notes carry the
-same marks, so every preview shows them. Without ``runs`` nothing is marked or moved.
+same marks, so every preview shows them. Cells without a ``run`` are not marked or moved.
 """
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ __all__ = [
     "approximate_tokens",
     "build_context",
     "cell_source",
+    "with_runs",
     "prompt_redactor",
     "render_outputs",
 ]
@@ -82,6 +83,9 @@ class Cell(TypedDict, total=False):
     source: str | list[str]
     outputs: list[CellOutput]
     execution_count: int | None
+    # Set by the kernel, never taken from a front end (JSON cannot hold a CellRun): it travels
+    # with the cell wherever the cell list is cut or extended.
+    run: CellRun
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,11 @@ class CellRun:
         return self.state in ("ran", "edited")
 
 
+def with_runs(cells: Sequence[Cell], runs: Sequence[CellRun | None]) -> list[Cell]:
+    """The cells, each with what the kernel knows of its last run (None: nothing, left as it is)."""
+    return [cell if run is None else {**cell, "run": run} for cell, run in zip(cells, runs)]
+
+
 @dataclass(frozen=True)
 class NotebookContext:
     """The notebook around the cursor. ``current`` indexes ``cells``; None: no cell is current.
@@ -142,9 +151,6 @@ class NotebookContext:
     current: int | None = None
     namespace: Mapping[str, Any] | None = None
     settings: ContextSettings = field(default_factory=ContextSettings)
-    #: What the kernel knows of each cell's last run, by index into ``cells``; None or missing:
-    #: nothing known, so nothing is marked or moved.
-    runs: Sequence[CellRun | None] = ()
 
 
 @dataclass(frozen=True)
@@ -336,7 +342,7 @@ class _Page:
 
 def _page(context: NotebookContext) -> _Page:
     cells = list(context.cells)
-    runs = [context.runs[i] if i < len(context.runs) else None for i in range(len(cells))]
+    runs = [cell.get("run") if isinstance(cell.get("run"), CellRun) else None for cell in cells]
     # The kernel's count: the page's may be from another kernel, or cleared while the cell ran.
     cells = [cell if run is None else {**cell, "execution_count": run.count if run.ran_here else None}
              for cell, run in zip(cells, runs)]
