@@ -86,8 +86,10 @@ class RunLog:
             count = cell.get("execution_count")
             if not isinstance(count, int) or isinstance(count, bool) or count < 1:
                 return CellRun("never")
-        if count >= len(history):  # In[n] unknown: it ran in a kernel before this one
+        if count >= len(history):  # this kernel has not reached In[n]: it ran in a kernel before this one
             return CellRun("earlier")
+        if not history[count]:  # In[n] forgotten (``%reset in``): nothing to judge by
+            return None
         if history[count] == cell_source(cell).rstrip("\n"):  # IPython keeps no trailing newlines
             return CellRun("ran", count)
         ran_as = self._cell_of_count.get(count)

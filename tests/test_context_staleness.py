@@ -37,7 +37,8 @@ def chat_context(cells: list[dict], runs: list[CellRun | None], current: int | N
 
 
 LOAD = code("import math\nradius = 2.0", 1)
-AREA = code("area = math.pi * radius ** 2", 2, outputs=[{"output_type": "execute_result", "data": {"text/plain": "12.5"}}])
+AREA = code("area = math.pi * radius ** 2", 2,
+            outputs=[{"output_type": "execute_result", "data": {"text/plain": "12.5"}}])
 REPORT = code("print(f'{area:.1f}')", 3)
 
 
@@ -236,6 +237,14 @@ def test_a_cell_sent_as_source_only_is_not_judged_unless_the_kernel_knows_its_id
     sources_only = [{"cell_type": "code", "source": "x = 1"}, {"cell_type": "code", "source": "y = 2"}]
     assert log.states(sources_only, shell) == [None, None]
     assert log.states([{"cell_type": "code", "source": "x = 2", "id": "a"}], shell) == [CellRun("edited", 1)]
+
+
+def test_a_cell_whose_source_the_history_forgot_is_not_judged():
+    log = RunLog()
+    ran(log, 1, "a")
+    shell = FakeShell("", "y = 2")  # ``%reset in`` blanks the inputs it forgets
+    assert log.states([code("x = 1", 1, "a"), code("x = 1", 1)], shell) == [None, None]
+    assert log.states([code("y = 3", 2)], shell) == [CellRun("edited", 2)]
 
 
 def test_the_log_stays_bounded(monkeypatch):
