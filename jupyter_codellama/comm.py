@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 
 from ._version import __version__
 from .engine import EngineUser
-from .comm_specs import cell_spec, chat_spec, generation_options, get, infill_spec
+from .comm_specs import KernelView, cell_spec, chat_spec, generation_options, get, infill_spec
 from .prompts.prompt import PromptTooLongError
 from .prompts.requests import ExplainRequest, FixRequest
 from .protocol import (
@@ -57,10 +57,12 @@ class _Link(EngineUser):
     """One front-end connection's plumbing: sending, dispatching by request type, submitting jobs
     and ending each request with exactly one terminal reply. :class:`CommSession` adds the handlers."""
 
-    def __init__(self, send: Send, *, engine=None, namespace: Callable[[], Mapping] | None = None) -> None:
+    def __init__(self, send: Send, *, engine=None, namespace: Callable[[], Mapping] | None = None,
+                 judge: Callable[[list], list] | None = None) -> None:
         self._send_raw = send
         self._engine = engine
         self._namespace = namespace or (lambda: {})
+        self._kernel = KernelView(self._namespace, judge) if judge else KernelView(self._namespace)
         self._unsubscribe: Callable[[], None] | None = None
         self._lock = threading.Lock()
         # (prefix, suffix, text) of the last suggestion shown: typing it through needs no model.
@@ -168,8 +170,9 @@ class _Link(EngineUser):
 class CommSession(_Link):
     """Handles the messages of one front-end connection: one handler per request type."""
 
-    def __init__(self, send: Send, *, engine=None, namespace: Callable[[], Mapping] | None = None) -> None:
-        super().__init__(send, engine=engine, namespace=namespace)
+    def __init__(self, send: Send, *, engine=None, namespace: Callable[[], Mapping] | None = None,
+                 judge: Callable[[list], list] | None = None) -> None:
+        super().__init__(send, engine=engine, namespace=namespace, judge=judge)
         self._handlers: dict[str, Callable[[str, Mapping], None]] = {
             "hello": self._on_hello, "status": self._on_status, "load": self._on_load,
             "unload": self._on_unload, "cancel": self._on_cancel, "chat": self._on_chat,
@@ -263,13 +266,13 @@ class CommSession(_Link):
         self.send({"type": "done", "request_id": request_id, "target_id": target, "cancelled": found})
 
     def _on_chat(self, request_id: str, data: Mapping) -> None:
-        self._submit_chat(request_id, data, chat_spec(data, self._namespace, self._default_max))
+        self._submit_chat(request_id, data, chat_spec(data, self._kernel, self._default_max))
 
     def _on_explain(self, request_id: str, data: Mapping) -> None:
-        self._submit_chat(request_id, data, cell_spec(data, self._namespace, self._default_max, ExplainRequest))
+        self._submit_chat(request_id, data, cell_spec(data, self._kernel, self._default_max, ExplainRequest))
 
     def _on_fix(self, request_id: str, data: Mapping) -> None:
-        self._submit_chat(request_id, data, cell_spec(data, self._namespace, self._default_max, FixRequest))
+        self._submit_chat(request_id, data, cell_spec(data, self._kernel, self._default_max, FixRequest))
 
     @property
     def _default_max(self) -> int:
@@ -281,7 +284,7 @@ class CommSession(_Link):
         self._submit("chat", request_id, spec, opts)
 
     def _on_complete(self, request_id: str, data: Mapping) -> None:
-        spec = infill_spec(data, self._namespace)
+        spec = infill_spec(data, self._kernel)
         prefix, suffix = spec.prefix, spec.suffix
         opts = generation_options(data, 64)
         # The kernel alone decides (the front end shows one line while streaming unless told).
@@ -315,7 +318,7 @@ class CommSession(_Link):
 
     def _on_prewarm(self, request_id: str, data: Mapping) -> None:
         """Prefill the notebook context into the KV cache (a cell got focus), generating nothing."""
-        spec = infill_spec(data, self._namespace)
+        spec = infill_spec(data, self._kernel)
         self._submit("completion", request_id, spec, {"max_new_tokens": 1, "record_latency": False},
                      stream=False)
 
@@ -349,10 +352,10 @@ class CommSession(_Link):
 
     def _preview_spec(self, target: str, data: Mapping):
         if target == "complete":
-            return infill_spec(data, self._namespace)
+            return infill_spec(data, self._kernel)
         if target == "chat":
-            return chat_spec(data, self._namespace, self._default_max)
-        return cell_spec(data, self._namespace, self._default_max, ExplainRequest if target == "explain" else FixRequest)
+            return chat_spec(data, self._kernel, self._default_max)
+        return cell_spec(data, self._kernel, self._default_max, ExplainRequest if target == "explain" else FixRequest)
 
 
 def _error_reply(exc: BaseException) -> tuple[str, str]:
@@ -438,9 +441,14 @@ def register_comm_target(shell=None) -> bool:
 
         return user_variables(shell) if shell is not None else {}
 
+    def judge(cells: list) -> list:
+        from .session import get_session
+
+        return get_session().runs.judged(cells, shell)
+
     def on_open(comm, open_msg) -> None:
         _route_requests_by_their_header(comm)
-        session = CommSession(comm.send, namespace=namespace)
+        session = CommSession(comm.send, namespace=namespace, judge=judge if shell is not None else None)
         comm.on_msg(lambda msg: session.handle(msg.get("content", {}).get("data")))
         comm.on_close(lambda _msg: session.close())
 

@@ -6,16 +6,23 @@ what the schema cannot say (an index into ``cells``, a conversation that ends wi
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 from .prompts import ContextSettings, NotebookContext
 from .prompts.requests import ChatRequest, ExplainRequest, FixRequest, InfillRequest
 from .protocol import BadRequest
 
-__all__ = ["chat_spec", "cell_spec", "generation_options", "infill_spec", "snapshot"]
+__all__ = ["KernelView", "chat_spec", "cell_spec", "generation_options", "infill_spec", "snapshot"]
 
-Namespace = Callable[[], Mapping[str, Any]]
+
+@dataclass(frozen=True)
+class KernelView:
+    """What the kernel adds to a message: its live namespace, and what it knows of each cell's
+    last run (``judge`` marks the cells a front end sent as stale, never run, …)."""
+
+    namespace: Callable[[], Mapping[str, Any]]
+    judge: Callable[[list], list] = lambda cells: cells
 
 
 def get(data: Mapping, name: str, default: Any = None) -> Any:
@@ -36,32 +43,33 @@ def generation_options(data: Mapping, default_max: int) -> dict[str, Any]:
     return opts
 
 
-def notebook_context(data: Mapping, namespace: Namespace) -> NotebookContext:
+def notebook_context(data: Mapping, kernel: KernelView) -> NotebookContext:
     cells = list(get(data, "cells", []))
     current = get(data, "current")
     if current is not None and current >= max(1, len(cells)):
         raise BadRequest("'current' is out of range: an index into cells.")
     # Always the namespace: its secrets' values are redacted; the setting leaves out summaries.
     settings = ContextSettings(include_variables=get(data, "variables", True))
-    return NotebookContext(cells=cells, current=current, namespace=snapshot(namespace()), settings=settings)
+    return NotebookContext(cells=kernel.judge(cells), current=current, namespace=snapshot(kernel.namespace()),
+                           settings=settings)
 
 
 def _messages(data: Mapping) -> list[dict[str, str]]:
     return [{"role": m["role"], "content": m["content"]} for m in get(data, "messages", [])]
 
 
-def chat_spec(data: Mapping, namespace: Namespace, default_max: int) -> ChatRequest:
-    context = notebook_context(data, namespace) if data.get("cells") else None
+def chat_spec(data: Mapping, kernel: KernelView, default_max: int) -> ChatRequest:
+    context = notebook_context(data, kernel) if data.get("cells") else None
     return ChatRequest(messages=_messages(data), system=get(data, "system"), context=context,
-                       namespace=context.namespace if context is not None else snapshot(namespace()),
+                       namespace=context.namespace if context is not None else snapshot(kernel.namespace()),
                        max_new_tokens=get(data, "max_new_tokens", default_max))
 
 
-def cell_spec(data: Mapping, namespace: Namespace, default_max: int,
+def cell_spec(data: Mapping, kernel: KernelView, default_max: int,
               kind: type[ExplainRequest] | type[FixRequest]) -> ExplainRequest | FixRequest:
     """Explain or fix the current cell: its source (and error) go into our wording of the
     request, the other cells into the context; ``messages`` are the conversation so far."""
-    context = notebook_context(data, namespace)
+    context = notebook_context(data, kernel)
     if context.current is None or context.current >= len(context.cells):
         raise BadRequest("'current' is required: the index in 'cells' of the cell to explain or fix.")
     cell = context.cells[context.current]
@@ -80,9 +88,9 @@ def cell_spec(data: Mapping, namespace: Namespace, default_max: int,
     return FixRequest(error=error, **common)
 
 
-def infill_spec(data: Mapping, namespace: Namespace) -> InfillRequest:
+def infill_spec(data: Mapping, kernel: KernelView) -> InfillRequest:
     extra = get(data, "extra", [])
-    context = notebook_context(data, namespace) if (data.get("cells") or extra) else None
+    context = notebook_context(data, kernel) if (data.get("cells") or extra) else None
     if extra:
         # llama.cpp's /infill "extra" chunks become cells placed before the current one.
         extra_cells = [{"cell_type": "code", "source": e["text"]} for e in extra]
@@ -90,7 +98,7 @@ def infill_spec(data: Mapping, namespace: Namespace) -> InfillRequest:
         context = replace(context, cells=[*extra_cells, *context.cells], current=current)
     return InfillRequest(prefix=data["prefix"], suffix=get(data, "suffix", ""), mode=get(data, "mode", "psm"),
                          context=context,
-                         namespace=context.namespace if context is not None else snapshot(namespace()),
+                         namespace=context.namespace if context is not None else snapshot(kernel.namespace()),
                          max_new_tokens=get(data, "max_new_tokens", 64))
 
 

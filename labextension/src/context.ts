@@ -41,6 +41,11 @@ export const DEFAULT_CONTEXT: IContextOptions = {
 
 /** What the front end reads from a notebook at the moment a question is sent. */
 export interface INotebookSnapshot {
+  /**
+   * The cells as JupyterLab serialises them. Their `id` and `execution_count` travel as they
+   * are: the kernel matches them with what it ran (the same id comes with every execution) to
+   * mark cells edited since they ran, never run, or run out of page order.
+   */
   cells: nbformat.ICell[];
   /** Index of the active cell, or null when none is active. */
   activeIndex: number | null;

@@ -63,6 +63,25 @@ describe('buildContext', () => {
     expect(buildContext({ cells, activeIndex: 1, selection: ' x = 1 ' }, DEFAULT_CONTEXT).selection).toBe('x = 1');
   });
 
+  it('keeps each cell\'s id and execution count, which the kernel matches with what it ran', () => {
+    const page = [
+      { ...code('x = 1', 3), id: 'ran-cell' },
+      { ...code('y = 2', null), id: 'draft-cell' },
+      { ...code('1 / 0', 2, [error('ZeroDivisionError')]), id: 'failed-cell' }
+    ];
+    for (const lastError of [true, false]) {
+      const { fields } = buildContext(
+        { cells: page, activeIndex: 1, selection: '' },
+        { ...DEFAULT_CONTEXT, notebook: true, lastError }
+      );
+      expect(fields.cells!.map(c => [c.id, (c as nbformat.ICodeCell).execution_count])).toEqual([
+        ['ran-cell', 3],
+        ['draft-cell', null],
+        ['failed-cell', 2]
+      ]);
+    }
+  });
+
   it('works without a notebook', () => {
     expect(buildContext(null, DEFAULT_CONTEXT).fields).toEqual({ variables: true });
   });
