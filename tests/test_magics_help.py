@@ -20,8 +20,9 @@ def every_parser():
 def test_help_shows_every_option_of_every_parser(magic, capsys, line):
     magic.codellama(line)
     shown = capsys.readouterr().out
+    words = " ".join(shown.split())  # the summary wraps long lines
     for parser in every_parser():
-        assert f"%{parser.prog}" in shown and parser.description.split(" (")[0] in shown
+        assert f"%{parser.prog}" in shown and parser.description in words
         for action in parser._actions:
             for flag in action.option_strings:
                 assert flag in shown or flag in ("-h", "--help"), (parser.prog, flag)

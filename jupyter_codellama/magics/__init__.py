@@ -2,7 +2,7 @@
 
     %%codellama [options]        the cell body is the request; the answer streams as Markdown,
                                  its code goes into a new cell below
-    %codellama SUBCOMMAND ...    load, status, models, unload, explain, fix, complete, chat,
+    %codellama SUBCOMMAND ...    load, status, models, unload, explain, fix, complete, edit, chat,
                                  config, reset, help
 
 Each subcommand is a module of ``commands/`` that owns its parser and its run function; the

@@ -11,7 +11,7 @@ from IPython.core.error import UsageError
 
 from ..command import Command
 from ..parsing import parse
-from . import ask, chat, complete, config, explain, fix, load, models, reset, status, unload
+from . import ask, chat, complete, config, edit, explain, fix, load, models, reset, status, unload
 from . import help as help_command
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ LINE_COMMANDS: dict[str, Command] = {
     "explain": explain.COMMAND,
     "fix": fix.COMMAND,
     "complete": complete.COMMAND,
+    "edit": edit.COMMAND,
     "chat": chat.COMMAND,
     "config": config.COMMAND,
     "reset": reset.COMMAND,
