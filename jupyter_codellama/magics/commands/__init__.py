@@ -54,7 +54,9 @@ def run_line(magic: CodeLlamaMagics, words: Sequence[str]) -> Any:
 
 def run_cell(magic: CodeLlamaMagics, words: Sequence[str], body: str) -> Any:
     command = LINE_COMMANDS.get(words[0]) if words else None
-    if command is None or command.run_cell is None:
-        command, words = CELL_DEFAULT, ["", *words]
-    args = parse(command.parser(), words[1:])
+    if command is not None and command.run_cell is not None:
+        words = words[1:]
+    else:
+        command = CELL_DEFAULT
+    args = parse(command.parser(), words)
     return None if args is None or command.run_cell is None else command.run_cell(magic, args, body)
