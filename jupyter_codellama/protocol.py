@@ -129,6 +129,45 @@ def validate_request(kind: str, data: Mapping[str, Any]) -> None:
             raise BadRequest(f"'{name}' must be an integer, not number.")
 
 
+class BadOption(BadRequest):
+    """A generation option that breaks the schema: ``field`` names it, ``expected`` says in
+    words what it must be (``"at least 1"``), ``value`` is what it was."""
+
+    def __init__(self, field: str, expected: str, value: Any) -> None:
+        super().__init__(f"'{field}' must be {expected}, not {short(value)}.")
+        self.field, self.expected, self.value = field, expected, value
+
+
+def check_generation_options(options: Mapping[str, Any]) -> None:
+    """Raise :class:`BadOption` for the first of ``options`` (``max_new_tokens``,
+    ``temperature``, ``stop``, ``max_time_ms``) that breaks ``IGenerationOptions``: the rule every
+    generating request of the comm follows, for the callers that are not the comm (the magics)."""
+    from fastjsonschema import JsonSchemaValueException
+
+    data = dict(options)
+    try:
+        _validator("IGenerationOptions")(data)
+    except JsonSchemaValueException as exc:
+        where = _path(int(part) if part.isdigit() else part for part in exc.path[1:])
+        raise BadOption(where, _expected(exc), exc.value) from None
+    for name, prop in _properties(SCHEMA["$defs"]["IGenerationOptions"]).items():
+        if prop.get("type") == "integer" and isinstance(data.get(name), float):
+            raise BadOption(name, "an integer", data[name])
+
+
+_BOUND_WORDS = {"minimum": "at least", "maximum": "at most", "exclusiveMinimum": "over", "exclusiveMaximum": "under"}
+
+
+def _expected(error) -> str:
+    """What a value must be, in words, for the rule it broke."""
+    if error.rule in _BOUND_WORDS:
+        return f"{_BOUND_WORDS[error.rule]} {error.rule_definition}"
+    if error.rule == "type":
+        types = [error.rule_definition] if isinstance(error.rule_definition, str) else error.rule_definition
+        return " or ".join(_TYPE_WORDS[t] for t in types)
+    return f"as the protocol says ({error.rule})"
+
+
 def describe(error) -> str:
     """One sentence for a ``fastjsonschema.JsonSchemaValueException``: the field, what it must be."""
     # "data.messages[0].role" → messages, 0, role

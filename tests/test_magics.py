@@ -160,12 +160,12 @@ def test_ctrl_c_stops_generation_cleanly_and_inserts_nothing(ip):
 
 def test_ctrl_c_as_the_answer_starts_cancels_it_too(ip, monkeypatch):
     """A Ctrl-C that lands while the answer's display is being set up (the job already runs)."""
-    import jupyter_codellama.magics as magics
+    import jupyter_codellama.magics.stream as stream
 
     def interrupted(_shell):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(magics, "_StreamView", interrupted)
+    monkeypatch.setattr(stream, "StreamView", interrupted)
     engine = ip.magics_manager.registry["CodeLlamaMagics"].engine
     out, result = run(ip, "%%codellama --max-new-tokens 2000\nExplain Python decorators in detail.")
     assert "Generation interrupted" in out and result.error_in_exec is None
