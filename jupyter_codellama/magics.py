@@ -437,7 +437,9 @@ class CodeLlamaMagics(EngineUser, Magics):
         from .prompts import clean_completion
 
         infilling = bool(self.engine.status().get("supports_infill"))
-        middle = result.text if infilling and result.stop_reason == "eos" else clean_completion(result.text, prefix, suffix)
+        middle = (
+            result.text if infilling and result.stop_reason == "eos" else clean_completion(result.text, prefix, suffix)
+        )
         filled = prefix + middle + suffix
         how = "infilling" if infilling else "prefix continuation (this model has no infilling)"
         display(Markdown(f"```python\n{filled}\n```\n\n*filled by {how}: {len(middle)} characters*"),

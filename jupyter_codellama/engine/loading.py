@@ -27,7 +27,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from ..config import default_cache_dir
-from ..models import DEFAULT_CPU_MODEL, DEFAULT_GPU_MODEL, EMBEDDED, ModelSpec, resolve_model
+from ..models import DEFAULT_CPU_MODEL, DEFAULT_GPU_MODEL, ModelSpec, resolve_model
 
 log = logging.getLogger(__name__)
 

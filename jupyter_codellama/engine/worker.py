@@ -409,7 +409,9 @@ class Engine:
             return GenerationResult(text="", stop_reason="cancelled"), None
         loaded = self._loaded
         if loaded is None:
-            return GenerationResult(text="", stop_reason="error", error=self._error or "No model is loaded."), "not_loaded"
+            return GenerationResult(
+                text="", stop_reason="error", error=self._error or "No model is loaded."
+            ), "not_loaded"
         try:
             ids, stop, stop_token_ids, lead = self._prompt(job, loaded)
             request = GenerationRequest(
@@ -480,7 +482,11 @@ class Engine:
             last = self._progress or {}
             self._progress = {"stage": stage, "fraction": round(float(fraction), 3)}
             # Listeners (widgets, the comm) need a few updates a second, not one per tensor.
-            if now - self._last_progress_emit < 0.1 and fraction < 1.0 and last.get("stage", "").split(" (")[0] == stage.split(" (")[0]:
+            if (
+                now - self._last_progress_emit < 0.1
+                and fraction < 1.0
+                and last.get("stage", "").split(" (")[0] == stage.split(" (")[0]
+            ):
                 return
             self._last_progress_emit = now
         self._notify()

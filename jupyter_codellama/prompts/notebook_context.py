@@ -60,6 +60,7 @@ class CellOutput(TypedDict, total=False):
     ename: str  # error
     evalue: str
     traceback: list[str]
+    execution_count: int | None  # execute_result
 
 
 class Cell(TypedDict, total=False):
@@ -387,7 +388,9 @@ def _cell_pieces(
                 continue
             text = redact(_render_source(cell))
             label = f"cell {i + 1}" + (" (markdown)" if cell.get("cell_type", "code") != "code" else "")
-            source = _Piece((tier, distance, side, 0), block, 0, text, ContextItem("cell", label, count(text + _BLOCK_SEP)))
+            source = _Piece(
+                (tier, distance, side, 0), block, 0, text, ContextItem("cell", label, count(text + _BLOCK_SEP))
+            )
             pieces.append(source)
         if settings.include_outputs and cell.get("outputs"):
             lines = settings.max_traceback_lines if i == error_cell else 0
