@@ -36,22 +36,8 @@ _EAGER_MODULES = frozenset({"pandas", "polars", "cudf", "numpy", "torch", "cupy"
 _DESCRIBE_SECONDS = 0.2  # for the whole namespace, per prompt
 _MAX_COLUMNS = 40
 _MAX_SIGNATURE = 160
-_BUILTIN_VALUES = (
-    str,
-    bytes,
-    bytearray,
-    int,
-    float,
-    complex,
-    bool,
-    type(None),
-    list,
-    tuple,
-    dict,
-    set,
-    frozenset,
-    range,
-)
+_BUILTIN_VALUES = (str, bytes, bytearray, int, float, complex, bool, type(None), list, tuple, dict, set, frozenset,
+                   range)
 
 
 @dataclass(frozen=True)

@@ -54,36 +54,21 @@ def _request(kind: str, required: dict, optional: dict | None = None):
 VALID = {
     "hello": _request("hello", {"protocol_version": st.sampled_from([PROTOCOL_VERSION] * 3 + [0, 2])}),
     "status": _request("status", {}),
-    "chat": _request(
-        "chat", {"messages": messages, "max_new_tokens": tokens}, {**context, **options, "system": st.text(max_size=40)}
-    ),
-    "complete": _request(
-        "complete",
-        {"prefix": st.text(max_size=80), "max_new_tokens": tokens},
-        {
-            **context,
-            **options,
-            "suffix": st.text(max_size=40),
-            "stream": st.booleans(),
-            "multiline": st.booleans(),
-            "mode": st.sampled_from(["psm", "spm"]),
-            "extra": st.lists(
-                st.fixed_dictionaries({"label": st.text(max_size=8), "text": st.text(max_size=40)}), max_size=2
-            ),
-        },
-    ),
+    "chat": _request("chat", {"messages": messages, "max_new_tokens": tokens},
+                     {**context, **options, "system": st.text(max_size=40)}),
+    "complete": _request("complete", {"prefix": st.text(max_size=80), "max_new_tokens": tokens},
+                         {**context, **options, "suffix": st.text(max_size=40), "stream": st.booleans(),
+                          "multiline": st.booleans(), "mode": st.sampled_from(["psm", "spm"]),
+                          "extra": st.lists(st.fixed_dictionaries({"label": st.text(max_size=8),
+                                                                   "text": st.text(max_size=40)}), max_size=2)}),
     "prewarm": _request("prewarm", {"prefix": st.text(max_size=80)}, context),
     "cancel": _request("cancel", {"target_id": st.sampled_from([LAST_ID, LAST_ID, FIRST_ID, "no-such-id"])}),
-    "context-preview": _request(
-        "context-preview",
-        {"for": st.sampled_from(["chat", "complete"]), "messages": messages, "prefix": st.text(max_size=40)},
-        context,
-    ),
-    "load": _request(
-        "load",
-        {"model": st.from_regex(r"zz-[a-z]{1,6}", fullmatch=True)},
-        {"quantization": st.sampled_from(["4bit", "3bit"]), "gpu_memory": st.sampled_from(["1GiB", "lots"])},
-    ),
+    "context-preview": _request("context-preview", {"for": st.sampled_from(["chat", "complete"]),
+                                                    "messages": messages, "prefix": st.text(max_size=40)},
+                                context),
+    "load": _request("load", {"model": st.from_regex(r"zz-[a-z]{1,6}", fullmatch=True)},
+                     {"quantization": st.sampled_from(["4bit", "3bit"]),
+                      "gpu_memory": st.sampled_from(["1GiB", "lots"])}),
 }
 assert set(VALID) | {"unload"} == set(REQUEST_TYPES)
 
