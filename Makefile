@@ -1,9 +1,10 @@
 # The two commands of the README:
 #   make lab    — set up .venv and the JupyterLab extension if needed, then JupyterLab on the
 #                 quick-start notebook (embedded model)
-#   make test   — set up if needed, then every test: Python (pytest), the extension's unit tests
-#                 (jest) and its UI tests (Galata in Debian's Chromium, a real JupyterLab, kernel
-#                 and the embedded model); fails if any of the three fails
+#   make test   — set up if needed, then the linters (`make lint`, seconds; any finding stops it),
+#                 then every test: Python (pytest), the extension's unit tests (jest) and its UI
+#                 tests (Galata in Debian's Chromium, a real JupyterLab, kernel and the embedded
+#                 model); fails if any of the three fails
 # Both are idempotent; the first run on a fresh machine takes a few minutes (torch,
 # transformers, the extension's JS dependencies).
 PY := .venv/bin/python
@@ -13,8 +14,11 @@ export JUPYTER_CODELLAMA_CACHE
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 LAB_ARGS ?=
+# 1: `make lint` also checks formatting (ruff format --check, prettier --check). 0 until the tree
+# has had its one `scripts/lint.sh --fix`; then set it to 1 here.
+LINT_FORMAT ?= 0
 
-.PHONY: setup setup-ui lab test test-python test-js test-ui bench clean
+.PHONY: setup setup-ui lab lint test test-python test-js test-ui bench clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -25,8 +29,12 @@ setup-ui:
 lab: setup
 	$(PY) -m jupyterlab $(ROOT_FLAG) $(LAB_ARGS) example_notebooks/01_quickstart.ipynb
 
+# ruff, mypy, eslint, prettier, stylelint (scripts/lint.sh; `scripts/lint.sh --fix` fixes).
+lint: setup
+	@LINT_FORMAT=$(LINT_FORMAT) PYTHON=$(PY) JLPM=$(JLPM) bash scripts/lint.sh
+
 # Runs all three suites even when one fails, then fails if any did.
-test: setup-ui
+test: setup-ui lint
 	@failed=""; \
 	$(MAKE) --no-print-directory test-python || failed="$$failed python"; \
 	$(MAKE) --no-print-directory test-js || failed="$$failed jest"; \
@@ -48,4 +56,5 @@ bench: setup
 
 clean:
 	rm -rf .venv .cache build dist *.egg-info jupyter_codellama/labextension \
-	  labextension/node_modules labextension/lib labextension/.build-stamp
+	  labextension/node_modules labextension/lib labextension/.build-stamp \
+	  .mypy_cache .ruff_cache labextension/.eslintcache labextension/.stylelintcache

@@ -311,10 +311,9 @@ def _med(xs):
 
 
 def shaped_main(args) -> None:
-    from jupyter_codellama.config import PREFILL_CHUNK_TOKENS
-
     import shaped_gguf
 
+    from jupyter_codellama.config import PREFILL_CHUNK_TOKENS
     from jupyter_codellama.testing.codellama_tokenizer import build_codellama_tokenizer
 
     threads = [0 if t.strip() == "auto" else int(t) for t in (args.threads or "1,2").split(",")]

@@ -113,7 +113,7 @@ def _cache_dir() -> Path:
     return root
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _binary() -> Path:
     """Compile the probe once (cached by source hash); needs gcc with OpenMP."""
     tag = hashlib.sha256(_SOURCE.encode()).hexdigest()[:12]
@@ -147,7 +147,7 @@ def read_bandwidth_runs(threads: int, mib: int = DEFAULT_MIB, runs: int = DEFAUL
     return [float(x) for x in proc.stdout.split()]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def read_bandwidth(threads: int, mib: int = DEFAULT_MIB, runs: int = DEFAULT_RUNS) -> float:
     """Median memory read bandwidth in GB/s (1e9 bytes/s) on ``threads`` threads; cached per process."""
     return statistics.median(read_bandwidth_runs(threads, mib, runs))

@@ -52,8 +52,7 @@ ROPE_THETA = 1e6
 CONTEXT_LENGTH = 16384
 RMS_EPS = 1e-5
 
-from jupyter_codellama.testing.gguf_tokenizer import (  # noqa: E402
-    EOT_ID, MID_ID, PRE_ID, SUF_ID, add_codellama_tokenizer)
+from jupyter_codellama.testing.gguf_tokenizer import EOT_ID, MID_ID, PRE_ID, SUF_ID, add_codellama_tokenizer  # noqa: E402
 
 KINDS = ("Q4_0", "Q4_K_M", "Q4_1", "Q5_K_M", "Q8_0", "Q6_K")
 

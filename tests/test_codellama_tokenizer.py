@@ -97,7 +97,9 @@ def test_chat_template_is_codellama_instruct(tokenizer):
 
 def test_chat_template_rejects_non_alternating_roles(tokenizer):
     with pytest.raises(Exception, match="alternate"):
-        tokenizer.apply_chat_template([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], tokenize=False)
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], tokenize=False
+        )
 
 
 def test_saved_tokenizer_reloads_as_codellama(reloaded):

@@ -1,10 +1,10 @@
 """Compatibility: the PyTorch decode path uses only transformers APIs that are not on their way
 out, and the versions it was written for are declared."""
-import tomllib
 import warnings
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 import transformers
 from packaging.requirements import Requirement

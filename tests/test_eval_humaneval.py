@@ -61,7 +61,7 @@ def test_canonical_solutions_pass_and_empty_bodies_fail(problems):
 @pytest.mark.slow
 def test_every_canonical_solution_passes_the_harness(problems):
     results = check_all([(p, completion_program(p, p.canonical_solution)) for p in problems])
-    assert [p.task_id for p, r in zip(problems, results) if not r.ok] == []
+    assert [p.task_id for p, r in zip(problems, results, strict=True) if not r.ok] == []
 
 
 # -- infilling ---------------------------------------------------------------------------------

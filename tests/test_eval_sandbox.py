@@ -114,7 +114,6 @@ def test_candidate_output_and_exit_do_not_confuse_the_report():
 
 # -- gaps that broke the harness itself (issue 14) -------------------------------------------------
 
-import os  # noqa: E402
 import resource  # noqa: E402
 import time  # noqa: E402
 

@@ -16,11 +16,8 @@ gguf = pytest.importorskip("gguf")
 from gguf.quants import dequantize  # noqa: E402
 
 from jupyter_codellama.engine import kernels  # noqa: E402
-from jupyter_codellama.engine.kernels import (  # noqa: E402
-    KernelUnavailable, cpu_has_avx2, load_library)
-from jupyter_codellama.engine.kernels.layout import (  # noqa: E402
-    Q4_K, Q5_K, Q6_K, Wt, interleave, make_wt)
-
+from jupyter_codellama.engine.kernels import KernelUnavailable, cpu_has_avx2, load_library  # noqa: E402
+from jupyter_codellama.engine.kernels.layout import Q4_K, Q5_K, Q6_K, Wt, interleave, make_wt  # noqa: E402
 from kquants_ref import quantize_q4_k, quantize_q5_k, quantize_q6_k  # noqa: E402
 
 KERNELS = Path(kernels.__file__).resolve().parent

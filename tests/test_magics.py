@@ -349,7 +349,7 @@ def test_explain_fix_and_complete_preview_show_exactly_what_is_then_sent(ip, pro
     run(ip, "%codellama explain --max-new-tokens 4")
     run(ip, "%codellama fix --max-new-tokens 4")
     run(ip, "%%codellama complete --max-new-tokens 4\ntotal = <FILL_ME>\nprint(total)")
-    for shown, sent in zip((explain, fix, complete), prompts):
+    for shown, sent in zip((explain, fix, complete), prompts, strict=True):
         assert f"~~~~text\n{sent.text}\n~~~~" in shown and f"{sent.num_tokens} tokens" in shown
 
 

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,8 +20,7 @@ import torch
 from jupyter_codellama.engine import kernels
 from jupyter_codellama.engine.generation import GenerationRequest, PrefixCache, generate_stream
 from jupyter_codellama.engine.native import NativeModel, UnsupportedModelError
-from jupyter_codellama.testing.gguf_model import (TinyShape, reference_greedy, reference_logits,
-                                                   write_tiny_gguf)
+from jupyter_codellama.testing.gguf_model import TinyShape, reference_greedy, reference_logits, write_tiny_gguf
 
 SHAPE = TinyShape()
 IDS = [1, 5, 900, 33, 47, 2, 600, 7, 8, 9, 10, 11, 512, 3]
@@ -33,8 +33,8 @@ K_TYPES = ["Q4_K", "Q5_K", "Q6_K"]
 
 def _kquantize(a: np.ndarray, kind: str) -> np.ndarray:
     """gguf has no K-quant quantizer: ours (checked against gguf's dequantizer in its tests)."""
-    from kquants_ref import quantize_q4_k, quantize_q5_k, quantize_q6_k
     from jupyter_codellama.testing.gguf_model import gguf_quantize
+    from kquants_ref import quantize_q4_k, quantize_q5_k, quantize_q6_k
 
     fn = {"Q4_K": quantize_q4_k, "Q5_K": quantize_q5_k, "Q6_K": quantize_q6_k}.get(kind)
     return fn(a.astype(np.float32)) if fn else gguf_quantize(a, kind)
@@ -50,7 +50,7 @@ def tiny(tmp_path_factory):
         if kind not in made:
             path = folder / f"tiny-{kind}.gguf"
             quantize = _kquantize if kind in K_TYPES else None
-            kwargs = {"quantize": quantize} if quantize else {}
+            kwargs: dict[str, Any] = {"quantize": quantize} if quantize else {}
             # K-quant files mix types as llama.cpp's Q4_K_M does (Q6_K output head).
             head = "Q6_K" if kind in K_TYPES else None
             made[kind] = (path, write_tiny_gguf(path, kind, shape=SHAPE, head_kind=head, **kwargs))
@@ -60,7 +60,7 @@ def tiny(tmp_path_factory):
     return get
 
 
-def _open(path, folder, variant="avx2" if kernels.cpu_has_avx2() else "generic", threads=2):
+def _open(path, folder, variant="avx2" if kernels.cpu_has_avx2() else "generic", threads=2):  # noqa: B008 - probed once
     return NativeModel.open(path, n_threads=threads, variant=variant, cache_dir=folder)
 
 

@@ -14,7 +14,7 @@ from jupyter_codellama.testing.gguf_model import TinyShape, reference_greedy
 pytestmark = pytest.mark.slow
 
 
-def _weights_of(gguf_path) -> dict[str, np.ndarray]:
+def _weights_of(gguf_path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """What the GGUF's blocks dequantize to, per tensor (GGUF row order)."""
     from gguf import GGUFReader, quants
 

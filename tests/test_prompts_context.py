@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from jupyter_codellama.models import resolve_model
 from jupyter_codellama.prompts import (
+    Cell,
     ContextSettings,
     NotebookContext,
     approximate_tokens,
@@ -47,9 +48,9 @@ TRACEBACK = [
 ]
 
 
-def sales_notebook() -> tuple[list[dict], dict]:
+def sales_notebook() -> tuple[list[Cell], dict]:
     """A realistic notebook: load data, a secret, a DataFrame, an error, the cell being written."""
-    cells = [
+    cells: list[Cell] = [
         {"cell_type": "markdown", "source": "# Sales\nWhich city sells most?"},
         {"cell_type": "code", "execution_count": 1, "source": "import pandas as pd\nimport numpy as np", "outputs": []},
         {"cell_type": "code", "execution_count": 2, "source": f'api_key = "{SECRET}"\nprint("using", api_key)',
@@ -89,7 +90,9 @@ def everything(ctx) -> str:
 
 
 def test_dataframe_columns_and_dtypes_reach_the_context():
-    ctx = build_context("df.groupby('city')['price'].", "", sales_context(), budget=4000, count_tokens=approximate_tokens)
+    ctx = build_context(
+        "df.groupby('city')['price'].", "", sales_context(), budget=4000, count_tokens=approximate_tokens
+    )
     assert "# df: DataFrame (1200 rows × 3 columns): city object, price float64, sold int64\n" in ctx.prefix
     assert "# top_cities: def top_cities(frame, n: int = 3) -> list — Cities by units sold." in ctx.prefix
     assert "# sizes: list (len 100000) = [0, 1, 2, 3, 4, 5, ...]" in ctx.prefix
@@ -165,7 +168,9 @@ def test_kernel_internals_modules_and_private_names_are_skipped():
 
 
 def test_layout_markdown_outputs_and_the_last_traceback():
-    ctx = build_context("df.groupby('city')['price'].", "", sales_context(), budget=4000, count_tokens=approximate_tokens)
+    ctx = build_context(
+        "df.groupby('city')['price'].", "", sales_context(), budget=4000, count_tokens=approximate_tokens
+    )
     assert "# # Sales\n# Which city sells most?\n\n# In[1]:\nimport pandas as pd" in ctx.prefix
     assert ctx.prefix.endswith("# In[ ]:\ndf.groupby('city')['price'].")
     assert "# Out[3]:\n#     city  price  sold\n# 0  Paris   9.5     3\n" in ctx.prefix

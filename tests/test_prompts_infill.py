@@ -161,7 +161,8 @@ def test_tokenizer_reloaded_from_a_folder_gives_the_same_ids(tok, tmp_path):
     assert type(reloaded).__name__ == "CodeLlamaTokenizer"
     assert infill_ids(reloaded, PREFIX, SUFFIX) == PSM_IDS
     assert infill_ids(reloaded, PREFIX, SUFFIX, mode="spm") == SPM_IDS
-    assert build_infill_prompt(reloaded, resolve_model("7b"), "x = ", "\n").ids == [1, PRE, 921, 353, 29871, SUF, 13, MID]
+    ids = build_infill_prompt(reloaded, resolve_model("7b"), "x = ", "\n").ids
+    assert ids == [1, PRE, 921, 353, 29871, SUF, 13, MID]
 
 
 def test_encoders_do_not_keep_unloaded_tokenizers_alive(tok, tmp_path):

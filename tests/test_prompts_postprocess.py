@@ -18,7 +18,9 @@ def test_fenced_python_without_the_chatter():
 
 
 def test_other_languages_and_output_blocks_are_skipped():
-    answer = "Install it:\n```bash\npip install seaborn\n```\nthen\n```\nimport seaborn as sns\n```\n```text\nOut: 3\n```"
+    answer = (
+        "Install it:\n```bash\npip install seaborn\n```\nthen\n```\nimport seaborn as sns\n```\n```text\nOut: 3\n```"
+    )
     assert extract_code(answer) == "import seaborn as sns"
     assert extract_code("```sql\nSELECT 1\n```") == ""
 
@@ -33,7 +35,9 @@ def test_indented_and_tilde_fences():
 
 
 def test_no_fence_drops_prose_around_code():
-    assert extract_code("Here you go:\nimport os\nprint(os.getcwd())\nHope this helps!") == "import os\nprint(os.getcwd())"
+    assert (
+        extract_code("Here you go:\nimport os\nprint(os.getcwd())\nHope this helps!") == "import os\nprint(os.getcwd())"
+    )
     assert extract_code("%pip install polars\nimport polars as pl") == "%pip install polars\nimport polars as pl"
     assert extract_code("I am not sure what you mean, could you explain?") == ""
 

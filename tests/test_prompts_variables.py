@@ -76,7 +76,9 @@ def test_namespace_order_and_filters():
     assert withheld == ["api_key"]
 
 
-@pytest.mark.parametrize("name", ["api_key", "OPENAI_API_KEY", "hf_token", "TOKEN", "client_secret", "db_password", "Keyring"])
+@pytest.mark.parametrize(
+    "name", ["api_key", "OPENAI_API_KEY", "hf_token", "TOKEN", "client_secret", "db_password", "Keyring"]
+)
 def test_default_deny_list_is_case_insensitive(name):
     assert is_denied(name)
 

@@ -20,9 +20,19 @@ from typing import Any
 
 from ..config import default_cache_dir
 from ..models import ModelSpec
-from .loading import (FIM_TOKENS, LoadedModel, LoadOptions, ModelLoadError, ModelNotAvailableError,
-                      ProgressCallback, _not_available_message, _quiet_transformers,
-                      check_hub_available, find_embedded_gguf, require_hub)
+from .loading import (
+    FIM_TOKENS,
+    LoadedModel,
+    LoadOptions,
+    ModelLoadError,
+    ModelNotAvailableError,
+    ProgressCallback,
+    _not_available_message,
+    _quiet_transformers,
+    check_hub_available,
+    find_embedded_gguf,
+    require_hub,
+)
 
 log = logging.getLogger(__name__)
 

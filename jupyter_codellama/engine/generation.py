@@ -20,7 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Protocol, Sequence
+from typing import Any, Callable, Literal, Protocol, Sequence
 
 import torch
 
@@ -301,7 +301,7 @@ class PrefixCache:
     def __init__(self, max_bytes: int, min_reuse: int = 1) -> None:
         self.max_bytes = max_bytes
         self.min_reuse = min_reuse
-        self._entries: OrderedDict[tuple[int, ...], object] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0

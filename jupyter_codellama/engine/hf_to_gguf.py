@@ -101,7 +101,11 @@ def _quantized(name: str, w: np.ndarray, kind: str, cfg: dict):
     from gguf import GGMLQuantizationType, quants
 
     if name.endswith(("attn_q.weight", "attn_k.weight")):
-        heads = cfg["num_attention_heads"] if "attn_q" in name else cfg.get("num_key_value_heads", cfg["num_attention_heads"])
+        heads = (
+            cfg["num_attention_heads"]
+            if "attn_q" in name
+            else cfg.get("num_key_value_heads", cfg["num_attention_heads"])
+        )
         w = permute_rotary(w, heads)
     if w.ndim == 1 or w.shape[-1] % 32:
         return w.astype(np.float32), None
@@ -161,7 +165,7 @@ def write_gguf(folder: Path, target: Path, kind: str, progress: Callable[[float]
         writer = gguf.GGUFWriter(tmp, "llama")
         _add_metadata(writer, cfg, kind)
         shapes = _shapes(where, todo, kind, cfg)
-        for (hf, g), (shape, dtype, nbytes, qtype) in zip(todo, shapes):
+        for (_hf, g), (shape, dtype, nbytes, qtype) in zip(todo, shapes, strict=True):
             writer.add_tensor_info(g, shape, dtype, nbytes, raw_dtype=qtype)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
@@ -183,7 +187,7 @@ def _shapes(where, todo, kind: str, cfg: dict):
     from safetensors import safe_open
 
     out = []
-    for hf, g in todo:
+    for hf, _g in todo:
         with safe_open(str(where[hf]), "pt") as st:
             shape = tuple(st.get_slice(hf).get_shape())
         if len(shape) == 1 or shape[-1] % 32:

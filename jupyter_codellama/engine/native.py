@@ -22,7 +22,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -575,7 +575,8 @@ class KVCache:
     def __init__(self, hyper: Hyper, capacity: int = 0) -> None:
         self.hyper = hyper
         self.length = 0
-        self.k = self.v = None
+        self.k: Any = None  # the tensors come from _allocate, just below
+        self.v: Any = None
         self.struct = _KV()
         self._allocate(capacity)
 

@@ -90,7 +90,7 @@ class RemoteModel:
 
         self.settings = settings
         headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
-        verify = settings.verify
+        verify: Any = settings.verify  # a CA bundle's path becomes an SSLContext
         if isinstance(verify, str):
             import ssl
 
@@ -169,7 +169,7 @@ class RemoteModel:
                     usage = value.get("usage") or usage
                     timings.update(_server_timings(value.get("timings")))
                 elif kind in ("cancelled", "time"):
-                    reason = kind
+                    reason = "cancelled" if kind == "cancelled" else "time"
                     break
                 elif kind == "error":
                     reason, error = "error", value
@@ -229,7 +229,7 @@ class RemoteModel:
 
     # -- messages --------------------------------------------------------------------------------
 
-    def _redact(self, text: str) -> str:
+    def _redact(self, text: object) -> str:
         key = self.settings.api_key
         text = " ".join(str(text).split())[:_DETAIL_CHARS]
         return text.replace(key, "[key]") if key else text
@@ -576,8 +576,12 @@ def _specs(options: LoadOptions, config):
 
 
 def _spec_and_tokenizer(options: LoadOptions, config):
-    from .loading import _quiet_transformers, _repair_codellama_tokenizer, _with_tokenizer_capabilities
-    from .loading import embedded_model_dir
+    from .loading import (
+        _quiet_transformers,
+        _repair_codellama_tokenizer,
+        _with_tokenizer_capabilities,
+        embedded_model_dir,
+    )
 
     spec, source_spec = _specs(options, config)
     if source_spec.family == "embedded":

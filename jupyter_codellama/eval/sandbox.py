@@ -154,6 +154,7 @@ def _run(spec: dict, total: int, *, timeout: float, max_memory: int | None,
         proc = subprocess.Popen([sys.executable, "-I", str(_CHILD)], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 cwd=workdir, env=_child_env(workdir, token), start_new_session=True)
+        assert proc.stdin and proc.stdout and proc.stderr  # all three are pipes
         try:
             _send(proc, json.dumps(spec).encode())
             out, err, problem = _collect(proc, time.monotonic() + timeout)
@@ -176,6 +177,7 @@ def _run(spec: dict, total: int, *, timeout: float, max_memory: int | None,
 
 def _send(proc: subprocess.Popen, data: bytes) -> None:
     """The spec on stdin; a child that died at start-up is reported by what it left on stderr."""
+    assert proc.stdin is not None
     try:
         proc.stdin.write(data)
         proc.stdin.close()
@@ -189,7 +191,8 @@ def _collect(proc: subprocess.Popen, deadline: float) -> tuple[bytes, bytes, str
     Once the child has exited, what is left in the pipes is read without waiting for them to
     close: a process that escaped the group may hold them open for ever.
     """
-    buffers = {proc.stdout: bytearray(), proc.stderr: bytearray()}
+    # Keyed by the pipe objects, which the selector hands back as its keys' fileobj.
+    buffers: dict[Any, bytearray] = {proc.stdout: bytearray(), proc.stderr: bytearray()}
     with selectors.DefaultSelector() as selector:
         for pipe in buffers:
             selector.register(pipe, selectors.EVENT_READ)

@@ -10,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, Sequence
 
-from ..prompts import Prompt, build_chat_prompt, build_infill_prompt
+from ..prompts import ChatMessage, Prompt, build_chat_prompt, build_infill_prompt
 from .humaneval import (
     HumanEvalProblem,
     InfillProblem,
     answer_code,
     chat_program,
-    code_block_closed,
     chat_request,
+    code_block_closed,
     completion_program,
     completion_prompt,
     first_line,
@@ -117,7 +117,7 @@ class HumanEvalSuite:
     def prompt(self, problem: HumanEvalProblem, loaded: Any, *, max_new_tokens: int) -> Prompt:
         if self._resolved == "completion":
             return completion_prompt(problem, loaded.tokenizer, loaded.spec, max_new_tokens=max_new_tokens)
-        messages = [{"role": "user", "content": chat_request(problem)}]
+        messages: list[ChatMessage] = [{"role": "user", "content": chat_request(problem)}]
         return build_chat_prompt(loaded.tokenizer, loaded.spec, messages, system=_system(self.system),
                                  max_new_tokens=max_new_tokens)
 
@@ -192,7 +192,7 @@ class TasksSuite:
         return {"format": "chat" if loaded.spec.is_instruct else "completion", "system": self.system or "default"}
 
     def prompt(self, problem: Task, loaded: Any, *, max_new_tokens: int) -> Prompt:
-        messages = [{"role": "user", "content": problem.prompt}]
+        messages: list[ChatMessage] = [{"role": "user", "content": problem.prompt}]
         return build_chat_prompt(loaded.tokenizer, loaded.spec, messages, system=_system(self.system),
                                  max_new_tokens=max_new_tokens)
 

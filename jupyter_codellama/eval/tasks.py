@@ -54,6 +54,7 @@ TASKS: tuple[Task, ...] = (
         "'Fizz' for multiples of 3, 'Buzz' for multiples of 5, 'FizzBuzz' for multiples of both, "
         "else the number as a string. Example: fizzbuzz(5) returns ['1', '2', 'Fizz', '4', 'Buzz'].",
         (((5,), ["1", "2", "Fizz", "4", "Buzz"]), ((1,), ["1"]),
-         ((15,), ["1", "2", "Fizz", "4", "Buzz", "Fizz", "7", "8", "Fizz", "Buzz", "11", "Fizz", "13", "14", "FizzBuzz"])),
+         ((15,), ["1", "2", "Fizz", "4", "Buzz", "Fizz", "7", "8", "Fizz", "Buzz",
+                  "11", "Fizz", "13", "14", "FizzBuzz"])),
     ),
 )

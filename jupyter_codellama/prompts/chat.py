@@ -243,7 +243,9 @@ def _completion(encoder: PromptEncoder, turns: list[Turn], context_text: str | N
     blocks = [context_text] if context_text else []
     for i in range(0, len(turns), 2):
         request = turns[i][1].splitlines() or [""]
-        block = "# In[ ]:\n# Task: " + request[0] + "".join(f"\n# {line}" if line else "\n#" for line in request[1:]) + "\n"
+        block = (
+            "# In[ ]:\n# Task: " + request[0] + "".join(f"\n# {line}" if line else "\n#" for line in request[1:]) + "\n"
+        )
         if i + 1 < len(turns):
             block += turns[i + 1][1]
         blocks.append(block)

@@ -12,6 +12,7 @@ Why not just ``tokenizer(text)``:
 """
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import threading
@@ -115,14 +116,14 @@ class CountCache:
     def __len__(self) -> int:
         return len(self._counts)
 
-    def get(self, key: bytes) -> int | None:
+    def get(self, key: builtins.bytes) -> int | None:
         with self._lock:
             count = self._counts.get(key)
             if count is not None:
                 self._counts.move_to_end(key)
             return count
 
-    def put(self, key: bytes, count: int) -> None:
+    def put(self, key: builtins.bytes, count: int) -> None:
         with self._lock:
             self._counts[key] = count
             while len(self._counts) > self.max_entries:

@@ -18,7 +18,7 @@ before the cursor as a plain prompt to continue; the suffix is then used only by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, cast
 
 from ..models import ModelSpec
 from .encoding import PromptEncoder, prompt_encoder
@@ -53,7 +53,7 @@ def fim_tokens(encoder: PromptEncoder) -> FimTokens:
             f"{type(encoder.tokenizer).__name__} has no Code Llama infilling tokens; "
             "use a model whose catalogue entry says supports_infill"
         )
-    return FimTokens(*ids)
+    return FimTokens(*cast("list[int]", ids))  # no None: checked above
 
 
 def infill_ids(tokenizer: Any, prefix: str, suffix: str, *, mode: InfillMode = "psm") -> list[int]:

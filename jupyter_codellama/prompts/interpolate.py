@@ -30,10 +30,13 @@ _PROTECTED = re.compile(
 )
 
 
+SubstitutionKind = Literal["variable", "input", "output", "error"]
+
+
 @dataclass(frozen=True)
 class Substitution:
     placeholder: str
-    kind: Literal["variable", "input", "output", "error"]
+    kind: SubstitutionKind
     chars: int
 
 
@@ -89,7 +92,7 @@ def interpolate(
 
 
 def _lookup(match: re.Match, namespace: Mapping[str, Any], errors: Mapping[int, str],
-            deny: Sequence[str], redact: Redactor) -> tuple[str, str, str]:
+            deny: Sequence[str], redact: Redactor) -> tuple[str, SubstitutionKind, str]:
     """(value text, kind, "") or ("", kind, why it stays as is)."""
     name = match.group("name")
     if name is not None:

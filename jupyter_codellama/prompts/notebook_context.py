@@ -73,6 +73,7 @@ class CellOutput(TypedDict, total=False):
     ename: str  # error
     evalue: str
     traceback: list[str]
+    execution_count: int | None  # execute_result
 
 
 class Cell(TypedDict, total=False):

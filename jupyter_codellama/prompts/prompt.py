@@ -54,7 +54,9 @@ def model_window(spec: ModelSpec, tokenizer: Any) -> int:
     return int(stated) if 0 < stated < 10_000_000 else _FALLBACK_WINDOW
 
 
-def prompt_budget(spec: ModelSpec, tokenizer: Any, max_new_tokens: int, max_prompt_tokens: int | None) -> tuple[int, int]:
+def prompt_budget(
+    spec: ModelSpec, tokenizer: Any, max_new_tokens: int, max_prompt_tokens: int | None
+) -> tuple[int, int]:
     """(window, the most prompt tokens allowed): the window minus the generation budget, capped."""
     window = model_window(spec, tokenizer)
     if max_new_tokens < 0:

@@ -36,7 +36,8 @@ _EAGER_MODULES = frozenset({"pandas", "polars", "cudf", "numpy", "torch", "cupy"
 _DESCRIBE_SECONDS = 0.2  # for the whole namespace, per prompt
 _MAX_COLUMNS = 40
 _MAX_SIGNATURE = 160
-_BUILTIN_VALUES = (str, bytes, bytearray, int, float, complex, bool, type(None), list, tuple, dict, set, frozenset, range)
+_BUILTIN_VALUES = (str, bytes, bytearray, int, float, complex, bool, type(None), list, tuple, dict, set, frozenset,
+                   range)
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ def _describe_class(cls: type, redact: Redact | None = None) -> str:
 def _describe_frame(frame: Any, redact: Redact | None = None) -> str:
     rows, cols = frame.shape
     dtypes = frame.dtypes
-    pairs = dtypes.items() if hasattr(dtypes, "items") else zip(frame.columns, dtypes)
+    pairs = dtypes.items() if hasattr(dtypes, "items") else zip(frame.columns, dtypes, strict=False)
     shown = [f"{clip(str(col), 40, redact)} {dtype}" for col, dtype in islice(pairs, _MAX_COLUMNS)]
     more = f", … (+{cols - len(shown)} more)" if cols > len(shown) else ""
     return f"{type(frame).__name__} ({rows} rows × {cols} columns): {', '.join(shown)}{more}"

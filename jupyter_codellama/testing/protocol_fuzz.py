@@ -34,7 +34,7 @@ json_values = st.recursive(
     scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12)
 
-cells = st.lists(st.fixed_dictionaries(
+cells: st.SearchStrategy[list[dict[str, Any]]] = st.lists(st.fixed_dictionaries(
     {"cell_type": st.sampled_from(["code", "markdown"]), "source": st.text(max_size=60)},
     optional={"outputs": st.just([])}), max_size=4)
 messages = st.lists(st.fixed_dictionaries(
@@ -69,7 +69,8 @@ VALID = {
                                                     "messages": messages, "prefix": st.text(max_size=40)},
                                 context),
     "load": _request("load", {"model": st.from_regex(r"zz-[a-z]{1,6}", fullmatch=True)},
-                     {"quantization": st.sampled_from(["4bit", "3bit"]), "gpu_memory": st.sampled_from(["1GiB", "lots"])}),
+                     {"quantization": st.sampled_from(["4bit", "3bit"]),
+                      "gpu_memory": st.sampled_from(["1GiB", "lots"])}),
 }
 assert set(VALID) | {"unload"} == set(REQUEST_TYPES)
 

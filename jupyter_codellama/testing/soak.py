@@ -70,7 +70,7 @@ class Soak:
         import psutil
 
         self.kernel = kernel
-        self.process = psutil.Process(kernel.km.provisioner.process.pid)
+        self.process = psutil.Process(kernel.km.provisioner.process.pid)  # type: ignore[union-attr]
         self.random = random.Random(seed)
         self.cancel_rate = cancel_rate
         self.comms = [kernel.open_comm(), kernel.open_comm()]
@@ -151,6 +151,10 @@ class Soak:
             ends = self.kernel.terminal(comm, request_id)
             assert len(ends) == 1, f"{request_id} ended {len(ends)} times: {ends}"
             reply = ends[0]
-            key = reply.get("code") or reply.get("stop_reason") or ("cancel reply" if "cancelled" in reply else reply["type"])
+            key = (
+                reply.get("code")
+                or reply.get("stop_reason")
+                or ("cancel reply" if "cancelled" in reply else reply["type"])
+            )
             endings[key] = endings.get(key, 0) + 1
         self.report.endings = dict(sorted(endings.items(), key=lambda kv: -kv[1]))

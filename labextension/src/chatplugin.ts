@@ -10,8 +10,10 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStateDB } from '@jupyterlab/statedb';
 import type { ReadonlyPartialJSONValue } from '@lumino/coreutils';
 
+// eslint-disable-next-line jupyter/prefer-lazy-imports -- activate() builds the panel at once
 import { ChatPanel } from './chat/panel';
 import type { IChatEntry } from './chat/model';
+// eslint-disable-next-line jupyter/prefer-lazy-imports -- activate() builds the model at once
 import {
   ChatSidebarModel,
   DEFAULT_SIDEBAR_SETTINGS,
@@ -102,6 +104,7 @@ export const chatPlugin: JupyterFrontEndPlugin<ICodeLlamaChat> = {
     app.commands.addCommand(CommandIDs.openChat, {
       label: 'Open Code Llama Chat',
       caption: 'Show the Code Llama chat sidebar',
+      describedBy: { args: { type: 'object', properties: {} } },
       icon: codeLlamaIcon,
       execute: () => chat.open()
     });

@@ -5,6 +5,7 @@ import {
 import type { ISessionContext } from '@jupyterlab/apputils';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 
+// eslint-disable-next-line jupyter/prefer-lazy-imports -- the service hands out clients synchronously
 import { CodeLlamaClient } from './client';
 import { ICodeLlamaClient } from './tokens';
 

@@ -37,6 +37,7 @@ export const commandsPlugin: JupyterFrontEndPlugin<void> = {
     app.commands.addCommand(CommandIDs.explainCell, {
       label: 'Explain Cell with Code Llama',
       caption: 'Ask Code Llama what the active cell does',
+      describedBy: { args: { type: 'object', properties: {} } },
       isEnabled: hasCell,
       execute: () => {
         const panel = current();
@@ -49,6 +50,7 @@ export const commandsPlugin: JupyterFrontEndPlugin<void> = {
     app.commands.addCommand(CommandIDs.fixError, {
       label: 'Fix Error in Cell with Code Llama',
       caption: 'Ask Code Llama to fix the error the active cell raised',
+      describedBy: { args: { type: 'object', properties: {} } },
       isEnabled: () => {
         const cell = activeCell();
         return cell !== null && errorText(cell) !== '';
@@ -70,6 +72,7 @@ export const commandsPlugin: JupyterFrontEndPlugin<void> = {
     app.commands.addCommand(CommandIDs.generateFromComment, {
       label: "Generate Code from the Cell's Comment",
       caption: 'Ask Code Llama to write the code that the comment in the active cell describes',
+      describedBy: { args: { type: 'object', properties: {} } },
       isEnabled: () => {
         const cell = activeCell();
         return cell !== null && sourceText(cell).trim() !== '';
@@ -89,6 +92,7 @@ export const commandsPlugin: JupyterFrontEndPlugin<void> = {
     app.commands.addCommand(CommandIDs.askSelection, {
       label: 'Ask Code Llama about the Selection',
       caption: 'Put the selected code in the chat and type a question about it',
+      describedBy: { args: { type: 'object', properties: {} } },
       isEnabled: hasCell,
       execute: () => {
         const panel = current();

@@ -10,6 +10,7 @@ import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import type { Widget } from '@lumino/widgets';
 
 import { codeLlamaIcon } from './icons';
+// eslint-disable-next-line jupyter/prefer-lazy-imports -- activate() registers the provider at once
 import { CodeLlamaInlineProvider, IEditorTarget } from './inline/provider';
 import { newLineTrigger } from './inline/triggers';
 import { ICodeLlamaClient } from './tokens';
