@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from .engine.generation import GenerationResult
     from .engine.engine import Engine
+    from .engine.generation import GenerationResult
 
 __all__ = ["__version__", "get_engine", "generate", "load", "status",
            "load_ipython_extension", "unload_ipython_extension"]

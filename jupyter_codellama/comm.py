@@ -24,8 +24,8 @@ import threading
 from typing import Any, Callable, Mapping
 
 from ._version import __version__
-from .engine import EngineUser
 from .comm_specs import KernelView, cell_spec, chat_spec, generation_options, get, infill_spec
+from .engine import EngineUser
 from .prompts.prompt import PromptTooLongError
 from .prompts.requests import ExplainRequest, FixRequest
 from .protocol import (
@@ -261,7 +261,7 @@ class CommSession(_Link):
         # Only this connection's own requests: another notebook's ids are not ours to stop.
         job = self._jobs.get(target)
         found = job is not None and not job.done
-        if found:
+        if job is not None and found:
             job.cancel()
         self.send({"type": "done", "request_id": request_id, "target_id": target, "cancelled": found})
 

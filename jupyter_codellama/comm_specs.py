@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
-from .prompts import ContextSettings, NotebookContext
+from .prompts import Cell, ContextSettings, NotebookContext
+from .prompts.chat import ChatMessage
 from .prompts.requests import ChatRequest, ExplainRequest, FixRequest, InfillRequest
 from .protocol import BadRequest
 
@@ -54,15 +55,14 @@ def notebook_context(data: Mapping, kernel: KernelView) -> NotebookContext:
                            settings=settings)
 
 
-def _messages(data: Mapping) -> list[dict[str, str]]:
+def _messages(data: Mapping) -> list[ChatMessage]:
     return [{"role": m["role"], "content": m["content"]} for m in get(data, "messages", [])]
 
 
 def chat_spec(data: Mapping, kernel: KernelView, default_max: int) -> ChatRequest:
     context = notebook_context(data, kernel) if data.get("cells") else None
     return ChatRequest(messages=_messages(data), system=get(data, "system"), context=context,
-                       namespace=context.namespace if context is not None else snapshot(kernel.namespace()),
-                       max_new_tokens=get(data, "max_new_tokens", default_max))
+                       namespace=_namespace(context, kernel), max_new_tokens=get(data, "max_new_tokens", default_max))
 
 
 def cell_spec(data: Mapping, kernel: KernelView, default_max: int,
@@ -78,7 +78,7 @@ def cell_spec(data: Mapping, kernel: KernelView, default_max: int,
         raise BadRequest("'messages' are the conversation so far: they end with an answer.")
     others = [c for i, c in enumerate(context.cells) if i != context.current]
     common = {"source": cell_source(cell), "label": "the active cell", "history": history,
-              "context": replace(context, cells=others, current=None), "namespace": context.namespace,
+              "context": replace(context, cells=others, current=None), "namespace": _namespace(context, kernel),
               "max_new_tokens": get(data, "max_new_tokens", default_max)}
     if kind is ExplainRequest:
         return ExplainRequest(**common)
@@ -91,15 +91,22 @@ def cell_spec(data: Mapping, kernel: KernelView, default_max: int,
 def infill_spec(data: Mapping, kernel: KernelView) -> InfillRequest:
     extra = get(data, "extra", [])
     context = notebook_context(data, kernel) if (data.get("cells") or extra) else None
-    if extra:
+    if context is not None and extra:
         # llama.cpp's /infill "extra" chunks become cells placed before the current one.
-        extra_cells = [{"cell_type": "code", "source": e["text"]} for e in extra]
+        extra_cells: list[Cell] = [{"cell_type": "code", "source": e["text"]} for e in extra]
         current = context.current + len(extra_cells) if context.current is not None else None
         context = replace(context, cells=[*extra_cells, *context.cells], current=current)
     return InfillRequest(prefix=data["prefix"], suffix=get(data, "suffix", ""), mode=get(data, "mode", "psm"),
                          context=context,
-                         namespace=context.namespace if context is not None else snapshot(kernel.namespace()),
+                         namespace=_namespace(context, kernel),
                          max_new_tokens=get(data, "max_new_tokens", 64))
+
+
+def _namespace(context: NotebookContext | None, kernel: KernelView) -> Mapping[str, Any]:
+    """The namespace that redacts the request: the context's snapshot, else a fresh one."""
+    if context is not None and context.namespace is not None:
+        return context.namespace
+    return snapshot(kernel.namespace())
 
 
 def cell_source(cell: Mapping) -> str:

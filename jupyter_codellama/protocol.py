@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -217,7 +217,7 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(definition: str):
     """The compiled validator of one ``$defs`` entry (built once per process, on first use).
 
@@ -231,7 +231,7 @@ def _validator(definition: str):
                                   use_default=False, use_formats=False)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _integer_fields(kind: str) -> tuple[str, ...]:
     """The fields of a ``kind`` request that the schema types as integers."""
     request = SCHEMA["$defs"][SCHEMA["x-requests"][kind]["request"]]

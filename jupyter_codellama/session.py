@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 if TYPE_CHECKING:
+    from .prompts.chat import ChatMessage
     from .prompts.notebook_context import CellRun
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -62,7 +63,7 @@ class RunLog:
                 del self._count_of_cell[self._cell_of_count[old]]
             del self._cell_of_count[old]
 
-    def judged(self, cells: Sequence[Mapping], shell: Any) -> list[Mapping]:
+    def judged(self, cells: Sequence[Any], shell: Any) -> list[Any]:
         """The cells, each with its ``run`` (see :func:`~.prompts.notebook_context.with_runs`)."""
         from .prompts.notebook_context import with_runs
 
@@ -100,7 +101,7 @@ class RunLog:
 
 @dataclass
 class Session:
-    history: list[dict[str, str]] = field(default_factory=list)
+    history: list[ChatMessage] = field(default_factory=list)
     errors: dict[int, RecordedError] = field(default_factory=dict)
     runs: RunLog = field(default_factory=RunLog)
 

@@ -18,6 +18,7 @@ from typing import Any
 import ipywidgets as w
 
 from .engine import EngineUser
+from .prompts.chat import ChatMessage
 from .prompts.requests import ChatRequest
 from .session import get_session, user_variables
 
@@ -106,7 +107,7 @@ class ChatWidget(EngineUser):
         self.input.value = ""
         answer = _Answer(self)
         self.messages.children += (w.HTML(_html(request, "user")), answer.box)
-        messages = [*get_session().history, {"role": "user", "content": request}]
+        messages: list[ChatMessage] = [*get_session().history, {"role": "user", "content": request}]
         max_new = self._max_new_tokens
         pieces: list[str] = []
 

@@ -10,8 +10,8 @@ import pytest
 
 from jupyter_codellama.comm import FIELD_LIMITS, CommSession
 from jupyter_codellama.config import CodeLlama
-from jupyter_codellama.engine.generation import GenerationResult
 from jupyter_codellama.engine.engine import Job
+from jupyter_codellama.engine.generation import GenerationResult
 
 CHAT = [{"role": "user", "content": "hi"}]
 MB = 1 << 20

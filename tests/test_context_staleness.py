@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,7 +24,7 @@ def code(source: str, count: int | None, cell_id: str | None = None, outputs: li
     return {**cell, "id": cell_id} if cell_id else cell
 
 
-def notebook(cells: list[dict], runs: list[CellRun | None], current: int | None = None) -> NotebookContext:
+def notebook(cells: list[Any], runs: list[CellRun | None], current: int | None = None) -> NotebookContext:
     """The notebook as the comm hands it over: each cell with what the kernel knows of its run."""
     return NotebookContext(cells=with_runs(cells, runs), current=current)
 

@@ -12,8 +12,7 @@ import threading
 import pytest
 import torch
 
-from jupyter_codellama.engine.generation import (Cancelled, GenerationRequest, PrefixCache,
-                                                 generate_stream)
+from jupyter_codellama.engine.generation import Cancelled, GenerationRequest, PrefixCache, generate_stream
 
 VOCAB = 64
 ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \n"

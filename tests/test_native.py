@@ -225,8 +225,8 @@ def test_the_prefix_cache_holds_a_long_prompt_of_a_big_model():
     from types import SimpleNamespace
 
     from jupyter_codellama.config import CodeLlama
-    from jupyter_codellama.engine.native import Hyper
     from jupyter_codellama.engine.engine import MIN_CACHED_POSITIONS, _prefix_budget
+    from jupyter_codellama.engine.native import Hyper
 
     hyper = Hyper(32, 4096, 11008, 32, 32, 128, 32016, 1e-5, 1e6, 16384)
     loaded = SimpleNamespace(backend="kernel", model=SimpleNamespace(hyper=hyper))

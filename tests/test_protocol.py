@@ -14,8 +14,7 @@ from jsonschema import Draft202012Validator, validators
 
 from jupyter_codellama import comm, protocol
 from jupyter_codellama.comm import CommSession, wants_multiline
-from jupyter_codellama.protocol import check_sizes
-from jupyter_codellama.protocol import REQUEST_TYPES, SCHEMA, BadRequest, validate_request
+from jupyter_codellama.protocol import REQUEST_TYPES, SCHEMA, BadRequest, check_sizes, validate_request
 from jupyter_codellama.testing.protocol_fuzz import message_strategy
 from test_comm_hardening import CHAT, StubEngine, terminal
 

@@ -7,10 +7,10 @@ import time
 import pytest
 
 from jupyter_codellama.config import CodeLlama
+from jupyter_codellama.engine.engine import Engine
 from jupyter_codellama.engine.generation import GenerationRequest
 from jupyter_codellama.engine.loading import ModelLoadError, embedded_model_dir
 from jupyter_codellama.engine.remote import RemoteModel, RemoteSettings, check_endpoint, prompt_text, read_api_key
-from jupyter_codellama.engine.engine import Engine
 from jupyter_codellama.testing.openai_server import FakeOpenAIServer
 
 KEY = "sk-test-4f9c2a7e"

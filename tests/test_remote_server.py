@@ -13,8 +13,8 @@ from IPython.utils.capture import capture_output
 
 from jupyter_codellama.comm import PROTOCOL_VERSION, CommSession
 from jupyter_codellama.config import CodeLlama
-from jupyter_codellama.engine.loading import embedded_model_dir
 from jupyter_codellama.engine.engine import Engine
+from jupyter_codellama.engine.loading import embedded_model_dir
 from jupyter_codellama.testing.serve import TransformersServe, free_port
 from test_comm import Recorder  # the comm tests' recording `send`
 

@@ -89,7 +89,7 @@ def test_every_spec_builds_through_the_one_entry_point(embedded_engine):
     assert [p.kind for p in built[:5]] == ["chat", "continuation", "chat", "chat", "raw"]
     assert built[-1].ids == built[0].ids, "calling a spec builds it the same way"
     assert all(SECRET not in p.text for p in built)
-    assert explain_question(f"key = '<redacted>'", "In[3]") in built[2].text
+    assert explain_question("key = '<redacted>'", "In[3]") in built[2].text
     assert fix_question("1/0", "ZeroDivisionError: division by zero", "In[4]") in built[3].text
 
 

@@ -255,7 +255,8 @@ class Engine:
             return GenerationResult(text="", stop_reason="cancelled"), None
         loaded = self._loaded
         if loaded is None:
-            return GenerationResult(text="", stop_reason="error", error=self._error or "No model is loaded."), "not_loaded"
+            why = self._error or "No model is loaded."
+            return GenerationResult(text="", stop_reason="error", error=why), "not_loaded"
         return run_job(job, loaded, self._prefix_cache, self.config.prefill_chunk_tokens)
 
     # -- status plumbing -----------------------------------------------------------------------

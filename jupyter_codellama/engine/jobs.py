@@ -10,8 +10,8 @@ import itertools
 import logging
 import threading
 import time
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence, cast
 
 from .generation import GenerationRequest, GenerationResult
 
@@ -57,7 +57,7 @@ class Job:
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @classmethod
-    def of(cls, kind: str, prompt: PromptSource = None, *, messages: Sequence[dict] | None = None,
+    def of(cls, kind: str, prompt: PromptSource = None, *, messages: Sequence[Any] | None = None,
            **kwargs: Any) -> "Job":
         """A job from the Python API's words: ``prompt`` (spec, builder, text or ids) or
         ``messages``, generation options (``max_new_tokens``, ``temperature``, …) and job fields."""
@@ -68,7 +68,7 @@ class Job:
         options.setdefault("max_new_tokens", getattr(spec, "max_new_tokens", 256))
         options["stop"] = tuple(options.get("stop", ()))
         options["stop_token_ids"] = tuple(options.get("stop_token_ids", ()))
-        return cls(kind=kind, spec=spec, options=GenerationRequest(prompt_ids=[], **options), **kwargs)
+        return cls(kind=cast(JobKind, kind), spec=spec, options=GenerationRequest(prompt_ids=[], **options), **kwargs)
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -111,28 +111,26 @@ class Job:
                 log.exception("on_done callback of %s failed", self.request_id)
 
 
-def as_spec(prompt: PromptSource, messages: Sequence[dict] | None, max_new_tokens: int | None) -> PromptSource:
+def as_spec(prompt: PromptSource, messages: Sequence[Any] | None, max_new_tokens: int | None) -> PromptSource:
     """The request spec for the Python API's ``prompt`` / ``messages``.
 
     Text and messages are redacted with the running kernel's namespace, as the magics' and the
     lab's requests are; token ids and builders pass as given.
     """
     from ..prompts.requests import ChatRequest, TextRequest, TokenRequest
+    from ..session import kernel_namespace
 
-    budget = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
     if messages is not None:
-        from ..session import kernel_namespace
-
-        return ChatRequest(messages=list(messages), namespace=kernel_namespace(), **budget)
-    if prompt is None:
+        spec: PromptSource = ChatRequest(messages=list(messages), namespace=kernel_namespace())
+    elif prompt is None:
         raise ValueError("A job needs a prompt (text, token ids or a builder) or messages.")
-    if isinstance(prompt, str):
-        from ..session import kernel_namespace
-
-        return TextRequest(prompt, namespace=kernel_namespace(), **budget)
-    if callable(prompt):
+    elif isinstance(prompt, str):
+        spec = TextRequest(prompt, namespace=kernel_namespace())
+    elif callable(prompt):
         return prompt
-    return TokenRequest(list(prompt), **budget)
+    else:
+        spec = TokenRequest(list(prompt))
+    return spec if max_new_tokens is None else replace(spec, max_new_tokens=max_new_tokens)
 
 
 @dataclass

@@ -18,8 +18,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, TextIO
 
-from ..engine.generation import GenerationResult
 from ..engine.engine import Engine, EngineError, Job
+from ..engine.generation import GenerationResult
 from .report import EvalReport, ProblemResult, machine_info
 from .suites import Suite, select
 

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 from IPython.core.error import UsageError
 
+from ..prompts.notebook_context import Cell, CellOutput
 from ..session import get_session, is_assistant_cell, user_variables
 
 _CELL_REF = re.compile(r"^(?:In\[(\d+)\]|(\d+))$")
@@ -27,7 +28,7 @@ def notebook_context(shell, mode: str):
     return NotebookContext(cells=cells, current=None, namespace=namespace)
 
 
-def history_cells(shell, namespace: dict) -> list[dict]:
+def history_cells(shell, namespace: dict) -> list[Cell]:
     """Executed cells (not the current one, not our own magics) with outputs and errors."""
     from ..prompts.redact import Redactor
 
@@ -35,12 +36,12 @@ def history_cells(shell, namespace: dict) -> list[dict]:
     outputs = shell.user_ns.get("Out", {})
     errors = get_session().errors
     redact = Redactor(namespace=namespace)
-    cells = []
+    cells: list[Cell] = []
     for n in range(1, len(raw) - 1):
         source = raw[n]
         if not source.strip() or is_assistant_cell(source):
             continue
-        outs: list[dict] = []
+        outs: list[CellOutput] = []
         if n in outputs:
             text = _bounded_repr(outputs[n], redact)
             outs.append({"output_type": "execute_result", "data": {"text/plain": text}})

@@ -1,6 +1,8 @@
 """The progress of a model load: a bar in a kernel, stage lines elsewhere."""
 from __future__ import annotations
 
+from typing import Any
+
 from IPython.display import display
 
 
@@ -8,7 +10,8 @@ class ProgressView:
     """A progress bar (ipywidgets in a kernel) or stage lines (elsewhere) for model loading."""
 
     def __init__(self, shell, title: str) -> None:
-        self._bar = self._label = None
+        self._bar: Any = None
+        self._label: Any = None
         self._last_stage = ""
         if getattr(shell, "kernel", None) is not None:
             try:

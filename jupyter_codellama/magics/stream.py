@@ -23,7 +23,7 @@ class StreamView:
         self._rich = getattr(shell, "kernel", None) is not None
         self._shown = ""
         self._last = 0.0
-        self._handle = display(Markdown("*…*"), display_id=True) if self._rich else None
+        self._handle: Any = display(Markdown("*…*"), display_id=True) if self._rich else None
 
     def update(self, text: str) -> None:
         if text == self._shown:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+
 from .postprocess import extract_code
 
 __all__ = ["EditTarget", "edit_question", "edited_source", "fim_parts", "split_selection", "unified_diff"]

@@ -136,7 +136,7 @@ class CellRun:
 
 def with_runs(cells: Sequence[Cell], runs: Sequence[CellRun | None]) -> list[Cell]:
     """The cells, each with what the kernel knows of its last run (None: nothing, left as it is)."""
-    return [cell if run is None else {**cell, "run": run} for cell, run in zip(cells, runs)]
+    return [cell if run is None else {**cell, "run": run} for cell, run in zip(cells, runs, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -346,7 +346,7 @@ def _page(context: NotebookContext) -> _Page:
     runs = [cell.get("run") if isinstance(cell.get("run"), CellRun) else None for cell in cells]
     # The kernel's count: the page's may be from another kernel, or cleared while the cell ran.
     cells = [cell if run is None else {**cell, "execution_count": run.count if run.ran_here else None}
-             for cell, run in zip(cells, runs)]
+             for cell, run in zip(cells, runs, strict=True)]
     current = context.current if context.current is not None and 0 <= context.current < len(cells) else None
     marks = [run.mark if run is not None else "" for run in runs]
     return _Page(cells, current, marks, _run_order(cells, runs, current))
@@ -362,7 +362,7 @@ def _run_order(cells: Sequence[Cell], runs: Sequence[CellRun | None], current: i
     """
     counts = [run.count if run is not None and run.ran_here else None for run in runs]
     ran = [c for c in counts if c is not None]
-    if all(a < b for a, b in zip(ran, ran[1:])):
+    if all(a < b for a, b in zip(ran, ran[1:], strict=False)):
         return list(range(len(cells)))
     current_run = runs[current] if current is not None else None
     if current is not None and current_run is not None and current_run.state == "edited":
@@ -379,8 +379,8 @@ def _run_order(cells: Sequence[Cell], runs: Sequence[CellRun | None], current: i
             keys.append((count, 1, i))
         elif i == current:
             keys.append((math.inf, 0, i))
-        elif cells[i].get("cell_type", "code") != "code" and below[i] is not None:
-            keys.append((below[i], 0, i))
+        elif cells[i].get("cell_type", "code") != "code" and (nearest := below[i]) is not None:
+            keys.append((nearest, 0, i))
         else:
             keys.append((above, 2, i))
     position = [0] * len(cells)
@@ -585,9 +585,11 @@ class _Fit:
 def _fit_current(page: _Page, prefix: str, suffix: str, budget: int, count: CountTokens,
                  mark_current: bool) -> _Fit:
     current = page.current
-    is_code = current is not None and page.cells[current].get("cell_type", "code") == "code"
-    mark = page.marks[current] if is_code and mark_current else ""
-    head = _cell_header(page.cells[current], "current cell" if mark_current else "", mark) + "\n" if is_code else ""
+    cell = page.cells[current] if current is not None else None
+    code = cell if cell is not None and cell.get("cell_type", "code") == "code" else None
+    is_code = code is not None
+    mark = page.marks[current] if current is not None and is_code and mark_current else ""
+    head = _cell_header(code, "current cell" if mark_current else "", mark) + "\n" if code is not None else ""
     # Neither is counted whole: a huge cell costs about as much as the budget it is cut to.
     kept_prefix = _tail_within(prefix, budget, count)
     head = head if len(kept_prefix) == len(prefix) else ""

@@ -143,7 +143,8 @@ def explain_question(source: str, label: str) -> str:
 
 def fix_question(source: str, error: str, label: str) -> str:
     return (f"This notebook cell ({label}) raised an error.\n\n```python\n{source}\n```\n\n"
-            f"Error:\n```\n{_ANSI.sub('', error).strip()}\n```\n\nExplain the cause in one or two sentences, then give the "
+            f"Error:\n```\n{_ANSI.sub('', error).strip()}\n```\n\n"
+            "Explain the cause in one or two sentences, then give the "
             "corrected code for the whole cell in one ```python block.")
 
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from IPython.core.error import UsageError
 
+from ...prompts.chat import ChatMessage
 from ...prompts.requests import ChatRequest
 from ...session import get_session, user_variables
 from .. import options
@@ -67,12 +68,12 @@ def run_cell(magic: CodeLlamaMagics, args: argparse.Namespace, body: str):
                                    "(The answer holds no Python code: nothing was inserted.)") or result.text
     elif args.insert in ("below", "replace"):
         insert(magic.shell, result.text, args.insert)
-    if args.output:
+    if args.output and magic.shell is not None:
         magic.shell.user_ns[args.output] = value
     return None
 
 
-def _chat_spec(shell, messages: list[dict], context, max_new: int) -> ChatRequest:
+def _chat_spec(shell, messages: list[ChatMessage], context, max_new: int) -> ChatRequest:
     """A chat request; the kernel's namespace redacts it even without context."""
     namespace = context.namespace if context is not None else user_variables(shell)
     return ChatRequest(messages=messages, context=context, namespace=namespace, max_new_tokens=max_new)

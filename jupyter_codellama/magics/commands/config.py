@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 
 def parser():
-    return new_parser("%codellama config", "Every setting with its value (change with %config CodeLlama.<name> = value).")
+    return new_parser("%codellama config",
+                      "Every setting with its value (change with %config CodeLlama.<name> = value).")
 
 
 def run(magic: CodeLlamaMagics, args: argparse.Namespace) -> Markdown:

@@ -30,7 +30,8 @@ def parser():
     q.add_argument("--nf4", dest="quantization", action="store_const", const="nf4",
                    help="bitsandbytes NF4 (on a CPU: slow; --4bit runs the CPU kernel)")
     q.add_argument("--int8", dest="quantization", action="store_const", const="int8", help="bitsandbytes 8-bit")
-    p.add_argument("--gpu-memory", metavar="X", help="most GPU memory the weights may use, e.g. 6GiB (the rest is offloaded)")
+    p.add_argument("--gpu-memory", metavar="X",
+                   help="most GPU memory the weights may use, e.g. 6GiB (the rest is offloaded)")
     p.add_argument("--cpu-memory", metavar="Y", help="most CPU memory offloaded weights may use, e.g. 24GiB")
     p.add_argument("--device", metavar="D", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dtype", metavar="T", help="compute dtype: auto, float32, bfloat16 or float16")
