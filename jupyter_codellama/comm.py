@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 from ._version import __version__
 from .engine import EngineUser
 from .prompts.prompt import PromptTooLongError
-from .prompts.requests import ChatRequest, ExplainRequest, FixRequest, InfillRequest
+from .prompts.edit import edited_source
+from .prompts.requests import ChatRequest, EditRequest, ExplainRequest, FixRequest, InfillRequest, edit_by_infilling
 from .protocol import (
     COMM_TARGET,
     ERROR_CODES,
@@ -342,10 +344,18 @@ class CommSession(EngineUser):
     def _on_fix(self, request_id: str, data: Mapping) -> None:
         self._submit_chat(request_id, data, self._cell_spec(data, FixRequest))
 
-    def _submit_chat(self, request_id: str, data: Mapping, spec) -> None:
+    def _on_edit(self, request_id: str, data: Mapping) -> None:
+        """Rewrite the current cell (or its selection) by instruction. Only the kernel knows how
+        an answer becomes the cell (a fenced chat answer, or an infilled middle), so every reply
+        carries the cell's whole new ``source``; nothing in the notebook changes here."""
+        spec = self._cell_spec(data, EditRequest)
+        self._submit_chat(request_id, data, spec, annotate=_EditProposal(spec, self.engine).annotate)
+
+    def _submit_chat(self, request_id: str, data: Mapping, spec, *,
+                     annotate: Callable[[dict], None] | None = None) -> None:
         opts = _generation_options(data, self.engine.config.max_new_tokens)
         opts.setdefault("max_time", self.engine.config.max_time)
-        self._submit("chat", request_id, spec, opts)
+        self._submit("chat", request_id, spec, opts, annotate=annotate)
 
     def _on_complete(self, request_id: str, data: Mapping) -> None:
         spec = self._infill_spec(data)
@@ -418,7 +428,7 @@ class CommSession(EngineUser):
     def _preview_spec(self, target: str, data: Mapping):
         if target == "chat":
             return self._chat_spec(data)
-        return self._cell_spec(data, ExplainRequest if target == "explain" else FixRequest)
+        return self._cell_spec(data, _CELL_TASKS[target])
 
     # -- prompt builders (run on the engine thread, where the tokenizer is known) ---------------
 
@@ -442,12 +452,12 @@ class CommSession(EngineUser):
         return ChatRequest(messages=messages, system=system, context=context, namespace=namespace,
                            max_new_tokens=_max_new_tokens(data, self.engine.config.max_new_tokens))
 
-    def _cell_spec(self, data: Mapping, kind: type[ExplainRequest] | type[FixRequest]):
-        """Explain or fix the current cell: its source (and error) go into our wording of the
+    def _cell_spec(self, data: Mapping, kind: type[ExplainRequest] | type[FixRequest] | type[EditRequest]):
+        """Explain, fix or edit the current cell: its source (and error) go into our wording of the
         request, the other cells into the context; ``messages`` are the conversation so far."""
         context = self._notebook_context(data)
         if context.current is None or context.current >= len(context.cells):
-            raise BadRequest("'current' is required: the index in 'cells' of the cell to explain or fix.")
+            raise BadRequest("'current' is required: the index in 'cells' of the cell to explain, fix or edit.")
         cell = context.cells[context.current]
         source = _source(cell)
         history = _messages(data) if data.get("messages") else []
@@ -460,6 +470,8 @@ class CommSession(EngineUser):
                   "max_new_tokens": _max_new_tokens(data, self.engine.config.max_new_tokens)}
         if kind is ExplainRequest:
             return ExplainRequest(**common)
+        if kind is EditRequest:
+            return _edit_request(data, common)
         error = _error_text(cell)
         if not error:
             raise BadRequest("The current cell shows no error to fix (its outputs hold none).")
@@ -487,12 +499,16 @@ class CommSession(EngineUser):
 
     def _submit(self, kind: str, request_id: str, spec, opts: dict, *,
                 finish: Callable[[str, str], str] | None = None, stream: bool = True,
-                told: Mapping[str, Any] | None = None) -> None:
-        """Hand the job to the engine; ``told`` goes into each ``chunk`` and the ``done``."""
+                told: Mapping[str, Any] | None = None, annotate: Callable[[dict], None] | None = None) -> None:
+        """Hand the job to the engine; ``told`` goes into each ``chunk`` and the ``done``, and
+        ``annotate`` may add to each of them (on the engine thread, in order)."""
         told = dict(told or {})
+        annotate = annotate or (lambda _reply: None)
 
         def on_chunk(text: str) -> None:
-            self.send({"type": "chunk", "request_id": request_id, "text": text, **told})
+            chunk = {"type": "chunk", "request_id": request_id, "text": text, **told}
+            annotate(chunk)
+            self.send(chunk)
 
         def on_done(job) -> None:
             self._jobs.pop(request_id, None)
@@ -500,6 +516,7 @@ class CommSession(EngineUser):
                 reply = self._final_reply(kind, request_id, job, finish)
                 if reply["type"] == "done":
                     reply.update(told)
+                    annotate(reply)
             except Exception as exc:  # noqa: BLE001 - the request still gets its one answer
                 log.exception("the reply to %s could not be built", request_id)
                 reply = {"type": "error", "request_id": request_id, "code": "internal",
@@ -580,7 +597,65 @@ def _bracket_depth(line: str) -> int:
 
 
 #: What ``context-preview`` can preview: the prompt of each generating request.
-_PREVIEWS = ("chat", "complete", "explain", "fix")
+_PREVIEWS = ("chat", "complete", "explain", "fix", "edit")
+_CELL_TASKS = {"explain": ExplainRequest, "fix": FixRequest, "edit": EditRequest}
+#: A streamed edit re-sends the cell's whole source: at most this often, so a long cell does not
+#: multiply the traffic by the number of tokens.
+_EDIT_SOURCE_INTERVAL_S = 0.1
+
+
+def _edit_request(data: Mapping, common: dict) -> EditRequest:
+    selection = data.get("selection")
+    span = (selection["start"], selection["end"]) if selection else None  # the schema checked both
+    try:
+        return EditRequest(instruction=_field(data, "instruction", str), selection=span, **common)
+    except ValueError as exc:  # an empty instruction, a selection outside the cell
+        raise BadRequest(str(exc)) from None
+
+
+class _EditProposal:
+    """The cell's new source as an edit's answer streams in; its replies carry it.
+
+    Runs on the engine thread, where the model that answers is the one loaded: it tells how
+    the prompt was asked (:func:`edit_by_infilling`), hence how the answer becomes the cell.
+    """
+
+    def __init__(self, spec: EditRequest, engine) -> None:
+        self._target = spec.target
+        self._original = spec.source
+        self._engine = engine
+        self._answer = ""
+        self._shown = spec.source
+        self._shown_at = 0.0
+
+    def annotate(self, reply: dict) -> None:
+        if reply["type"] == "chunk":
+            self._on_chunk(reply)
+        else:
+            self._on_done(reply)
+
+    def _infilled(self) -> bool:
+        loaded = self._engine.loaded
+        return loaded is not None and edit_by_infilling(loaded.spec)
+
+    def _on_chunk(self, chunk: dict) -> None:
+        self._answer += chunk["text"]
+        now = time.monotonic()
+        if now - self._shown_at < _EDIT_SOURCE_INTERVAL_S:
+            return
+        source = edited_source(self._target, self._answer, fenced=not self._infilled())
+        if source != self._shown:
+            chunk["source"] = self._shown = source
+            self._shown_at = now
+
+    def _on_done(self, done: dict) -> None:
+        infilled = self._infilled()
+        source = edited_source(self._target, done["text"], fenced=not infilled)
+        done.update(source=source, changed=source != self._original, form="infill" if infilled else "chat")
+        if not infilled and source == self._original and "```" not in done["text"]:
+            done["note"] = "The answer held no code block: the cell stays as it was."
+        elif done["stop_reason"] == "length":
+            done["note"] = "The answer reached its length limit: the proposal may be cut short."
 
 
 def _source(cell: Mapping) -> str:
