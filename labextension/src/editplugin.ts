@@ -9,9 +9,9 @@ import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import type { PanelLayout } from '@lumino/widgets';
 
-import type { CodeLlamaClient } from './client';
+import type { CodeLlamaClient, IPendingRequest } from './client';
 import { codePointOffset } from './edit/diff';
-import { CellEdit } from './edit/model';
+import { CellEdit, IEditClient } from './edit/model';
 import { CellEditView } from './edit/view';
 import type { IEditRequest, ISelection } from './protocol';
 import { CommandIDs, ICodeLlamaClient } from './tokens';
@@ -55,7 +55,7 @@ export const editPlugin: JupyterFrontEndPlugin<void> = {
       void Private.link(client);
       const edit = new CellEdit({
         cell: cell.model.sharedModel,
-        client,
+        client: Private.linkedClient(client),
         fields: () => Private.requestFields(panel, cell, settings),
         selection: Private.selectionOf(cell)
       });
@@ -125,6 +125,33 @@ namespace Private {
     if (state === 'extension-missing') {
       await client.loadExtension();
     }
+  }
+
+  /** The link, each edit request sent once it is open (an instruction may be typed faster). */
+  export function linkedClient(client: CodeLlamaClient): IEditClient {
+    return {
+      request: (type, body, options) => {
+        let sent: IPendingRequest<'edit'> | null = null;
+        let cancelled = false;
+        const done = link(client).then(() => {
+          if (cancelled) {
+            throw new Error('Stopped.');
+          }
+          sent = client.request(type, body, options);
+          return sent.done;
+        });
+        return {
+          get requestId() {
+            return sent?.requestId ?? '';
+          },
+          done,
+          cancel: () => {
+            cancelled = true;
+            sent?.cancel();
+          }
+        };
+      }
+    };
   }
 
   /** The notebook as the request carries it: every cell (the kernel keeps what fits), or one. */

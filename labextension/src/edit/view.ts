@@ -102,7 +102,9 @@ export class CellEditView extends Widget {
       const mark = Private.element('span', 'jp-CodeLlama-diffMark');
       mark.textContent = MARKS[line.kind];
       mark.setAttribute('aria-hidden', 'true');
-      row.append(mark, document.createTextNode(line.text || '\u200b'));
+      const text = Private.element('span', 'jp-CodeLlama-diffText');
+      text.textContent = line.text;
+      row.append(mark, text);
       return row;
     });
     this._diff.replaceChildren(...rows);
