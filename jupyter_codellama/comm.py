@@ -8,7 +8,9 @@ result), ``error`` (``code``, ``message``), or, for ``hello``/``status``, a mess
 The kernel also sends unsolicited ``{"type": "status", "request_id": null, "status": ...}``
 whenever the engine's state or load progress changes. A ``complete`` request's ``chunk`` and
 ``done`` replies carry ``multiline``: whether the kernel let the suggestion run over several
-lines (the request's own ``multiline``, else :func:`wants_multiline`).
+lines (the request's own ``multiline``, else :func:`wants_multiline`). An ``edit`` request's
+replies carry ``source``: the cell's whole new source, as far as the answer has come (throttled),
+then the final one in the ``done``; the front end shows it as a diff and changes nothing itself.
 
 Handlers never generate: they validate, hand a job to the engine and return, so the comm's
 thread (a kernel subshell where the front end uses one) is never blocked. Bad input gets an
