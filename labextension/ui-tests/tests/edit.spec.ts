@@ -103,4 +103,19 @@ test('an edit streams a diff; Reject changes nothing, Accept is one undo step, t
   await page.keyboard.press('Control+z');
   await expect.poll(async () => (await firstCell(page)).source).toBe(CELL);
   expect((await firstCell(page)).count).toBe(1);
+
+  // A selection (the second line's code): only it is rewritten; Reject leaves the cell.
+  await page.keyboard.press('Control+Home');
+  await page.keyboard.press('ArrowDown');
+  await page.keyboard.press('Home');
+  await page.keyboard.press('Shift+End');
+  await page.keyboard.press('Alt+Shift+I');
+  await expect(box.locator('.jp-CodeLlama-editStatus')).toHaveText('What should change in the selection?');
+  await ask(box, 'use r ** 2 instead of r * r');
+  const part = await proposal(box);
+  expect(part.startsWith('def area(r):\n    ')).toBe(true);
+  expect(part.endsWith('\n\nprint(area(2))')).toBe(true);
+  await box.getByRole('button', { name: 'Reject' }).click();
+  await expect(box).toHaveCount(0);
+  expect(await firstCell(page)).toEqual({ source: CELL, count: 1 });
 });
