@@ -29,9 +29,9 @@ from typing import Any, Callable, Mapping
 
 from ._version import __version__
 from .engine import EngineUser
-from .prompts.prompt import PromptTooLongError
+from .prompts.prompt import Prompt, PromptTooLongError
 from .prompts.edit import edited_source
-from .prompts.requests import ChatRequest, EditRequest, ExplainRequest, FixRequest, InfillRequest, edit_by_infilling
+from .prompts.requests import ChatRequest, EditRequest, ExplainRequest, FixRequest, InfillRequest
 from .protocol import (
     COMM_TARGET,
     ERROR_CODES,
@@ -350,8 +350,8 @@ class CommSession(EngineUser):
         """Rewrite the current cell (or its selection) by instruction. Only the kernel knows how
         an answer becomes the cell (a fenced chat answer, or an infilled middle), so every reply
         carries the cell's whole new ``source``; nothing in the notebook changes here."""
-        spec = self._cell_spec(data, EditRequest)
-        self._submit_chat(request_id, data, spec, annotate=_EditProposal(spec, self.engine).annotate)
+        proposal = _EditProposal(self._cell_spec(data, EditRequest))
+        self._submit_chat(request_id, data, proposal.build, annotate=proposal.annotate)
 
     def _submit_chat(self, request_id: str, data: Mapping, spec, *,
                      annotate: Callable[[dict], None] | None = None) -> None:
@@ -618,17 +618,23 @@ def _edit_request(data: Mapping, common: dict) -> EditRequest:
 class _EditProposal:
     """The cell's new source as an edit's answer streams in; its replies carry it.
 
-    Runs on the engine thread, where the model that answers is the one loaded: it tells how
-    the prompt was asked (:func:`edit_by_infilling`), hence how the answer becomes the cell.
+    It builds the prompt (on the engine thread, for the model that answers), so it knows how
+    the answer becomes the cell: a chat answer's code block, an infilled middle, or a base
+    model's code continuing the request written as comments (a block if it wrote one).
     """
 
-    def __init__(self, spec: EditRequest, engine) -> None:
+    def __init__(self, spec: EditRequest) -> None:
+        self._spec = spec
         self._target = spec.target
-        self._original = spec.source
-        self._engine = engine
+        self._kind = "chat"
         self._answer = ""
         self._shown = spec.source
         self._shown_at = 0.0
+
+    def build(self, loaded) -> Prompt:
+        prompt = self._spec(loaded)
+        self._kind = prompt.kind
+        return prompt
 
     def annotate(self, reply: dict) -> None:
         if reply["type"] == "chunk":
@@ -636,25 +642,25 @@ class _EditProposal:
         else:
             self._on_done(reply)
 
-    def _infilled(self) -> bool:
-        loaded = self._engine.loaded
-        return loaded is not None and edit_by_infilling(loaded.spec)
+    def _edited(self, answer: str) -> str:
+        fenced = self._kind == "chat" or (self._kind == "completion" and "```" in answer)
+        return edited_source(self._target, answer, fenced=fenced)
 
     def _on_chunk(self, chunk: dict) -> None:
         self._answer += chunk["text"]
         now = time.monotonic()
         if now - self._shown_at < _EDIT_SOURCE_INTERVAL_S:
             return
-        source = edited_source(self._target, self._answer, fenced=not self._infilled())
+        source = self._edited(self._answer)
         if source != self._shown:
             chunk["source"] = self._shown = source
             self._shown_at = now
 
     def _on_done(self, done: dict) -> None:
-        infilled = self._infilled()
-        source = edited_source(self._target, done["text"], fenced=not infilled)
-        done.update(source=source, changed=source != self._original, form="infill" if infilled else "chat")
-        if not infilled and source == self._original and "```" not in done["text"]:
+        source = self._edited(done["text"])
+        form = {"chat": "chat", "completion": "completion"}.get(self._kind, "infill")
+        done.update(source=source, changed=source != self._spec.source, form=form)
+        if form == "chat" and not done["changed"] and "```" not in done["text"]:
             done["note"] = "The answer held no code block: the cell stays as it was."
         elif done["stop_reason"] == "length":
             done["note"] = "The answer reached its length limit: the proposal may be cut short."

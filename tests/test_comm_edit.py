@@ -103,13 +103,15 @@ def test_a_bad_edit_request_is_a_clear_bad_request_and_starts_nothing(session, e
     assert embedded_engine.status()["queued"] == 0
 
 
-def test_a_base_model_that_infills_rewrites_the_middle_and_the_rest_stays(shaped_engine, monkeypatch):
-    """The Code Llama-shaped model (real tokenizer, random weights), as a base model: its text is
-    noise, but the kernel must put it between the text before and after the selection."""
+@pytest.mark.parametrize("infills, form", [(True, "infill"), (False, "completion")])
+def test_a_base_model_rewrites_the_selection_and_the_rest_stays(shaped_engine, monkeypatch, infills, form):
+    """The Code Llama-shaped model (real tokenizer, random weights) as a base model, with and
+    without infilling: its text is noise, but it is the code that replaces the selection."""
     from dataclasses import replace
 
-    # Its tokenizer has a chat template; Code Llama 7B base has none and fills in the middle.
-    monkeypatch.setattr(shaped_engine.loaded, "spec", replace(shaped_engine.loaded.spec, chat_format=None))
+    # Its tokenizer has a chat template; Code Llama's base models have none.
+    base = replace(shaped_engine.loaded.spec, chat_format=None, supports_infill=infills)
+    monkeypatch.setattr(shaped_engine.loaded, "spec", base)
     sent = Recorder()
     session = CommSession(sent, engine=shaped_engine)
     start = CELL.index(BODY)
@@ -117,6 +119,7 @@ def test_a_base_model_that_infills_rewrites_the_middle_and_the_rest_stays(shaped
                     "selection": {"start": start, "end": start + len(BODY)}, "max_new_tokens": 8})
     done = sent.wait_for("f1", timeout=120)
     session.close()
-    assert done["type"] == "done" and done["form"] == "infill", done
+    assert done["type"] == "done" and done["form"] == form, done
+    assert "```" not in done["text"]
     middle = done["text"] if done["text"].endswith("\n") else done["text"] + "\n"
     assert done["source"] == CELL[:start] + middle + CELL[start + len(BODY):]

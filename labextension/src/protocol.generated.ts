@@ -342,10 +342,12 @@ export interface IEditResult extends IGenerationResult {
   /** Whether `source` differs from the cell's source. */
   changed: boolean;
   /**
-   * How the kernel asked: in the model's chat format, or as a 'rewrite the
-   * middle' infilling prompt.
+   * How the kernel asked: in the model's chat format; as a 'rewrite the middle'
+   * infilling prompt (a base model that fills in the middle); or, for a base
+   * model without infilling, the request as code comments that the answer's
+   * code continues.
    */
-  form: 'chat' | 'infill';
+  form: 'chat' | 'infill' | 'completion';
   /**
    * Why the proposal may not be what was asked (no code in the answer, cut at
    * the length limit).
