@@ -52,29 +52,9 @@ export const editPlugin: JupyterFrontEndPlugin<void> = {
         return;
       }
       const client = clients.forSession(panel.sessionContext);
-      void Private.link(client);
-      const edit = new CellEdit({
-        cell: cell.model.sharedModel,
-        client: Private.linkedClient(client),
-        fields: () => Private.requestFields(panel, cell, settings),
-        selection: Private.selectionOf(cell)
-      });
-      const view = new CellEditView(edit);
+      const view = Private.openEdit(panel, cell, client, () => settings);
       views.set(cell, view);
-      const close = () => {
-        views.delete(cell);
-        view.dispose();
-      };
-      edit.stateChanged.connect((_, state) => {
-        if (state === 'accepted' || state === 'rejected') {
-          close();
-          panel.content.mode = 'command';
-          cell.node.focus();
-        }
-      });
-      cell.disposed.connect(close);
-      Private.attach(cell, view);
-      view.focusInput();
+      view.disposed.connect(() => views.delete(cell));
     };
 
     app.commands.addCommand(CommandIDs.editCell, {
@@ -125,6 +105,34 @@ namespace Private {
     if (state === 'extension-missing') {
       await client.loadExtension();
     }
+  }
+
+  /** A new edit box on `cell`, closed on Accept or Reject (the focus back on the cell). */
+  export function openEdit(
+    panel: NotebookPanel,
+    cell: Cell,
+    client: CodeLlamaClient,
+    settings: () => ISettings
+  ): CellEditView {
+    void link(client);
+    const edit = new CellEdit({
+      cell: cell.model.sharedModel,
+      client: linkedClient(client),
+      fields: () => requestFields(panel, cell, settings()),
+      selection: selectionOf(cell)
+    });
+    const view = new CellEditView(edit);
+    edit.stateChanged.connect((_, state) => {
+      if (state === 'accepted' || state === 'rejected') {
+        view.dispose();
+        panel.content.mode = 'command';
+        cell.node.focus();
+      }
+    });
+    cell.disposed.connect(() => view.dispose());
+    attach(cell, view);
+    view.focusInput();
+    return view;
   }
 
   /** The link, each edit request sent once it is open (an instruction may be typed faster). */
