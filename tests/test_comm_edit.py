@@ -123,3 +123,19 @@ def test_a_base_model_rewrites_the_selection_and_the_rest_stays(shaped_engine, m
     assert "```" not in done["text"]
     middle = done["text"] if done["text"].endswith("\n") else done["text"] + "\n"
     assert done["source"] == CELL[:start] + middle + CELL[start + len(BODY):]
+
+
+def test_the_source_is_sent_when_it_changes_and_at_most_every_tenth_of_a_second():
+    from jupyter_codellama.comm import _EditProposal
+    from jupyter_codellama.prompts.requests import EditRequest
+
+    proposal = _EditProposal(EditRequest(source=CELL, instruction="use math.pi"))
+    chunks = [{"type": "chunk", "text": text} for text in ("```python\n", "a = 1\n", "b = 2\n", "c = 3\n")]
+    for chunk in chunks:
+        proposal.annotate(chunk)
+    # No code yet: nothing to show; the first code at once; the rest came within 0.1 s.
+    assert ["source" in chunk for chunk in chunks] == [False, True, False, False]
+    assert chunks[1]["source"] == "a = 1\n"
+    done = {"type": "done", "text": "```python\na = 1\nb = 2\nc = 3\n```", "stop_reason": "eos"}
+    proposal.annotate(done)
+    assert done["source"] == "a = 1\nb = 2\nc = 3\n" and done["changed"] and done["form"] == "chat"

@@ -52,11 +52,11 @@ describe('codePointOffset', () => {
   });
 });
 
-/** A notebook cell as JupyterLab makes it: its own undo history. */
-function makeCell(source: string): YCodeCell {
+/** A notebook cell as JupyterLab makes it: its own undo history (by default), or the notebook's. */
+function makeCell(source: string, documentWide = false): YCodeCell {
   // ydoc reads the new cell before it joins the document, and Yjs warns about it.
   const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
-  const notebook = YNotebook.create({ disableDocumentWideUndoRedo: true });
+  const notebook = YNotebook.create({ disableDocumentWideUndoRedo: !documentWide });
   const cell = notebook.insertCell(0, { cell_type: 'code', source }) as YCodeCell;
   warn.mockRestore();
   return cell;
@@ -125,6 +125,19 @@ describe('CellEdit', () => {
     expect(cell.getSource()).toBe(CELL); // one undo: the text before the edit, typing kept
     cell.redo();
     expect(cell.getSource()).toBe(NEW);
+  });
+
+  it("is one step of the notebook's history where undo is document-wide (notebook:undo)", async () => {
+    const cell = makeCell(CELL, true);
+    const notebook = cell.notebook!;
+    cell.setSource(CELL + '# typed\n');
+    const { edit, kernelSide } = await makeEdit(cell);
+    edit.ask('use math.pi');
+    kernelSide.done(NEW);
+    await until(() => edit.state === 'ready');
+    expect(edit.accept()).toBe(true);
+    notebook.undo();
+    expect(cell.getSource()).toBe(CELL + '# typed\n');
   });
 
   it('keeps typing right after Accept out of its undo step', async () => {
