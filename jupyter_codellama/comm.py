@@ -8,7 +8,9 @@ result), ``error`` (``code``, ``message``), or, for ``hello``/``status``, a mess
 The kernel also sends unsolicited ``{"type": "status", "request_id": null, "status": ...}``
 whenever the engine's state or load progress changes. A ``complete`` request's ``chunk`` and
 ``done`` replies carry ``multiline``: whether the kernel let the suggestion run over several
-lines (the request's own ``multiline``, else :func:`wants_multiline`).
+lines (the request's own ``multiline``, else :func:`wants_multiline`). An ``edit`` request's
+replies carry ``source``: the cell's whole new source, as far as the answer has come (throttled),
+then the final one in the ``done``; the front end shows it as a diff and changes nothing itself.
 
 Handlers never generate: they validate, hand a job to the engine and return, so the comm's
 thread (a kernel subshell where the front end uses one) is never blocked. Bad input gets an
@@ -21,13 +23,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Callable, Mapping
 
 from ._version import __version__
 from .comm_specs import KernelView, cell_spec, chat_spec, generation_options, get, infill_spec
 from .engine import EngineUser
+from .prompts.edit import EditProposal
 from .prompts.prompt import PromptTooLongError
-from .prompts.requests import ExplainRequest, FixRequest
+from .prompts.requests import EditRequest, ExplainRequest, FixRequest
 from .protocol import (
     COMM_TARGET,
     ERROR_CODES,
@@ -123,12 +127,16 @@ class _Link(EngineUser):
 
     def _submit(self, kind: str, request_id: str, spec, opts: dict, *,
                 finish: Callable[[str, str], str] | None = None, stream: bool = True,
-                told: Mapping[str, Any] | None = None) -> None:
-        """Hand the job to the engine; ``told`` goes into each ``chunk`` and the ``done``."""
+                told: Mapping[str, Any] | None = None, annotate: Callable[[dict], None] | None = None) -> None:
+        """Hand the job to the engine; ``told`` goes into each ``chunk`` and the ``done``, and
+        ``annotate`` may add to each of them (on the engine thread, in order)."""
         told = dict(told or {})
+        add = annotate or (lambda _reply: None)
 
         def on_chunk(text: str) -> None:
-            self.send({"type": "chunk", "request_id": request_id, "text": text, **told})
+            chunk = {"type": "chunk", "request_id": request_id, "text": text, **told}
+            add(chunk)
+            self.send(chunk)
 
         def on_done(job) -> None:
             self._jobs.pop(request_id, None)
@@ -136,6 +144,7 @@ class _Link(EngineUser):
                 reply = self._final_reply(kind, request_id, job, finish)
                 if reply["type"] == "done":
                     reply.update(told)
+                    add(reply)
             except Exception as exc:  # noqa: BLE001 - the request still gets its one answer
                 log.exception("the reply to %s could not be built", request_id)
                 reply = {"type": "error", "request_id": request_id, "code": "internal",
@@ -176,7 +185,7 @@ class CommSession(_Link):
         self._handlers: dict[str, Callable[[str, Mapping], None]] = {
             "hello": self._on_hello, "status": self._on_status, "load": self._on_load,
             "unload": self._on_unload, "cancel": self._on_cancel, "chat": self._on_chat,
-            "explain": self._on_explain, "fix": self._on_fix, "complete": self._on_complete,
+            "explain": self._on_explain, "fix": self._on_fix, "edit": self._on_edit, "complete": self._on_complete,
             "prewarm": self._on_prewarm, "context-preview": self._on_context_preview,
         }
         assert set(self._handlers) == set(REQUEST_TYPES), "every request type of the schema has a handler"
@@ -278,10 +287,20 @@ class CommSession(_Link):
     def _default_max(self) -> int:
         return self.engine.config.max_new_tokens
 
-    def _submit_chat(self, request_id: str, data: Mapping, spec) -> None:
+    def _on_edit(self, request_id: str, data: Mapping) -> None:
+        """Rewrite the current cell (or its selection) by instruction. Only the kernel knows how
+        an answer becomes the cell (a fenced chat answer, or an infilled middle), so every reply
+        carries the cell's whole new ``source``; nothing in the notebook changes here."""
+        spec = cell_spec(data, self._kernel, self._default_max, EditRequest)
+        assert isinstance(spec, EditRequest)
+        proposal = _EditProposal(spec)
+        self._submit_chat(request_id, data, proposal.build, annotate=proposal.annotate)
+
+    def _submit_chat(self, request_id: str, data: Mapping, spec, *,
+                     annotate: Callable[[dict], None] | None = None) -> None:
         opts = generation_options(data, self._default_max)
         opts.setdefault("max_time", self.engine.config.max_time)
-        self._submit("chat", request_id, spec, opts)
+        self._submit("chat", request_id, spec, opts, annotate=annotate)
 
     def _on_complete(self, request_id: str, data: Mapping) -> None:
         spec = infill_spec(data, self._kernel)
@@ -355,7 +374,48 @@ class CommSession(_Link):
             return infill_spec(data, self._kernel)
         if target == "chat":
             return chat_spec(data, self._kernel, self._default_max)
-        return cell_spec(data, self._kernel, self._default_max, ExplainRequest if target == "explain" else FixRequest)
+        return cell_spec(data, self._kernel, self._default_max, _CELL_TASKS[target])
+
+
+_CELL_TASKS = {"explain": ExplainRequest, "fix": FixRequest, "edit": EditRequest}
+#: A streamed edit re-sends the cell's whole source: at most this often, so a long cell does not
+#: multiply the traffic by the number of tokens.
+_EDIT_SOURCE_INTERVAL_S = 0.1
+
+
+class _EditProposal(EditProposal):
+    """An edit whose replies carry the cell's new source as its answer streams in."""
+
+    def __init__(self, spec: EditRequest) -> None:
+        super().__init__(spec)
+        self._answer = ""
+        self._shown = spec.source
+        self._shown_at = 0.0
+
+    def annotate(self, reply: dict) -> None:
+        if reply["type"] == "chunk":
+            self._on_chunk(reply)
+        else:
+            self._on_done(reply)
+
+    def _on_chunk(self, chunk: dict) -> None:
+        self._answer += chunk["text"]
+        now = time.monotonic()
+        if now - self._shown_at < _EDIT_SOURCE_INTERVAL_S:
+            return
+        source = self.source(self._answer)
+        if source != self._shown:
+            chunk["source"] = self._shown = source
+            self._shown_at = now
+
+    def _on_done(self, done: dict) -> None:
+        source = self.source(done["text"])
+        form = self.form
+        done.update(source=source, changed=source != self.spec.source, form=form)
+        if form == "chat" and not done["changed"] and "```" not in done["text"]:
+            done["note"] = "The answer held no code block: the cell stays as it was."
+        elif done["stop_reason"] == "length":
+            done["note"] = "The answer reached its length limit: the proposal may be cut short."
 
 
 def _error_reply(exc: BaseException) -> tuple[str, str]:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 
 from .prompts import Cell, ContextSettings, NotebookContext
 from .prompts.chat import ChatMessage
-from .prompts.requests import ChatRequest, ExplainRequest, FixRequest, InfillRequest
+from .prompts.requests import ChatRequest, EditRequest, ExplainRequest, FixRequest, InfillRequest
 from .protocol import BadRequest
 
 __all__ = ["KernelView", "chat_spec", "cell_spec", "generation_options", "infill_spec", "snapshot"]
@@ -65,13 +65,15 @@ def chat_spec(data: Mapping, kernel: KernelView, default_max: int) -> ChatReques
                        namespace=_namespace(context, kernel), max_new_tokens=get(data, "max_new_tokens", default_max))
 
 
-def cell_spec(data: Mapping, kernel: KernelView, default_max: int,
-              kind: type[ExplainRequest] | type[FixRequest]) -> ExplainRequest | FixRequest:
-    """Explain or fix the current cell: its source (and error) go into our wording of the
+CellTask = ExplainRequest | FixRequest | EditRequest
+
+
+def cell_spec(data: Mapping, kernel: KernelView, default_max: int, kind: type[CellTask]) -> CellTask:
+    """Explain, fix or edit the current cell: its source (and error) go into our wording of the
     request, the other cells into the context; ``messages`` are the conversation so far."""
     context = notebook_context(data, kernel)
     if context.current is None or context.current >= len(context.cells):
-        raise BadRequest("'current' is required: the index in 'cells' of the cell to explain or fix.")
+        raise BadRequest("'current' is required: the index in 'cells' of the cell to explain, fix or edit.")
     cell = context.cells[context.current]
     history = _messages(data)
     if history and history[-1]["role"] != "assistant":
@@ -82,6 +84,8 @@ def cell_spec(data: Mapping, kernel: KernelView, default_max: int,
               "max_new_tokens": get(data, "max_new_tokens", default_max)}
     if kind is ExplainRequest:
         return ExplainRequest(**common)
+    if kind is EditRequest:
+        return _edit_request(data, common)
     error = error_text(cell)
     if not error:
         raise BadRequest("The current cell shows no error to fix (its outputs hold none).")
@@ -100,6 +104,15 @@ def infill_spec(data: Mapping, kernel: KernelView) -> InfillRequest:
                          context=context,
                          namespace=_namespace(context, kernel),
                          max_new_tokens=get(data, "max_new_tokens", 64))
+
+
+def _edit_request(data: Mapping, common: dict) -> EditRequest:
+    selection = data.get("selection")
+    span = (selection["start"], selection["end"]) if selection else None  # the schema checked both
+    try:
+        return EditRequest(instruction=data["instruction"], selection=span, **common)
+    except ValueError as exc:  # an empty instruction, a selection outside the cell
+        raise BadRequest(str(exc)) from None
 
 
 def _namespace(context: NotebookContext | None, kernel: KernelView) -> Mapping[str, Any]:

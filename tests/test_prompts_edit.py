@@ -48,3 +48,65 @@ def test_the_diff_shows_removed_and_added_lines_and_nothing_when_unchanged():
     assert "-    return 3.14 * r * r\n+    return math.pi * r * r\n" in diff and "In[3] (before)" in diff
     assert unified_diff(CELL, CELL) == ""
     assert "No newline at end of file" in unified_diff("a", "b")
+
+
+# --- the prompt each kind of Code Llama gets (the real tokenizer, rebuilt offline) -----------------
+
+PRE, SUF, MID, EOT = 32007, 32008, 32009, 32010
+
+
+def _built(tokenizer, model, instruction=" use math.pi ", **fields):
+    from types import SimpleNamespace
+
+    from jupyter_codellama.models import resolve_model
+    from jupyter_codellama.prompts.requests import build
+
+    loaded = SimpleNamespace(tokenizer=tokenizer, spec=resolve_model(model))
+    return build(EditRequest(source=CELL, instruction=instruction, label="In[3]", **fields), loaded)
+
+
+def test_code_llama_instruct_gets_the_cell_and_the_instruction_in_its_chat_format(codellama_tokenizer):
+    prompt = _built(codellama_tokenizer, "7b-instruct")
+    assert prompt.kind == "chat" and prompt.stop_token_ids == (2,)
+    assert prompt.text.startswith("<s>[INST] <<SYS>>\n") and prompt.text.endswith(" [/INST]")
+    assert ("Rewrite this notebook cell (In[3]) as follows: use math.pi\n\n"
+            f"```python\n{CELL.rstrip()}\n```\n\nAnswer with the whole rewritten cell") in prompt.text
+    assert prompt.ids == codellama_tokenizer(prompt.text, add_special_tokens=False)["input_ids"]
+    assert prompt.ids[:4] == [1, 518, 25580, 29962]  # "<s>" "▁[" "INST" "]"
+
+
+def test_a_selection_is_asked_with_the_whole_cell_for_reference(codellama_tokenizer):
+    start = CELL.index(BODY)
+    text = _built(codellama_tokenizer, "7b-instruct", selection=(start, start + len(BODY))).text
+    assert f"This is a notebook cell (In[3]):\n\n```python\n{CELL.rstrip()}\n```" in text
+    assert f"Rewrite only this part of it as follows: use math.pi\n\n```python\n{BODY.rstrip()}\n```" in text
+
+
+def test_a_base_model_that_infills_gets_rewrite_the_middle(codellama_tokenizer):
+    start = CELL.index(BODY)
+    prompt = _built(codellama_tokenizer, "7b", selection=(start, start + len(BODY)))
+    assert prompt.kind == "psm" and EOT in prompt.stop_token_ids
+    ids = prompt.ids
+    assert ids[:2] == [1, PRE] and ids[-1] == MID and ids.count(SUF) == 1
+    prefix = codellama_tokenizer.decode(ids[2:ids.index(SUF)])
+    suffix = codellama_tokenizer.decode(ids[ids.index(SUF) + 1:-1])
+    assert prefix.startswith("import math") and prefix.endswith(
+        "def area(r):\n    # Before:\n    # return 3.14 * r * r\n    # After (use math.pi):\n")
+    assert suffix == "\nprint(area(2))\n", "the code after the selection is the suffix, as it is"
+
+
+@pytest.mark.parametrize("model", ["7b-instruct", "7b"])
+def test_the_instruction_is_redacted_in_both_forms(codellama_tokenizer, model):
+    secret = "Zq8vLx3pRt7wNs2kMm4"
+    prompt = _built(codellama_tokenizer, model, instruction=f"use the key {secret}",
+                    namespace={"api_token": secret})
+    assert "use the key" in prompt.text and secret not in prompt.text
+
+
+def test_only_the_first_code_block_of_an_answer_becomes_the_cell():
+    answer = ("```python\nimport math\n\ndef area(r):\n    return math.pi * r * r\n```\n\nUsage:\n"
+              "```python\nprint(area(3))\n```\n")
+    assert edited_source(split_selection(CELL, None), answer, fenced=True) == (
+        "import math\n\ndef area(r):\n    return math.pi * r * r\n")
+    streaming = "```python\nimport math\n\ndef area(r):\n    return math."
+    assert edited_source(split_selection(CELL, None), streaming, fenced=True).endswith("return math.\n")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from IPython.core.error import UsageError
 from IPython.display import Markdown, display
@@ -44,8 +44,8 @@ class StreamView:
         self._shown = text
 
 
-def stream(magic: CodeLlamaMagics, kind: str, spec: PromptSpec, *, max_new_tokens: int, temperature: float,
-           meta: dict, show: bool = True) -> GenerationResult | None:
+def stream(magic: CodeLlamaMagics, kind: str, spec: PromptSpec | Callable[[Any], Any], *, max_new_tokens: int,
+           temperature: float, meta: dict, show: bool = True) -> GenerationResult | None:
     """Run a job, showing its text as it arrives; None when the user interrupted it."""
     cfg = magic.settings
     pieces: list[str] = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from typing import Any
 
 from .postprocess import extract_code
 
@@ -51,11 +52,11 @@ def edit_question(target: EditTarget, instruction: str, label: str) -> str:
     instruction = instruction.strip()
     if target.whole:
         return (f"Rewrite this notebook cell ({label}) as follows: {instruction}\n\n"
-                f"```python\n{target.part}\n```\n\nAnswer with the whole rewritten cell in one ```python "
+                f"{_fenced(target.part)}\n\nAnswer with the whole rewritten cell in one ```python "
                 "block, then at most one sentence on what changed.")
     whole = target.before + target.part + target.after
-    return (f"This is a notebook cell ({label}):\n\n```python\n{whole}\n```\n\n"
-            f"Rewrite only this part of it as follows: {instruction}\n\n```python\n{target.part}\n```\n\n"
+    return (f"This is a notebook cell ({label}):\n\n{_fenced(whole)}\n\n"
+            f"Rewrite only this part of it as follows: {instruction}\n\n{_fenced(target.part)}\n\n"
             "Answer with the rewritten part only, in one ```python block, then at most one sentence on "
             "what changed.")
 
@@ -74,11 +75,12 @@ def fim_parts(target: EditTarget, instruction: str) -> tuple[str, str]:
 def edited_source(target: EditTarget, answer: str, *, fenced: bool) -> str:
     """The cell's new source from the model's answer.
 
-    ``fenced``: a chat answer, whose code is its ```python block (an answer with no code leaves
-    the part as it was); otherwise the answer is the FIM middle, taken as written.
+    ``fenced``: a chat answer, whose code is its first ```python block (an answer with no code
+    leaves the part as it was; later blocks are usage examples or repeats, not the cell);
+    otherwise the answer is the FIM middle, taken as written.
     """
     if fenced:
-        part = extract_code(answer) if "```" in answer else ""
+        part = extract_code(_through_first_block(answer)) if "```" in answer else ""
         if not part.strip():
             return target.before + target.part + target.after
         part = _keep_line_ends(target.part, part)
@@ -87,11 +89,47 @@ def edited_source(target: EditTarget, answer: str, *, fenced: bool) -> str:
     return target.before + part + target.after
 
 
+class EditProposal:
+    """An edit on its way through the engine. It builds the prompt (on the engine thread, for
+    the model that answers), so it knows how the answer becomes the cell: a chat answer's code
+    block, an infilled middle, or a base model's code continuing the request written as comments
+    (a block if it wrote one). The magic and the comm read the edited source through it."""
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+        self.target: EditTarget = spec.target
+        #: How the answer reads: "chat", "infill" or "completion"; known once the prompt is built.
+        self.form = "chat"
+
+    def build(self, loaded: Any) -> Any:
+        prompt = self.spec(loaded)
+        self.form = {"chat": "chat", "completion": "completion"}.get(prompt.kind, "infill")
+        return prompt
+
+    def source(self, answer: str) -> str:
+        """The cell's whole new source for the answer so far."""
+        fenced = self.form == "chat" or (self.form == "completion" and "```" in answer)
+        return edited_source(self.target, answer, fenced=fenced)
+
+
 def unified_diff(old: str, new: str, label: str = "cell") -> str:
     """A unified diff of two sources ("" when they are the same)."""
     lines = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
                                  fromfile=f"{label} (before)", tofile=f"{label} (after)")
     return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+
+
+def _through_first_block(answer: str) -> str:
+    """The answer up to the end of its first fenced block (all of it while that block is open)."""
+    opening = answer.find("```")
+    body = answer.find("\n", opening)
+    closing = answer.find("```", body) if body >= 0 else -1
+    return answer if closing < 0 else answer[: closing + 3]
+
+
+def _fenced(code: str) -> str:
+    """A ```python block; the code's own last newline would show as a blank line before the fence."""
+    return f"```python\n{code.rstrip(chr(10))}\n```"
 
 
 def _indent_of(code: str) -> str:

@@ -17,6 +17,7 @@ export const REQUEST_TYPES = [
   'chat',
   'explain',
   'fix',
+  'edit',
   'complete',
   'prewarm',
   'cancel',
@@ -52,6 +53,7 @@ export type RequestType =
   | 'chat'
   | 'explain'
   | 'fix'
+  | 'edit'
   | 'complete'
   | 'prewarm'
   | 'cancel'
@@ -154,6 +156,32 @@ export interface ICellTaskRequest
   messages?: IChatMessage[];
 }
 
+/**
+ * A range of the cell's source: offsets in characters (Unicode code points, as
+ * Python counts), `end` excluded.
+ */
+export interface ISelection {
+  start: number;
+  end: number;
+}
+
+/**
+ * Rewrite the cell at `current` in `cells` (or its `selection`) as
+ * `instruction` says: the kernel words the prompt (Instruct chat, or a 'rewrite
+ * the middle' infilling prompt for a base model), the other cells are the
+ * context. Nothing runs and nothing changes in the notebook: the front end
+ * shows the `source` it gets back for review.
+ */
+export interface IEditRequest
+  extends INotebookContextFields,
+    IGenerationOptions {
+  /** What to change, e.g. `add type hints`. */
+  instruction: string;
+  selection?: ISelection;
+  /** The conversation so far, ending with an answer. */
+  messages?: IChatMessage[];
+}
+
 /** The requests a chat conversation sends. */
 export type ChatTask = 'chat' | 'explain' | 'fix';
 
@@ -186,12 +214,12 @@ export interface ICompleteRequest
 export type IPrewarmRequest = ICompleteRequest;
 
 /**
- * The exact prompt a `chat` (default), `explain`, `fix` or `complete` request
- * would send.
+ * The exact prompt a `chat` (default), `explain`, `fix`, `edit` or `complete`
+ * request would send.
  */
 export type IContextPreviewRequest =
   | ({ for: 'complete' } & ICompleteRequest)
-  | (({ for: 'explain' | 'fix' } & ICellTaskRequest) | ({ for?: 'chat' } & IChatRequest));
+  | (({ for: 'explain' | 'fix' } & ICellTaskRequest) | (({ for: 'edit' } & IEditRequest) | ({ for?: 'chat' } & IChatRequest)));
 
 export type EngineState = 'unloaded' | 'loading' | 'ready' | 'error';
 
@@ -305,6 +333,28 @@ export interface ICompletionResult extends IGenerationResult {
   status?: IEngineStatus;
 }
 
+export interface IEditResult extends IGenerationResult {
+  /**
+   * The cell's whole new source: the text outside the selection as it was; the
+   * cell's own source when the answer held no code.
+   */
+  source: string;
+  /** Whether `source` differs from the cell's source. */
+  changed: boolean;
+  /**
+   * How the kernel asked: in the model's chat format; as a 'rewrite the middle'
+   * infilling prompt (a base model that fills in the middle); or, for a base
+   * model without infilling, the request as code comments that the answer's
+   * code continues.
+   */
+  form: 'chat' | 'infill' | 'completion';
+  /**
+   * Why the proposal may not be what was asked (no code in the answer, cut at
+   * the length limit).
+   */
+  note?: string;
+}
+
 export interface IStatusResult {
   status: IEngineStatus;
 }
@@ -372,6 +422,11 @@ export interface IChunkReply {
    * its `done`).
    */
   multiline?: boolean;
+  /**
+   * `edit` only: the cell's whole edited source so far (sent at most every 0.1
+   * s, and only when it changed; the `done` carries the final one).
+   */
+  source?: string;
 }
 
 /**
@@ -407,6 +462,7 @@ export interface IRequestMap {
   chat: IChatRequest;
   explain: ICellTaskRequest;
   fix: ICellTaskRequest;
+  edit: IEditRequest;
   complete: ICompleteRequest;
   prewarm: IPrewarmRequest;
   cancel: ICancelRequest;
@@ -425,6 +481,7 @@ export interface IResultMap {
   chat: IGenerationResult;
   explain: IGenerationResult;
   fix: IGenerationResult;
+  edit: IEditResult;
   complete: ICompletionResult;
   prewarm: IGenerationResult;
   cancel: ICancelResult;

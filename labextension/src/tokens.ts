@@ -51,4 +51,5 @@ export namespace CommandIDs {
   export const fixError = 'codellama:fix-error';
   export const generateFromComment = 'codellama:generate-from-comment';
   export const askSelection = 'codellama:ask-selection';
+  export const editCell = 'codellama:edit-cell';
 }

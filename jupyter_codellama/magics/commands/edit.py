@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from IPython.core.error import UsageError
 from IPython.display import display
 
-from ...prompts.edit import edited_source, unified_diff
-from ...prompts.requests import EditRequest, edit_by_infilling
+from ...prompts.edit import EditProposal, unified_diff
+from ...prompts.requests import EditRequest
 from .. import options
 from ..command import Command
 from ..history import cell_source, notebook_context
@@ -58,11 +58,11 @@ def run(magic: CodeLlamaMagics, args: argparse.Namespace):
     ensure_model(magic, None)
     if args.preview:
         return preview(magic, spec)
-    result = stream(magic, "chat", spec, max_new_tokens=max_new, temperature=temperature,
+    proposal = EditProposal(spec)
+    result = stream(magic, "chat", proposal.build, max_new_tokens=max_new, temperature=temperature,
                     meta={"edit": number, "instruction": spec.instruction, "lines": args.lines})
     if result is not None:
-        fenced = not edit_by_infilling(magic.engine.loaded.spec)
-        _propose(magic, source, edited_source(spec.target, result.text, fenced=fenced), number, args.insert)
+        _propose(magic, source, proposal.source(result.text), number, args.insert)
     return None
 
 
