@@ -11,7 +11,9 @@ import type { PanelLayout } from '@lumino/widgets';
 
 import type { CodeLlamaClient, IPendingRequest } from './client';
 import { codePointOffset } from './edit/diff';
+// eslint-disable-next-line jupyter/prefer-lazy-imports -- small, and opened from a shortcut: no wait on first use
 import { CellEdit, IEditClient } from './edit/model';
+// eslint-disable-next-line jupyter/prefer-lazy-imports -- small, and opened from a shortcut: no wait on first use
 import { CellEditView } from './edit/view';
 import type { IEditRequest, ISelection } from './protocol';
 import { CommandIDs, ICodeLlamaClient } from './tokens';
@@ -61,6 +63,7 @@ export const editPlugin: JupyterFrontEndPlugin<void> = {
       label: 'Edit Cell with Code Llama…',
       caption:
         'Rewrite the active cell, or the code selected in it, as you say; review the change as a diff before it goes in',
+      describedBy: { args: { type: 'object', properties: {} } },
       isEnabled: () => tracker.currentWidget?.content.activeCell?.model.type === 'code',
       execute: () => {
         const panel = tracker.currentWidget;
