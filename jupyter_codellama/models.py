@@ -168,6 +168,12 @@ class UnknownModelError(ValueError):
     """The name is neither in the catalogue, nor a folder, nor shaped like a hub id."""
 
 
+def _custom(name: str, repo_id: str, description: str) -> ModelSpec:
+    """A model outside the catalogue: nothing is assumed of it (no infilling, no chat format)."""
+    return ModelSpec(name=name, repo_id=repo_id, family="custom", params_b=0.0, context_length=0,
+                     supports_infill=False, chat_format=None, description=description)
+
+
 def resolve_model(name: str) -> ModelSpec:
     """Turn a catalogue name, alias, hub id or local folder into a :class:`ModelSpec`."""
     if not isinstance(name, str) or not name.strip():
@@ -179,27 +185,10 @@ def resolve_model(name: str) -> ModelSpec:
     if key.lower().endswith(".gguf"):
         return _gguf_spec(key, path)
     if os.path.isdir(path):
-        return ModelSpec(
-            name=os.path.basename(os.path.normpath(path)) or path,
-            repo_id=os.path.abspath(path),
-            family="custom",
-            params_b=0.0,
-            context_length=0,
-            supports_infill=False,
-            chat_format=None,
-            description=f"local folder {path}",
-        )
+        name = os.path.basename(os.path.normpath(path)) or path
+        return _custom(name, os.path.abspath(path), f"local folder {path}")
     if _HUB_ID.match(key) and not key.startswith((".", "/")):
-        return ModelSpec(
-            name=key,
-            repo_id=key,
-            family="custom",
-            params_b=0.0,
-            context_length=0,
-            supports_infill=False,
-            chat_format=None,
-            description=f"Hugging Face model {key}",
-        )
+        return _custom(key, key, f"Hugging Face model {key}")
     close = difflib.get_close_matches(key.lower(), sorted(_BY_KEY), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise UnknownModelError(

@@ -5,6 +5,7 @@ import time
 
 import pytest
 from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
 from IPython.testing.globalipapp import start_ipython
 from IPython.utils.capture import capture_output
 
@@ -15,7 +16,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def ip(embedded_engine):
-    shell = start_ipython()
+    # start_ipython() gives the shell to its first caller only (test_magics_edit.py may be first).
+    shell = start_ipython() or InteractiveShell.instance()
     shell.run_line_magic("load_ext", "jupyter_codellama")
     shell.magics_manager.registry["CodeLlamaMagics"]._engine = embedded_engine
     yield shell

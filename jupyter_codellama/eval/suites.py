@@ -2,15 +2,16 @@
 
 A suite never calls the model: :func:`~jupyter_codellama.eval.runner.run_eval` does, with the
 prompt a suite builds for the loaded model, and hands the text back to :meth:`Suite.evaluate`.
-Prompts go through the same builders as the notebook (``build_chat_prompt``,
-``build_infill_prompt``), so what is measured is what users get.
+Prompts go through the notebook's one prompt entry point (``prompts.requests.build`` of a
+``ChatRequest`` / ``InfillRequest``), so what is measured is what users get.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, Sequence
 
-from ..prompts import ChatMessage, Prompt, build_chat_prompt, build_infill_prompt
+from ..prompts import ChatMessage, Prompt
+from ..prompts.requests import ChatRequest, InfillRequest, build
 from .humaneval import (
     HumanEvalProblem,
     InfillProblem,
@@ -75,7 +76,7 @@ def select(problems: Sequence[Any], limit: int | None) -> list[Any]:
 
 
 def _system(system: str | None) -> str | None:
-    """CLI spelling → ``build_chat_prompt``'s: 'default' → None (ours), 'none' → ''."""
+    """CLI spelling → ``ChatRequest.system``: 'default' → None (ours), 'none' → ''."""
     if system is None or system == "default":
         return None
     return "" if system == "none" else system
@@ -118,8 +119,8 @@ class HumanEvalSuite:
         if self._resolved == "completion":
             return completion_prompt(problem, loaded.tokenizer, loaded.spec, max_new_tokens=max_new_tokens)
         messages: list[ChatMessage] = [{"role": "user", "content": chat_request(problem)}]
-        return build_chat_prompt(loaded.tokenizer, loaded.spec, messages, system=_system(self.system),
-                                 max_new_tokens=max_new_tokens)
+        return build(ChatRequest(messages=messages, system=_system(self.system), max_new_tokens=max_new_tokens),
+                     loaded)
 
     def finished(self, text: str) -> bool:
         return self._resolved == "chat" and code_block_closed(text)
@@ -161,8 +162,8 @@ class InfillSuite:
         return {"mode": self.mode, "format": self.mode if fim else "continuation", "fim": fim}
 
     def prompt(self, problem: InfillProblem, loaded: Any, *, max_new_tokens: int) -> Prompt:
-        return build_infill_prompt(loaded.tokenizer, loaded.spec, problem.prefix, problem.suffix,
-                                   mode=self.mode, max_new_tokens=max_new_tokens)
+        return build(InfillRequest(prefix=problem.prefix, suffix=problem.suffix, mode=self.mode,
+                                   max_new_tokens=max_new_tokens), loaded)
 
     def finished(self, text: str) -> bool:
         return False
@@ -193,8 +194,8 @@ class TasksSuite:
 
     def prompt(self, problem: Task, loaded: Any, *, max_new_tokens: int) -> Prompt:
         messages: list[ChatMessage] = [{"role": "user", "content": problem.prompt}]
-        return build_chat_prompt(loaded.tokenizer, loaded.spec, messages, system=_system(self.system),
-                                 max_new_tokens=max_new_tokens)
+        return build(ChatRequest(messages=messages, system=_system(self.system), max_new_tokens=max_new_tokens),
+                     loaded)
 
     def finished(self, text: str) -> bool:
         return code_block_closed(text)

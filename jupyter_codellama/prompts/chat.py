@@ -120,17 +120,7 @@ def build_chat_prompt(
     window, limit = prompt_budget(spec, tokenizer, max_new_tokens, max_prompt_tokens)
     encoder = prompt_encoder(tokenizer)
     layout = _layout(spec, tokenizer, encoder)
-
-    def render(turns: list[Turn], context_text: str | None) -> _Rendered:
-        if layout == "completion":
-            return _completion(encoder, turns, context_text)
-        if context_text is not None:
-            request = turns[-1][1]
-            turns = turns[:-1] + [("user", f"{CONTEXT_INTRO}\n```python\n{context_text}\n```\n\n{request}")]
-        if layout == "llama2-inst":
-            return _llama2(tokenizer, encoder, system_text, turns)
-        return _template(tokenizer, system_text, turns)
-
+    render = _renderer(layout, tokenizer, encoder, system_text)
     notes: list[str] = []
     turns, rendered, dropped = _drop_oldest(render, turns, limit, max_new_tokens)
     if dropped:
@@ -144,14 +134,16 @@ def build_chat_prompt(
         else:
             rendered, report = fitted
 
+    if layout == "completion" and system_text:
+        notes.append("base model: no system prompt, the request is written as a code comment")
+    return _prompt(rendered, layout, report.with_notes(*notes), max_new_tokens, window)
+
+
+def _prompt(rendered: _Rendered, layout: str, report: ContextReport, max_new_tokens: int, window: int) -> Prompt:
     stop = rendered.stop
     if report.included and layout != "completion":
         # Small models echo the context's "# In[n]:" cell headers back; an answer never has them.
         stop += CONTEXT_ECHO_STOP
-    if layout == "completion" and system_text:
-        notes.append("base model: no system prompt, the request is written as a code comment")
-    if rendered.note:
-        notes.append(rendered.note)
     return Prompt(
         ids=rendered.ids,
         text=rendered.text,
@@ -160,8 +152,25 @@ def build_chat_prompt(
         stop_token_ids=rendered.stop_token_ids,
         max_new_tokens=max_new_tokens,
         window=window,
-        report=report.with_notes(*notes),
+        report=report.with_notes(rendered.note) if rendered.note else report,
     )
+
+
+def _renderer(layout: str, tokenizer: Any, encoder: PromptEncoder, system_text: str):
+    """``render(turns, context_text)``: the conversation in the model's format, the notebook
+    context (if any) put before the last request."""
+
+    def render(turns: list[Turn], context_text: str | None) -> _Rendered:
+        if layout == "completion":
+            return _completion(encoder, turns, context_text)
+        if context_text is not None:
+            request = turns[-1][1]
+            turns = turns[:-1] + [("user", f"{CONTEXT_INTRO}\n```python\n{context_text}\n```\n\n{request}")]
+        if layout == "llama2-inst":
+            return _llama2(tokenizer, encoder, system_text, turns)
+        return _template(tokenizer, system_text, turns)
+
+    return render
 
 
 def _normalize(messages: Sequence[ChatMessage], system: str | None) -> tuple[str, list[Turn]]:

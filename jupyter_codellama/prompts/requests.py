@@ -67,9 +67,10 @@ class InfillRequest(_Spec):
     max_new_tokens: int = 64
 
 
-@dataclass(frozen=True)
-class ExplainRequest(_Spec):
-    """Explain one cell. ``label`` names it for the model (``In[3]``, "the active cell")."""
+@dataclass(frozen=True, kw_only=True)
+class _CellTask(_Spec):
+    """A request about one cell: its ``source``, named for the model by ``label`` (``In[3]``, "the
+    active cell"); ``history`` is the conversation so far, ``context`` the other cells."""
 
     source: str
     label: str = "this cell"
@@ -79,32 +80,25 @@ class ExplainRequest(_Spec):
     max_new_tokens: int = 512
 
 
-@dataclass(frozen=True)
-class FixRequest(_Spec):
+@dataclass(frozen=True, kw_only=True)
+class ExplainRequest(_CellTask):
+    """Explain one cell."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FixRequest(_CellTask):
     """Explain the error a cell raised and propose the corrected cell."""
 
-    source: str
     error: str
-    label: str = "this cell"
-    history: Sequence[ChatMessage] = ()
-    context: NotebookContext | None = None
-    namespace: Namespace = _namespace()
-    max_new_tokens: int = 512
 
 
-@dataclass(frozen=True)
-class EditRequest(_Spec):
+@dataclass(frozen=True, kw_only=True)
+class EditRequest(_CellTask):
     """Rewrite a cell, or the ``selection`` of it (character offsets, end exclusive), as the
     ``instruction`` says; the text outside the selection never changes."""
 
-    source: str
     instruction: str
     selection: tuple[int, int] | None = None
-    label: str = "this cell"
-    history: Sequence[ChatMessage] = ()
-    context: NotebookContext | None = None
-    namespace: Namespace = _namespace()
-    max_new_tokens: int = 512
 
     def __post_init__(self) -> None:
         if not self.instruction.strip():
