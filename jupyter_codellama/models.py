@@ -19,9 +19,9 @@ ChatFormat = Literal["llama2-inst", "codellama-70b", "template"]
 
 EMBEDDED = "embedded"
 
-# Bytes per parameter for the weights of each quantization (NF4 with double quantisation
-# stores 4 bits plus ≈0.127 bits of block constants; the figure below matches the ≈3.6–3.9 GB
-# reported for 7B).
+# Bytes per parameter for the weights of each quantization: NF4 with double quantisation stores
+# 4 bits plus its block constants, and the layers kept in 16 bits (embeddings, norms, the output
+# head) add the rest; the README's memory table has the measured sizes.
 _BYTES_PER_PARAM = {"4bit": 0.55, "8bit": 1.07, "none": 2.0}
 
 

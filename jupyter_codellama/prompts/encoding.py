@@ -131,7 +131,8 @@ class CountCache:
 
 
 def prompt_encoder(tokenizer: Any) -> PromptEncoder:
-    """The (cached) encoder for ``tokenizer``: copying a 32k-piece BPE model takes ≈50 ms."""
+    """The (cached) encoder for ``tokenizer``: copying a 32k-piece BPE model is too slow to do
+    on every keystroke."""
     with _cache_lock:
         encoder = _cache.get(tokenizer)
         if encoder is None:
