@@ -15,6 +15,12 @@ and the suggestion is allowed to finish. Measured per request:
 
 The same replay runs with the prefix cache on and off (off: fewer keystrokes, each is slow),
 and prints medians, p95 and the ratio.
+
+Then the time to the next suggestion after an accepted one: at line ends of the same cells, a
+suggestion is asked for and accepted whole (Tab); as the JupyterLab provider does, a prefetch
+for the new cursor position goes out at once, and the request JupyterLab makes after its
+debounce follows. Measured, with the prefetch and, for comparison, without: that request sent →
+its first visible text (the ghost text appears), and → its end.
 """
 from __future__ import annotations
 
@@ -70,6 +76,16 @@ def notebook_cells(paths: list[Path]) -> list[tuple[list[dict], int]]:
     return out
 
 
+def complete_fields(cells: list[dict], index: int, prefix: str, suffix: str, max_new_tokens: int) -> dict:
+    """A ``complete`` request as the JupyterLab provider sends it while typing, the cell typed up
+    to ``prefix`` (no ``multiline``: the kernel decides)."""
+    current = [dict(c) for c in cells]
+    current[index] = {"cell_type": "code", "source": prefix + suffix}
+    return {"type": "complete", "prefix": prefix, "suffix": suffix,
+            "cells": current, "current": index, "variables": False, "temperature": 0,
+            "max_new_tokens": max_new_tokens, "max_time_ms": 2000}
+
+
 def replay(session, replies: Replies, targets, *, max_chars: int, pace_s: float, max_new_tokens: int) -> list[dict]:
     records, typed_total, n = [], 0, 0
     for cells, index in targets:
@@ -79,15 +95,12 @@ def replay(session, replies: Replies, targets, *, max_chars: int, pace_s: float,
                 return records
             typed_total += 1
             prefix, suffix = source[:end], source[end:]
-            current = [dict(c) for c in cells]
-            current[index] = {"cell_type": "code", "source": prefix}
             request_id = f"k{n}"
             n += 1
             pause = end == len(source) or source[end - 1] == "\n"
             sent = time.perf_counter()
-            session.handle({"type": "complete", "request_id": request_id, "prefix": prefix,
-                            "suffix": suffix, "cells": current, "current": index, "variables": False,
-                            "max_new_tokens": max_new_tokens, "max_time_ms": 2000})
+            fields = complete_fields(cells, index, prefix, "", max_new_tokens)
+            session.handle({**fields, "suffix": suffix, "request_id": request_id})
             first_at, first = replies.wait(request_id, lambda m: m["type"] in ("chunk", "done", "error"))
             shown_at, _ = replies.wait(request_id, lambda m: (m["type"] == "chunk" and m["text"].strip())
                                        or m["type"] in ("done", "error"), timeout=5 if pause else 0.001)
@@ -110,6 +123,40 @@ def replay(session, replies: Replies, targets, *, max_chars: int, pace_s: float,
     return records
 
 
+def line_ends(targets) -> list[tuple[list[dict], int, str]]:
+    """(cells, index, the cell up to a line end) for every line end of every typable cell."""
+    return [(cells, index, cells[index]["source"][:end + 1])
+            for cells, index in targets
+            for end, c in enumerate(cells[index]["source"]) if c == "\n"]
+
+
+def after_acceptance(session, replies: Replies, points, *, prefetch: bool, debounce_s: float,
+                     max_new_tokens: int) -> list[dict]:
+    """Accept a suggestion whole at each point; time the next one (with or without a prefetch)."""
+    records = []
+    for n, (cells, index, prefix) in enumerate(points):
+        session.handle({**complete_fields(cells, index, prefix, "", max_new_tokens), "request_id": f"s{n}"})
+        _, shown = replies.wait(f"s{n}", lambda m: m["type"] in ("done", "error"))
+        if shown is None or shown["type"] != "done" or not shown["text"].strip():
+            continue
+        fields = complete_fields(cells, index, prefix + shown["text"], "", max_new_tokens)
+        accepted = time.perf_counter()
+        if prefetch:
+            session.handle({**fields, "request_id": f"p{n}", "prefetch": True})
+        time.sleep(max(0.0, debounce_s - (time.perf_counter() - accepted)))
+        sent = time.perf_counter()
+        session.handle({**fields, "request_id": f"a{n}"})
+        shown_at, _ = replies.wait(f"a{n}", lambda m: (m["type"] == "chunk" and m["text"].strip())
+                                   or m["type"] in ("done", "error"))
+        at, done = replies.wait(f"a{n}", lambda m: m["type"] in ("done", "error"))
+        if done is None or done["type"] != "done" or not done["text"].strip():
+            continue
+        records.append({"shown": shown_at - sent, "done": at - sent, "prefetched": bool(done.get("prefetched"))})
+        if prefetch:
+            replies.wait(f"p{n}", lambda m: m["type"] in ("done", "error"))
+    return records
+
+
 def pct(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
@@ -126,6 +173,30 @@ def summarize(name: str, records: list[dict]) -> dict:
         "typed_through": sum(r["typed_through"] for r in records),
         "prompt_tokens": statistics.mean(r["prompt_tokens"] for r in records) if records else 0,
     }
+
+
+def run_acceptances(args) -> tuple[list[dict], list[dict]]:
+    """The time to the next suggestion after an accepted one: (with prefetch, without)."""
+    from jupyter_codellama.comm import CommSession
+    from jupyter_codellama.config import CodeLlama
+    from jupyter_codellama.engine.engine import Engine
+
+    engine = Engine(CodeLlama(model=args.model, quantization=args.quantization))
+    engine.load().wait()
+    points = line_ends(notebook_cells(sorted((ROOT / "example_notebooks").glob("*.ipynb"))))[:args.accepts]
+    try:
+        out = []
+        for prefetch in (True, False):
+            replies = Replies()
+            session = CommSession(replies, engine=engine, namespace=lambda: {})
+            try:
+                out.append(after_acceptance(session, replies, points, prefetch=prefetch,
+                                            debounce_s=args.debounce_ms / 1000, max_new_tokens=args.max_new_tokens))
+            finally:
+                session.close()
+        return out[0], out[1]
+    finally:
+        engine.shutdown()
 
 
 def run(args, prefix_cache_mb: int, max_chars: int):
@@ -154,6 +225,9 @@ def main() -> None:
     p.add_argument("--chars-no-reuse", type=int, default=40, help="keystrokes replayed without it")
     p.add_argument("--pace-ms", type=float, default=150, help="time between keystrokes")
     p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--accepts", type=int, default=40, help="suggestions accepted, each followed by the next")
+    p.add_argument("--debounce-ms", type=float, default=150,
+                   help="JupyterLab's wait after an edit before it asks (the provider's debouncerDelay)")
     args = p.parse_args()
 
     import torch
@@ -172,6 +246,14 @@ def main() -> None:
               f"{s['shown_p50']:8.0f}ms {s['shown_p95']:8.0f}ms {s['hit_rate']:6.0%}")
     print(f"typed-through suggestions (no model call): {a['typed_through']}")
     print(f"TTFT p50 ratio without/with reuse: {b['ttft_p50'] / a['ttft_p50']:.1f}x")
+
+    with_prefetch, without_prefetch = run_acceptances(args)
+    print(f"next suggestion after an accepted one ({args.debounce_ms:.0f} ms debounce), from its request:")
+    print(f"{'':16} {'requests':>8} {'shown p50':>10} {'shown p95':>10} {'done p50':>9} {'done p95':>9} prefetched")
+    for name, records in (("with prefetch", with_prefetch), ("without", without_prefetch)):
+        shown, done = [r["shown"] * 1000 for r in records], [r["done"] * 1000 for r in records]
+        print(f"{name:16} {len(records):8d} {pct(shown, 0.5):8.1f}ms {pct(shown, 0.95):8.1f}ms "
+              f"{pct(done, 0.5):7.1f}ms {pct(done, 0.95):7.1f}ms {sum(r['prefetched'] for r in records)}")
 
 
 if __name__ == "__main__":

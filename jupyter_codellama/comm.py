@@ -12,6 +12,12 @@ lines (the request's own ``multiline``, else :func:`wants_multiline`). An ``edit
 replies carry ``source``: the cell's whole new source, as far as the answer has come (throttled),
 then the final one in the ``done``; the front end shows it as a diff and changes nothing itself.
 
+``complete`` with ``prefetch: true`` (sent after a suggestion was accepted) generates without
+streaming and keeps its answer: the next ``complete`` with the same fields is answered from it
+(``from_suggestion`` and ``prefetched`` true, no tokens generated), and one that arrives while it
+still generates joins it (the text so far at once, then the rest). A prefetch never cancels a
+completion someone waits for; a new completion cancels a prefetch. See :mod:`.suggestions`.
+
 Handlers never generate: they validate, hand a job to the engine and return, so the comm's
 thread (a kernel subshell where the front end uses one) is never blocked. Bad input gets an
 ``error`` reply; nothing a front end sends can raise into the comm machinery. Every request
@@ -44,6 +50,7 @@ from .protocol import (
     short,
     validate_request,
 )
+from .suggestions import CompleteRequest, Suggestions
 
 __all__ = ["COMM_TARGET", "FIELD_LIMITS", "PROTOCOL_VERSION", "CommSession", "register_comm_target",
            "wants_multiline"]
@@ -69,8 +76,8 @@ class _Link(EngineUser):
         self._kernel = KernelView(self._namespace, judge) if judge else KernelView(self._namespace)
         self._unsubscribe: Callable[[], None] | None = None
         self._lock = threading.Lock()
-        # (prefix, suffix, text) of the last suggestion shown: typing it through needs no model.
-        self._suggestion: tuple[str, str, str] | None = None
+        # The last suggestion shown and prefetched ones: answered without the model.
+        self.suggestions = Suggestions()
         # Jobs submitted and not yet done, by request id: closing the comm cancels them.
         self._jobs: dict[str, Any] = {}
         self.closed = False
@@ -127,9 +134,11 @@ class _Link(EngineUser):
 
     def _submit(self, kind: str, request_id: str, spec, opts: dict, *,
                 finish: Callable[[str, str], str] | None = None, stream: bool = True,
-                told: Mapping[str, Any] | None = None, annotate: Callable[[dict], None] | None = None) -> None:
+                told: Mapping[str, Any] | None = None, annotate: Callable[[dict], None] | None = None,
+                chunks_to: Callable[[str], None] | None = None) -> None:
         """Hand the job to the engine; ``told`` goes into each ``chunk`` and the ``done``, and
-        ``annotate`` may add to each of them (on the engine thread, in order)."""
+        ``annotate`` may add to each of them (on the engine thread, in order). ``chunks_to``
+        takes the text as it comes instead of the front end (a prefetch keeps it)."""
         told = dict(told or {})
         add = annotate or (lambda _reply: None)
 
@@ -139,7 +148,8 @@ class _Link(EngineUser):
             self.send(chunk)
 
         def on_done(job) -> None:
-            self._jobs.pop(request_id, None)
+            for rid in [r for r, j in list(self._jobs.items()) if j is job]:  # with requests waiting for it
+                self._jobs.pop(rid, None)
             try:
                 reply = self._final_reply(kind, request_id, job, finish)
                 if reply["type"] == "done":
@@ -150,9 +160,10 @@ class _Link(EngineUser):
                 reply = {"type": "error", "request_id": request_id, "code": "internal",
                          "message": f"{type(exc).__name__}: {exc}"}
             self.send(reply)
+            self.suggestions.ended(request_id, reply, self.send)
 
-        job = self.engine.submit(kind, spec, request_id=request_id, on_chunk=on_chunk if stream else None,
-                                 on_done=on_done, **opts)
+        job = self.engine.submit(kind, spec, request_id=request_id,
+                                 on_chunk=chunks_to or (on_chunk if stream else None), on_done=on_done, **opts)
         self._jobs[request_id] = job
         if job.done:  # it ended before it was recorded (on_done found nothing to forget)
             self._jobs.pop(request_id, None)
@@ -310,13 +321,9 @@ class CommSession(_Link):
         multiline = get(data, "multiline")
         if multiline is None:
             multiline = wants_multiline(prefix)
-        rest = self._typed_through(prefix, suffix)
-        if rest is not None:
-            self._suggestion = (prefix, suffix, rest)
-            self.send({"type": "done", "request_id": request_id, "text": rest, "raw_text": rest,
-                       "stop_reason": "stop", "from_suggestion": True, "prompt_tokens": 0,
-                       "cached_tokens": 0, "generated_tokens": 0, "tokens_evaluated": 0,
-                       "timings": {"total_s": 0.0}, "multiline": multiline})
+        request = CompleteRequest(request_id, prefix, suffix, multiline=multiline,
+                                  prefetch=get(data, "prefetch", False), data=data)
+        if self._reused(request):
             return
         if not opts["stop"]:
             # One line, or one block: a blank line or a Markdown fence ends a multi-line
@@ -327,31 +334,28 @@ class CommSession(_Link):
             from .prompts import clean_completion
 
             shown = clean_completion(text, prefix, suffix, truncated=stop_reason in ("time", "length"))
-            # Only a finished answer may be typed through: a cancelled or cut one is partial.
-            finished = stop_reason in ("eos", "stop")
-            self._suggestion = (prefix, suffix, shown) if shown and finished else None
+            self.suggestions.generated(request, shown, stop_reason)
             return shown
 
-        self._submit("completion", request_id, spec, opts, finish=finish,
-                     stream=get(data, "stream", True), told={"multiline": multiline})
+        if request.prefetch:  # quiet: nobody waits for it yet, and it gives way to one who does
+            opts.update(background=True, record_latency=False)
+        sink = self.suggestions.chunk_sink(request_id, self.send) if request.prefetch else None
+        self._submit("completion", request_id, spec, opts, finish=finish, stream=get(data, "stream", True),
+                     told={"multiline": multiline}, chunks_to=sink)
+
+    def _reused(self, request: CompleteRequest) -> bool:
+        """Whether ``request`` is answered without a generation of its own: typed through,
+        prefetched, or joined to the prefetch with its fields that is still generating."""
+        reused = self.suggestions.answer(request, self.send)
+        if isinstance(reused, str) and reused in self._jobs:  # cancelling the request stops the prefetch
+            self._jobs[request.request_id] = self._jobs[reused]
+        return bool(reused)
 
     def _on_prewarm(self, request_id: str, data: Mapping) -> None:
         """Prefill the notebook context into the KV cache (a cell got focus), generating nothing."""
         spec = infill_spec(data, self._kernel)
         self._submit("completion", request_id, spec, {"max_new_tokens": 1, "record_latency": False},
                      stream=False)
-
-    def _typed_through(self, prefix: str, suffix: str) -> str | None:
-        """The rest of the last suggestion when the user typed what it showed, else None."""
-        if self._suggestion is None:
-            return None
-        old_prefix, old_suffix, text = self._suggestion
-        if suffix != old_suffix or not prefix.startswith(old_prefix):
-            return None
-        typed = prefix[len(old_prefix):]
-        if text.startswith(typed) and len(text) > len(typed) and text[len(typed):].strip():
-            return text[len(typed):]
-        return None
 
     def _on_context_preview(self, request_id: str, data: Mapping) -> None:
         if self.engine.loaded is None:

@@ -165,7 +165,7 @@ def test_single_line_unless_a_block_can_start_here(prefix, multiline):
 
 
 def test_typing_what_the_suggestion_shows_needs_no_model(session, embedded_engine):
-    session._suggestion = ("total = ", "\n", "sum(values)")
+    session.suggestions.show("total = ", "\n", "sum(values)")
     before = embedded_engine.status()["prefix_cache"]
     session.handle({"type": "complete", "request_id": "t1", "prefix": "total = su", "suffix": "\n"})
     reply = session.sent.wait_for("t1", timeout=1)

@@ -5,7 +5,8 @@ back; text arrives through ``on_chunk`` from the worker thread. Scheduling rules
 
 * jobs run one at a time, in order of submission;
 * a new ``completion`` job cancels every earlier completion job (only the latest keystroke
-  matters);
+  matters), except that a ``background`` one (a prefetch) never takes the place of a completion
+  someone waits for: it ends at once, ``cancelled``, while one is queued or running;
 * completions never wait behind chat/generation work or a load: they end at once with the
   ``busy`` error, because a completion that arrives late is worse than none;
 * chat/generation jobs are never cancelled by anything but their own ``cancel()``.
@@ -35,6 +36,19 @@ State = Literal["unloaded", "loading", "ready", "error"]
 
 _SHUTDOWN = object()
 _UNLOAD = object()
+
+
+def _admitted(job: Job, queued: list[Any]) -> bool:
+    """The completion rule for a new completion ``job``, against the work ``queued`` or running:
+    a background one (a prefetch) gives way to a completion someone waits for (it ends at once,
+    ``cancelled``, and False); any other cancels the earlier completions."""
+    earlier = [o for o in queued if isinstance(o, Job) and o.kind == "completion" and not (o.cancelled or o.done)]
+    if job.background and any(not o.background for o in earlier):
+        job._finish(GenerationResult(text="", stop_reason="cancelled"))
+        return False
+    for other in earlier:
+        other.cancel()
+    return True
 
 
 class Engine:
@@ -126,9 +140,8 @@ class Engine:
                 if busy:
                     job._finish(GenerationResult(text="", stop_reason="error", error=busy), "busy")
                     return job
-                for other in [*self._pending, self._running]:
-                    if isinstance(other, Job) and other.kind == "completion":
-                        other.cancel()
+                if not _admitted(job, [*self._pending, self._running]):
+                    return job
             elif self._state in ("unloaded", "error") and not any(isinstance(p, LoadJob) for p in self._pending):
                 self._queue_default_load()
             self._pending.append(job)

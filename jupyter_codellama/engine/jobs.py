@@ -47,6 +47,8 @@ class Job:
     options: GenerationRequest = field(default_factory=lambda: GenerationRequest(prompt_ids=[]))
     #: Completions only: count this job's first-token latency in status (prewarms do not).
     record_latency: bool = True
+    #: Completions only: a prefetch nobody waits for yet; it gives way to any other completion.
+    background: bool = False
     on_chunk: Callable[[str], None] | None = None
     on_done: Callable[["Job"], None] | None = None
     request_id: str = field(default_factory=lambda: f"job-{next(_ids)}")

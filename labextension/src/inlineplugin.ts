@@ -4,19 +4,24 @@ import {
 } from '@jupyterlab/application';
 import type { ISessionContext } from '@jupyterlab/apputils';
 import type { Cell } from '@jupyterlab/cells';
+import type { CodeMirrorEditor } from '@jupyterlab/codemirror';
 import { ICompletionProviderManager, IInlineCompletionContext } from '@jupyterlab/completer';
 import type * as nbformat from '@jupyterlab/nbformat';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import type { Widget } from '@lumino/widgets';
 
 import { codeLlamaIcon } from './icons';
+// eslint-disable-next-line jupyter/prefer-lazy-imports -- the accept commands are keyboard shortcuts: no wait on first use
+import { AcceptUnit, acceptPart, IAcceptEditor } from './inline/accept';
 // eslint-disable-next-line jupyter/prefer-lazy-imports -- activate() registers the provider at once
-import { CodeLlamaInlineProvider, IEditorTarget } from './inline/provider';
+import { CodeLlamaInlineProvider, IEditorTarget, splitAtCharOffset } from './inline/provider';
 import { newLineTrigger } from './inline/triggers';
-import { ICodeLlamaClient } from './tokens';
+import { CommandIDs, ICodeLlamaClient } from './tokens';
 
 /** JupyterLab's command that asks the inline completer for suggestions now (Alt+\). */
 const INVOKE_INLINE = 'inline-completer:invoke';
+
+const ACCEPT_COMMANDS: string[] = [CommandIDs.acceptWord, CommandIDs.acceptLine];
 
 /** Inline completion (ghost text) from the kernel's model in notebook and console cells. */
 export const inlinePlugin: JupyterFrontEndPlugin<void> = {
@@ -40,26 +45,15 @@ export const inlinePlugin: JupyterFrontEndPlugin<void> = {
       return;
     }
 
-    // Prewarm: when a code cell gets the focus, prefill its context into the model's cache.
-    let prewarmTimer: ReturnType<typeof setTimeout> | null = null;
-    const schedulePrewarm = () => {
-      if (prewarmTimer !== null) {
-        clearTimeout(prewarmTimer);
-      }
-      prewarmTimer = setTimeout(() => {
-        prewarmTimer = null;
-        const panel = tracker.currentWidget;
-        const cell = panel?.content.activeCell;
-        if (panel && cell) {
-          provider.prewarm(Private.target(clients, panel)!, cell.model.sharedModel.getSource());
-        }
-      }, 400);
-    };
+    Private.addAcceptCommands(app, provider, tracker, manager);
+
+    const schedulePrewarm = Private.prewarmer(provider, clients, tracker);
 
     // A new line after a comment or ':' — JupyterLab does not trigger on a blank line; we do.
     let watched: Cell | null = null;
     let newLineTimer: ReturnType<typeof setTimeout> | null = null;
     const onSourceChanged = () => {
+      Private.edited(provider, clients, tracker.currentWidget, watched);
       if (!provider.enabled || !provider.settings.triggerOnNewLine) {
         return;
       }
@@ -70,17 +64,8 @@ export const inlinePlugin: JupyterFrontEndPlugin<void> = {
       const cell = watched;
       newLineTimer = setTimeout(() => {
         newLineTimer = null;
-        const panel = tracker.currentWidget;
-        if (!cell || watched !== cell || !panel || cell.model.type !== 'code' || !cell.editor?.hasFocus()) {
-          return;
-        }
-        const state = Private.cursorState(cell);
-        if (!state || !newLineTrigger(state.prefix, state.suffix)) {
-          return;
-        }
-        const client = clients.forSession(panel.sessionContext);
-        if (client.state === 'ready' && client.status?.state === 'ready' && app.commands.hasCommand(INVOKE_INLINE)) {
-          void app.commands.execute(INVOKE_INLINE);
+        if (cell && watched === cell) {
+          Private.newLineCheck(app, clients, tracker.currentWidget, cell);
         }
       }, 200);
     };
@@ -105,6 +90,96 @@ export const inlinePlugin: JupyterFrontEndPlugin<void> = {
 };
 
 namespace Private {
+  /** Prewarm: when a code cell gets the focus (and keeps it a moment), prefill its context into the model's cache. */
+  export function prewarmer(
+    provider: CodeLlamaInlineProvider,
+    clients: ICodeLlamaClient,
+    tracker: INotebookTracker
+  ): () => void {
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    return () => {
+      if (timer !== null) {
+        clearTimeout(timer);
+      }
+      timer = setTimeout(() => {
+        timer = null;
+        const panel = tracker.currentWidget;
+        const cell = panel?.content.activeCell;
+        if (panel && cell) {
+          provider.prewarm(target(clients, panel)!, cell.model.sharedModel.getSource());
+        }
+      }, 400);
+    };
+  }
+
+  /** Ask for a suggestion now when the cursor of `cell` is on a new line after a comment or ':'. */
+  export function newLineCheck(
+    app: JupyterFrontEnd,
+    clients: ICodeLlamaClient,
+    panel: NotebookPanel | null,
+    cell: Cell
+  ): void {
+    if (!panel || cell.model.type !== 'code' || !cell.editor?.hasFocus()) {
+      return;
+    }
+    const state = cursorState(cell);
+    if (!state || !newLineTrigger(state.prefix, state.suffix)) {
+      return;
+    }
+    const client = clients.forSession(panel.sessionContext);
+    if (client.state === 'ready' && client.status?.state === 'ready' && app.commands.hasCommand(INVOKE_INLINE)) {
+      void app.commands.execute(INVOKE_INLINE);
+    }
+  }
+
+  /** Accept the next word / line of our ghost text; the rest is shown again at once. */
+  export function addAcceptCommands(
+    app: JupyterFrontEnd,
+    provider: CodeLlamaInlineProvider,
+    tracker: INotebookTracker,
+    manager: ICompletionProviderManager
+  ): void {
+    const accept = (unit: AcceptUnit) => {
+      const panel = tracker.currentWidget;
+      const editor = panel?.content.activeCell?.editor as CodeMirrorEditor | null | undefined;
+      if (!panel || !editor || !showsOurGhost(editor.host)) {
+        return;
+      }
+      const left = acceptPart(acceptEditor(editor), provider, unit);
+      if (left?.trim()) {
+        // A line break moved the cursor, and JupyterLab then drops the ghost text: ask again,
+        // and the provider answers with the rest it holds.
+        manager.inline?.invoke(panel.id);
+      }
+    };
+    app.commands.addCommand(CommandIDs.acceptWord, {
+      label: 'Accept the Next Word of the Suggestion',
+      caption: 'Insert the next word of the Code Llama ghost text; the rest stays shown.',
+      describedBy: { args: { type: 'object', properties: {} } },
+      execute: () => accept('word')
+    });
+    app.commands.addCommand(CommandIDs.acceptLine, {
+      label: 'Accept the Line of the Suggestion',
+      caption: 'Insert the Code Llama ghost text up to its next line break; the rest stays shown.',
+      describedBy: { args: { type: 'object', properties: {} } },
+      execute: () => accept('line')
+    });
+    document.addEventListener('keydown', event => acceptKeys(app, event), true);
+  }
+
+  /** A cell's text changed: if that completed our suggestion, the provider prefetches the next. */
+  export function edited(
+    provider: CodeLlamaInlineProvider,
+    clients: ICodeLlamaClient,
+    panel: NotebookPanel | null,
+    cell: Cell | null
+  ): void {
+    const state = panel && cell?.editor?.hasFocus() ? cursorState(cell) : null;
+    if (panel && state) {
+      provider.edited(() => target(clients, panel), state.prefix, state.suffix);
+    }
+  }
+
   /** The kernel link and notebook around `widget` (a notebook or a console), or null. */
   export function target(clients: ICodeLlamaClient, widget: Widget): IEditorTarget | null {
     if (widget instanceof NotebookPanel) {
@@ -136,14 +211,67 @@ namespace Private {
     return null;
   }
 
-  /** The active cell's text before and after the cursor, when its editor has a cursor. */
+  /** The active cell's text before and after the cursor (split as the provider's requests are). */
   export function cursorState(cell: Cell): { prefix: string; suffix: string } | null {
     const editor = cell.editor;
     if (!editor) {
       return null;
     }
     const text = editor.model.sharedModel.getSource();
-    const offset = editor.getOffsetAt(editor.getCursorPosition());
-    return { prefix: text.slice(0, offset), suffix: text.slice(offset) };
+    const [prefix, suffix] = splitAtCharOffset(text, editor.getOffsetAt(editor.getCursorPosition()));
+    return { prefix, suffix };
+  }
+
+  /** Whether the ghost text in an editor is ours (another provider's may be cycled to). */
+  export function showsOurGhost(host: Element): boolean {
+    return host.querySelector(`.jp-GhostText[data-provided-by="${CodeLlamaInlineProvider.ID}"]`) !== null;
+  }
+
+  const IS_MAC = /Mac/.test(typeof navigator === 'undefined' ? '' : navigator.platform);
+
+  /** The keystroke of `event` as key bindings hold it once normalized, e.g. `Ctrl ArrowRight`. */
+  export function keystroke(event: KeyboardEvent): string {
+    const mods = [
+      event.ctrlKey && 'Ctrl',
+      event.altKey && 'Alt',
+      event.shiftKey && 'Shift',
+      event.metaKey && IS_MAC && 'Cmd'
+    ].filter(Boolean);
+    return [...mods, event.key.length === 1 ? event.key.toUpperCase() : event.key].join(' ');
+  }
+
+  /**
+   * CodeMirror handles its own keys (Ctrl+Right moves by a word) before JupyterLab's shortcuts
+   * see them. While our ghost text is shown, the shortcuts of the accept commands (as the user
+   * has them in the settings) go first; otherwise the key does what it always does.
+   */
+  export function acceptKeys(app: JupyterFrontEnd, event: KeyboardEvent): void {
+    const target = event.target instanceof Element ? event.target : null;
+    const host = target?.closest('.jp-mod-inline-completer-active');
+    if (!target || !host || !showsOurGhost(host)) {
+      return;
+    }
+    const pressed = keystroke(event);
+    const binding = app.commands.keyBindings.find(
+      b => ACCEPT_COMMANDS.includes(b.command) && b.keys.length === 1 && b.keys[0] === pressed && target.closest(b.selector)
+    );
+    if (binding) {
+      event.preventDefault();
+      event.stopPropagation();
+      void app.commands.execute(binding.command, binding.args);
+    }
+  }
+
+  /** A CodeMirror editor as accepting needs it: one transaction, the cursor after the text. */
+  export function acceptEditor(editor: CodeMirrorEditor): IAcceptEditor {
+    return {
+      source: editor.model.sharedModel.getSource(),
+      cursor: editor.getOffsetAt(editor.getCursorPosition()),
+      insert: (offset, text) =>
+        editor.editor.dispatch({
+          changes: { from: offset, insert: text },
+          selection: { anchor: offset + text.length }
+        })
+    };
   }
 }

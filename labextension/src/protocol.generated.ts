@@ -205,6 +205,15 @@ export interface ICompleteRequest
    * the prefix and says so in its replies.
    */
   multiline?: boolean;
+  /**
+   * Sent after a suggestion was accepted: generate without streaming and keep
+   * the answer. The next `complete` with the same fields (all but `type`,
+   * `request_id`, `prefetch`, `stream`) is answered from it (`from_suggestion`
+   * and `prefetched` true, no tokens generated), or joins it while it still
+   * generates. A prefetch never cancels a completion someone waits for; a new
+   * completion cancels a prefetch.
+   */
+  prefetch?: boolean;
 }
 
 /**
@@ -326,10 +335,13 @@ export interface ICompletionResult extends IGenerationResult {
    */
   multiline: boolean;
   /**
-   * The rest of the previous suggestion, which the user typed into: no model
-   * call.
+   * Answered without a model call of its own: the rest of the previous
+   * suggestion, which the user typed into or accepted a part of, or a
+   * prefetched answer.
    */
   from_suggestion?: boolean;
+  /** Answered from a prefetch (see `ICompleteRequest.prefetch`). */
+  prefetched?: boolean;
   status?: IEngineStatus;
 }
 

@@ -52,4 +52,6 @@ export namespace CommandIDs {
   export const generateFromComment = 'codellama:generate-from-comment';
   export const askSelection = 'codellama:ask-selection';
   export const editCell = 'codellama:edit-cell';
+  export const acceptWord = 'codellama:accept-next-word';
+  export const acceptLine = 'codellama:accept-line';
 }

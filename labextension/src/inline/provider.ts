@@ -4,6 +4,11 @@
  * (sources only) over the kernel link; the kernel fills in the middle (Code Llama's
  * `<PRE> <SUF> <MID>`) or continues the prefix for models that cannot, reusing its KV cache
  * across keystrokes. The answer streams in as ghost text; a new keystroke cancels it.
+ *
+ * The provider holds the suggestion it showed: typing what it shows, or accepting a part of it
+ * (see `accept.ts`), is answered with the rest at once, without the kernel. Once it has been
+ * accepted to its end, the continuation is prefetched, so the next ghost text comes from the
+ * kernel's store instead of the model.
  */
 import type {
   CompletionHandler,
@@ -23,6 +28,7 @@ import {
   autoTriggerBlock,
   DEFAULT_INLINE_SETTINGS,
   IInlineSettings,
+  nextRequest,
   readSettings
 } from './triggers';
 
@@ -44,6 +50,14 @@ export type TargetResolver = (context: IInlineCompletionContext) => IEditorTarge
 export function splitAtCharOffset(text: string, offset: number): [string, string] {
   const chars = Array.from(text);
   return [chars.slice(0, offset).join(''), chars.slice(offset).join('')];
+}
+
+/** A suggestion on screen: where it was asked for, its text so far, and whether that is all. */
+interface IShownSuggestion {
+  prefix: string;
+  suffix: string;
+  text: string;
+  finished: boolean;
 }
 
 /** InlineCompletionTriggerKind.Invoke (a const enum value, kept here to avoid a runtime import). */
@@ -168,6 +182,11 @@ export class CodeLlamaInlineProvider implements IInlineCompletionProvider {
         title: 'Prefill the context when a cell gets the focus',
         description: 'Makes the first suggestion in a cell faster; uses the model briefly.',
         type: 'boolean'
+      },
+      prefetch: {
+        title: 'Prepare the next suggestion after one is accepted',
+        description: 'Asks for the continuation in the background, so that it shows at once.',
+        type: 'boolean'
       }
     }
   };
@@ -198,37 +217,21 @@ export class CodeLlamaInlineProvider implements IInlineCompletionProvider {
       return { items: [] };
     }
     const [prefix, suffix] = splitAtCharOffset(request.text, request.offset);
+    // Typed through, or accepted in part: the rest of what is shown, without the kernel.
+    const rest = this.remaining(prefix, suffix, { finished: true });
+    if (rest) {
+      return { items: [{ insertText: rest }] };
+    }
     const settings = this._settings;
     if (!explicit && autoTriggerBlock({ prefix, suffix, cellType: target.cellType }, settings)) {
       return { items: [] };
     }
     const client = target.client;
-    if (client.state !== 'ready' || client.status?.state !== 'ready') {
+    if (!Private.ready(client)) {
       return explicit ? Private.errorList(Private.notReadyMessage(client)) : { items: [] };
     }
-    const body: ICompleteRequest = {
-      prefix,
-      suffix,
-      ...Private.multiline(settings.multiline, explicit),
-      max_new_tokens: settings.maxTokens,
-      max_time_ms: settings.maxTimeMs,
-      temperature: 0,
-      variables: settings.variables,
-      ...this._cellContext(target)
-    };
-    const answer = new PendingAnswer();
-    const pending = client.request('complete', body, {
-      onChunk: (text, chunk) => answer.push(text, chunk.multiline)
-    });
-    answer.request = pending;
+    const answer = this._ask(client, this._body(target, prefix, suffix, explicit));
     this._current = answer;
-    pending.done.then(
-      result => {
-        this._lastResult = result;
-        answer.finish(result.text, result);
-      },
-      error => answer.fail(error instanceof CodeLlamaError ? error : new CodeLlamaError('internal', String(error)))
-    );
 
     // Wait for something worth showing: visible text, the end, or an error.
     while (!answer.finished && answer.shown.trim() === '') {
@@ -245,10 +248,13 @@ export class CodeLlamaInlineProvider implements IInlineCompletionProvider {
     if (answer.finished) {
       this._current = null;
       // Whitespace alone is no suggestion (Tab would insert an invisible line break).
-      return answer.final?.trim() ? { items: [{ insertText: answer.final }] } : { items: [] };
+      const text = answer.final?.trim() ? answer.final : '';
+      this._show(answer, prefix, suffix, text, true);
+      return text ? { items: [{ insertText: text }] } : { items: [] };
     }
-    const token = pending.requestId;
+    const token = answer.request!.requestId;
     this._streams.set(token, answer);
+    this._show(answer, prefix, suffix, answer.shown, false);
     return { items: [{ insertText: answer.shown, isIncomplete: true, token }] };
   }
 
@@ -267,11 +273,16 @@ export class CodeLlamaInlineProvider implements IInlineCompletionProvider {
         const shown = answer.shown;
         if (shown !== last) {
           last = shown;
+          this._showUpdate(answer, shown, false);
           yield { response: { insertText: shown } };
         }
       }
-      if (answer.final !== null && answer.final !== last) {
-        yield { response: { insertText: answer.final.trim() ? answer.final : '' } };
+      if (answer.final !== null) {
+        const final = answer.final.trim() ? answer.final : '';
+        this._showUpdate(answer, final, true);
+        if (final !== last) {
+          yield { response: { insertText: final } };
+        }
       }
     } finally {
       this._streams.delete(token);
@@ -279,6 +290,49 @@ export class CodeLlamaInlineProvider implements IInlineCompletionProvider {
         this._current = null;
       }
     }
+  }
+
+  /**
+   * What is left of the suggestion on screen with the cursor between `prefix` and `suffix`
+   * (the user typed or accepted its start), or null. `finished`: only a suggestion that came
+   * to its end (a streaming one is still growing).
+   */
+  remaining(prefix: string, suffix: string, options: { finished?: boolean } = {}): string | null {
+    const shown = this._shown;
+    if (!shown || (options.finished && !shown.finished)) {
+      return null;
+    }
+    if (suffix !== shown.suffix || !prefix.startsWith(shown.prefix)) {
+      return null;
+    }
+    const typed = prefix.slice(shown.prefix.length);
+    if (!shown.text.startsWith(typed)) {
+      return null;
+    }
+    const rest = shown.text.slice(typed.length);
+    return rest.trim() ? rest : null;
+  }
+
+  /**
+   * The cell's text changed, the cursor now between `prefix` and `suffix`. When that puts the
+   * whole suggestion in place (Tab, or typed or accepted to its end), ask the kernel for the
+   * continuation now, in the background, with exactly the request that will come next.
+   * `resolve` gives the editor's target (only called then: it reads the whole notebook).
+   */
+  edited(resolve: () => IEditorTarget | null, prefix: string, suffix: string): void {
+    const shown = this._shown;
+    if (!shown?.finished || suffix !== shown.suffix || prefix !== shown.prefix + shown.text) {
+      return;
+    }
+    this._shown = null; // taken: the next suggestion replaces it
+    const next = nextRequest(prefix, suffix, this._settings);
+    const target = this._enabled && this._settings.prefetch && next ? resolve() : null;
+    const client = target?.client;
+    if (!target || !client || target.cellType !== 'code' || !next || !Private.ready(client)) {
+      return;
+    }
+    const body = { ...this._body(target, prefix, suffix, next.explicit), prefetch: true };
+    client.request('complete', body).done.catch(() => undefined);
   }
 
   /** The last finished answer's result (stages, cached tokens), for tests and diagnostics. */
@@ -294,9 +348,8 @@ export class CodeLlamaInlineProvider implements IInlineCompletionProvider {
       !this._settings.prewarm ||
       !client ||
       target.cellType !== 'code' ||
-      client.state !== 'ready' ||
-      client.status?.state !== 'ready' ||
-      client.status.busy
+      !Private.ready(client) ||
+      client.status?.busy
     ) {
       return;
     }
@@ -308,6 +361,51 @@ export class CodeLlamaInlineProvider implements IInlineCompletionProvider {
       ...this._cellContext(target)
     };
     client.request('prewarm', body).done.catch(() => undefined);
+  }
+
+  /** Send `body` to the kernel; the answer fills in as replies come. */
+  private _ask(client: CodeLlamaClient, body: ICompleteRequest): PendingAnswer {
+    const answer = new PendingAnswer();
+    const pending = client.request('complete', body, {
+      onChunk: (text, chunk) => answer.push(text, chunk.multiline)
+    });
+    answer.request = pending;
+    pending.done.then(
+      result => {
+        this._lastResult = result;
+        answer.finish(result.text, result);
+      },
+      error => answer.fail(error instanceof CodeLlamaError ? error : new CodeLlamaError('internal', String(error)))
+    );
+    return answer;
+  }
+
+  /** The request for a suggestion at (prefix, suffix): one builder, so a prefetch sends the same. */
+  private _body(target: IEditorTarget, prefix: string, suffix: string, explicit: boolean): ICompleteRequest {
+    const settings = this._settings;
+    return {
+      prefix,
+      suffix,
+      ...Private.multiline(settings.multiline, explicit),
+      max_new_tokens: settings.maxTokens,
+      max_time_ms: settings.maxTimeMs,
+      temperature: 0,
+      variables: settings.variables,
+      ...this._cellContext(target)
+    };
+  }
+
+  private _show(answer: PendingAnswer, prefix: string, suffix: string, text: string, finished: boolean): void {
+    this._shown = text ? { prefix, suffix, text, finished } : null;
+    this._shownAnswer = answer;
+  }
+
+  /** A streamed answer grew or ended: what is shown of it, if it is still the one on screen. */
+  private _showUpdate(answer: PendingAnswer, text: string, finished: boolean): void {
+    const shown = this._shown;
+    if (shown && this._shownAnswer === answer) {
+      this._show(answer, shown.prefix, shown.suffix, text, finished);
+    }
   }
 
   private _cellContext(target: IEditorTarget): Partial<ICompleteRequest> {
@@ -332,6 +430,8 @@ export class CodeLlamaInlineProvider implements IInlineCompletionProvider {
   private _current: PendingAnswer | null = null;
   private _streams = new Map<string, PendingAnswer>();
   private _lastResult: IGenerationResult | null = null;
+  private _shown: IShownSuggestion | null = null;
+  private _shownAnswer: PendingAnswer | null = null;
 }
 
 export namespace CodeLlamaInlineProvider {
@@ -344,6 +444,11 @@ export namespace CodeLlamaInlineProvider {
 }
 
 namespace Private {
+  /** Whether the kernel link is up and a model is loaded. */
+  export function ready(client: CodeLlamaClient): boolean {
+    return client.state === 'ready' && client.status?.state === 'ready';
+  }
+
   /**
    * The request's `multiline`: the user's setting, or, on `auto`, none (the kernel decides from
    * the prefix), except that Alt+\ asks for a block.

@@ -26,6 +26,8 @@ export interface IInlineSettings {
   variables: boolean;
   /** Prefill the notebook context into the model's cache when a code cell gets the focus. */
   prewarm: boolean;
+  /** After a suggestion is accepted, ask for the next one in the background. */
+  prefetch: boolean;
 }
 
 export const DEFAULT_INLINE_SETTINGS: IInlineSettings = {
@@ -38,7 +40,8 @@ export const DEFAULT_INLINE_SETTINGS: IInlineSettings = {
   triggerOnNewLine: true,
   notebookContext: true,
   variables: true,
-  prewarm: true
+  prewarm: true,
+  prefetch: true
 };
 
 /** Where the cursor is in Python source. */
@@ -139,6 +142,21 @@ export function autoTriggerBlock(input: ITriggerInput, settings: IInlineSettings
 /** The line the cursor is on, up to the cursor. */
 export function currentLine(prefix: string): string {
   return prefix.slice(prefix.lastIndexOf('\n') + 1);
+}
+
+/**
+ * The request that comes by itself with the cursor here, or null when none does: JupyterLab
+ * asks (automatically) after an edit unless the cursor's line is blank up to it; there our
+ * new-line trigger asks (explicitly) after a comment or a `:`. A prefetch must send the same.
+ */
+export function nextRequest(prefix: string, suffix: string, settings: IInlineSettings): { explicit: boolean } | null {
+  if (currentLine(prefix).trim() === '') {
+    return settings.triggerOnNewLine && newLineTrigger(prefix, suffix) ? { explicit: true } : null;
+  }
+  if (autoTriggerBlock({ prefix, suffix, cellType: 'code' }, settings)) {
+    return null;
+  }
+  return { explicit: false };
 }
 
 /** Brackets left open on `line` (quoted text ignored): `{"a": 1, "b":` ends with ':' but opens no block. */

@@ -49,15 +49,20 @@ async function typeInCell(page: IJupyterLabPageFixture, index: number, text: str
   await page.keyboard.type(text, { delay: 60 });
 }
 
+/** A notebook whose first cell defines circle_area, the model loaded, and an empty second cell. */
+async function circleNotebook(page: IJupyterLabPageFixture, name: string): Promise<void> {
+  await openNotebook(page, name);
+  await page.notebook.setCell(0, 'code', 'import math\n\n\ndef circle_area(radius):\nreturn math.pi * radius ** 2');
+  await loadModel(page);
+  await page.notebook.addCell('code', '');
+}
+
 test('typing in a code cell shows ghost text, Tab accepts it, typing through keeps it', async ({
   page
 }) => {
-  await openNotebook(page, 'inline.ipynb');
-  await page.notebook.setCell(0, 'code', 'import math\n\n\ndef circle_area(radius):\nreturn math.pi * radius ** 2');
-  await loadModel(page);
+  await circleNotebook(page, 'inline.ipynb');
 
-  // A second cell, typed into: the suggestion appears as ghost text by itself.
-  await page.notebook.addCell('code', '');
+  // The second cell, typed into: the suggestion appears as ghost text by itself.
   await typeInCell(page, 1, 'area = circle_');
   const shown = await settledGhost(page);
   expect(shown.trim().length).toBeGreaterThan(0);
@@ -105,3 +110,55 @@ test('a markdown cell gets no suggestions; in a code cell, a new line after a co
   expect(source.startsWith(typed)).toBe(true);
   expect(source.slice(typed.length).replace(/\n/g, '')).toBe(suggestion);
 });
+
+/** The ghost text as shown, line breaks included (they are <br> elements). */
+async function ghostText(page: IJupyterLabPageFixture): Promise<string> {
+  return (await ghost(page).count()) ? ghost(page).innerText() : '';
+}
+
+/** VS Code's "next word": the punctuation and spaces before a run of word characters, and the run. */
+const NEXT_WORD = /^[^\p{L}\p{N}_]*[\p{L}\p{N}_]+/u;
+
+test('accept-word and accept-line insert exactly the next word and the next line of the ghost text', async ({
+  page
+}) => {
+  const sent = recordSent(page);
+  await circleNotebook(page, 'inline-parts.ipynb');
+  // A comment, then a new line: a suggestion of several lines (greedy, so always the same).
+  const typed = '# compute the area and the circumference of a circle of radius 2\n';
+  await typeInCell(page, 1, typed);
+  await settledGhost(page);
+  const shown = await ghostText(page);
+  const word = NEXT_WORD.exec(shown)?.[0] ?? '';
+  expect(word.length).toBeGreaterThan(0);
+  expect(shown.slice(word.length)).toContain('\n'); // a line to accept after the word
+
+  // Ctrl+Right: the next word goes in, the rest stays shown.
+  await page.keyboard.press('Control+ArrowRight');
+  await expect.poll(() => cellSource(page, 1)).toBe(typed + word);
+  const rest = shown.slice(word.length);
+  await expect.poll(() => ghostText(page)).toBe(rest);
+
+  // Ctrl+Down: the rest of that line, its line break included; what follows stays shown.
+  const line = rest.slice(0, rest.indexOf('\n') + 1);
+  await page.keyboard.press('Control+ArrowDown');
+  await expect.poll(() => cellSource(page, 1)).toBe(typed + word + line);
+  const left = rest.slice(line.length);
+  expect(left.trim()).not.toBe('');
+  await expect.poll(() => ghostText(page)).toBe(left);
+
+  // Tab takes what is left: the cell holds exactly the suggestion that was first shown, and the
+  // continuation is asked for in the background at once.
+  const prefetches = () => sent.filter(frame => frame.includes('"prefetch":true')).length;
+  expect(prefetches()).toBe(0); // accepting in parts left some of the suggestion each time
+  await page.keyboard.press('Tab');
+  await expect.poll(() => cellSource(page, 1)).toBe(typed + shown);
+  await expect.poll(prefetches).toBe(1);
+});
+
+/** What the page sends over the websockets it opens from now on (the kernel's among them). */
+function recordSent(page: IJupyterLabPageFixture): string[] {
+  const frames: string[] = [];
+  page.on('websocket', socket => socket.on('framesent', frame => frames.push(String(frame.payload))));
+  return frames;
+}
