@@ -36,6 +36,7 @@ process), alternating the engines within every repetition, medians of:
   file pages count once touched; the KV cache is included: llama.cpp's fp16 for ``n_ctx``
   positions, ours fp32, grown to the positions used).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine import long_prompt  # noqa: E402  (benchmarks/engine.py)
 
-DECODE_PROMPT = "def quicksort(items):\n    \"\"\"Sort a list.\"\"\"\n"
+DECODE_PROMPT = 'def quicksort(items):\n    """Sort a list."""\n'
 
 
 def median(xs):
@@ -67,17 +68,22 @@ class Ours:
     def decode(self, ids, n):
         from jupyter_codellama.engine.generation import GenerationRequest, generate_stream
 
-        r = generate_stream(self.loaded.model, self.loaded.tokenizer,
-                            GenerationRequest(list(ids), max_new_tokens=n), eos_token_ids=())
+        r = generate_stream(
+            self.loaded.model, self.loaded.tokenizer, GenerationRequest(list(ids), max_new_tokens=n), eos_token_ids=()
+        )
         return (len(r.tokens) - 1) / (r.timings["total_s"] - r.timings["first_token_s"]), r.tokens
 
     def ttft(self, base, typed, n):
         from jupyter_codellama.engine.generation import GenerationRequest, PrefixCache, generate_stream
 
         def first(ids, cache, new=1):
-            r = generate_stream(self.loaded.model, self.loaded.tokenizer,
-                                GenerationRequest(list(ids), max_new_tokens=new), eos_token_ids=(),
-                                prefix_cache=cache)
+            r = generate_stream(
+                self.loaded.model,
+                self.loaded.tokenizer,
+                GenerationRequest(list(ids), max_new_tokens=new),
+                eos_token_ids=(),
+                prefix_cache=cache,
+            )
             return r
 
         cold = first(base + typed, None).timings["first_token_s"]
@@ -94,12 +100,12 @@ class LlamaCpp:
     def __init__(self, gguf, threads, n_ctx):
         from llama_cpp import Llama
 
-        self.llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_batch=512, n_threads=threads,
-                         n_threads_batch=threads, verbose=False)
+        self.llm = Llama(
+            model_path=str(gguf), n_ctx=n_ctx, n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False
+        )
 
     def _generate(self, ids):
-        return self.llm.generate(list(ids), temp=0.0, top_k=1, top_p=1.0, min_p=0.0,
-                                 repeat_penalty=1.0, reset=True)
+        return self.llm.generate(list(ids), temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True)
 
     def decode(self, ids, n):
         self.llm.reset()
@@ -267,8 +273,16 @@ def rss_probe(engine: str, gguf: str, threads: str, n_ctx: str, ids_json: str) -
 
 
 def measure_rss(engine: str, gguf: Path, threads: int, n_ctx: int, ids_file: Path) -> dict | None:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--rss-probe", engine, str(gguf), str(threads),
-           str(n_ctx), str(ids_file)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--rss-probe",
+        engine,
+        str(gguf),
+        str(threads),
+        str(n_ctx),
+        str(ids_file),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         print(f"  memory probe for {engine} failed: {proc.stderr.strip()[-500:]}")
@@ -343,8 +357,10 @@ def shaped_main(args) -> None:
     tok = build_codellama_tokenizer()
     prompt = tok(DECODE_PROMPT)["input_ids"]
     base = long_prompt(tok, prompt_tokens)
-    typed_all = [tok(f"    total_{i} = frame[column] * {i}", add_special_tokens=False)["input_ids"][:TYPED_TOKENS]
-                 for i in range(repeats)]
+    typed_all = [
+        tok(f"    total_{i} = frame[column] * {i}", add_special_tokens=False)["input_ids"][:TYPED_TOKENS]
+        for i in range(repeats)
+    ]
     assert all(len(t) == TYPED_TOKENS for t in typed_all)
     n_ctx = -(-(prompt_tokens + TYPED_TOKENS + new_tokens + 8) // 256) * 256
     ids_file = Path(shaped_gguf.bench_dir()) / f"decode-probe-ids-{os.getpid()}.json"
@@ -358,13 +374,17 @@ def shaped_main(args) -> None:
         notes.append(f"bandwidth probe failed ({exc})")
         bandwidth = {t: None for t in threads}
 
-    print(f"Code Llama-{args.shaped.upper()}-shaped GGUF, random weights, {args.layers or 'all'} layers; "
-          f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start "
-          "(other work on the machine slows every figure)")
+    print(
+        f"Code Llama-{args.shaped.upper()}-shaped GGUF, random weights, {args.layers or 'all'} layers; "
+        f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start "
+        "(other work on the machine slows every figure)"
+    )
     print("read bandwidth: " + ", ".join(f"{t} thread(s) {_fmt(b, '.1f')} GB/s" for t, b in bandwidth.items()))
-    print(f"decode: {new_tokens} greedy tokens after a {len(prompt)}-token prompt; prefill: {len(base)} tokens; "
-          f"reused: +{TYPED_TOKENS} tokens; llama.cpp n_ctx {n_ctx}, n_batch 512; ours in chunks of "
-          f"{PREFILL_CHUNK_TOKENS} (prefill_chunk_tokens); median of {repeats}")
+    print(
+        f"decode: {new_tokens} greedy tokens after a {len(prompt)}-token prompt; prefill: {len(base)} tokens; "
+        f"reused: +{TYPED_TOKENS} tokens; llama.cpp n_ctx {n_ctx}, n_batch 512; ours in chunks of "
+        f"{PREFILL_CHUNK_TOKENS} (prefill_chunk_tokens); median of {repeats}"
+    )
     for note in notes:
         print(note)
 
@@ -374,8 +394,12 @@ def shaped_main(args) -> None:
     for kind in kinds:
         t = time.perf_counter()
         gguf = shaped_gguf.shaped_gguf(args.shaped, args.layers, kind, progress=True)
-        files[kind] = {"path": str(gguf), "bytes": gguf.stat().st_size, "streamed": streamed_bytes(gguf),
-                       "ready_s": time.perf_counter() - t}
+        files[kind] = {
+            "path": str(gguf),
+            "bytes": gguf.stat().st_size,
+            "streamed": streamed_bytes(gguf),
+            "ready_s": time.perf_counter() - t,
+        }
         print(f"\n{kind}: {gguf} ({files[kind]['bytes'] / 1e9:.2f} GB)", flush=True)
         sides = []
         for name in engines:
@@ -405,12 +429,17 @@ def shaped_main(args) -> None:
                         runs[side.name]["reused"].append(reused)
             for name in ENGINES:
                 r = runs.get(name)
-                row = {"kind": kind, "threads": n_threads, "busy": busy, "engine": name,
-                       "decode": _med(r["decode"]) if r else None,
-                       "prefill": len(base) / _med(r["cold"]) if r else None,
-                       "reused_ms": _med(r["reused"]) * 1000 if r else None,
-                       "raw": {k: v for k, v in r.items() if k != "tokens"} if r else None,
-                       "tokens": r["tokens"] if r else None}
+                row = {
+                    "kind": kind,
+                    "threads": n_threads,
+                    "busy": busy,
+                    "engine": name,
+                    "decode": _med(r["decode"]) if r else None,
+                    "prefill": len(base) / _med(r["cold"]) if r else None,
+                    "reused_ms": _med(r["reused"]) * 1000 if r else None,
+                    "raw": {k: v for k, v in r.items() if k != "tokens"} if r else None,
+                    "tokens": r["tokens"] if r else None,
+                }
                 if row["decode"]:
                     row["gbps"] = files[kind]["streamed"] * row["decode"] / 1e9
                     bw = bandwidth.get(n_threads)
@@ -418,10 +447,12 @@ def shaped_main(args) -> None:
                 results.append(row)
                 row["load_avg"] = os.getloadavg()[0]
                 if r:
-                    print(f"  {n_threads or 'auto'} thread(s){' + busy' if busy else ''} {name:9s}: decode "
-                          f"{row['decode']:.2f} tok/s, prefill {row['prefill']:.1f} tok/s, "
-                          f"reused TTFT {row['reused_ms']:.0f} ms (load average {row['load_avg']:.1f})",
-                          flush=True)
+                    print(
+                        f"  {n_threads or 'auto'} thread(s){' + busy' if busy else ''} {name:9s}: decode "
+                        f"{row['decode']:.2f} tok/s, prefill {row['prefill']:.1f} tok/s, "
+                        f"reused TTFT {row['reused_ms']:.0f} ms (load average {row['load_avg']:.1f})",
+                        flush=True,
+                    )
         for side in sides:
             side.close()
         del sides
@@ -433,25 +464,41 @@ def shaped_main(args) -> None:
 
     # ---- report
     print(f"\n### Decode, prefill and prefix reuse (median of {repeats})\n")
-    print("| file | threads | engine | decode tok/s | prefill tok/s | TTFT reused ms | weights GB/s | of read BW |"
-          " same tokens |")
+    print(
+        "| file | threads | engine | decode tok/s | prefill tok/s | TTFT reused ms | weights GB/s | of read BW |"
+        " same tokens |"
+    )
     print("|---|---|---|---:|---:|---:|---:|---:|---|")
     for row in results:
-        ref = next((r["tokens"] for r in results if r["kind"] == row["kind"] and r["threads"] == row["threads"]
-                    and r["busy"] == row["busy"] and r["engine"] == "llama.cpp"), None)
+        ref = next(
+            (
+                r["tokens"]
+                for r in results
+                if r["kind"] == row["kind"]
+                and r["threads"] == row["threads"]
+                and r["busy"] == row["busy"]
+                and r["engine"] == "llama.cpp"
+            ),
+            None,
+        )
         same = "n/a"
         if row["tokens"] and ref and row["engine"] != "llama.cpp":
             same = f"{agree(row['tokens'], ref)}/{len(ref)}"
         elif row["engine"] == "llama.cpp" and row["tokens"]:
             same = "(reference)"
-        print(f"| {row['kind']} | {row['threads'] or 'auto'}{' + busy' if row['busy'] else ''} | {row['engine']} | "
-              f"{_fmt(row['decode'], '.2f')} | {_fmt(row['prefill'], '.1f')} | {_fmt(row['reused_ms'], '.0f')} | "
-              f"{_fmt(row.get('gbps'), '.1f')} | {_fmt(row.get('bw_frac') and row['bw_frac'] * 100, '.0f')}% | "
-              f"{same} |".replace("n/a%", "n/a"))
-    print("\nweights GB/s = bytes a decode step streams (file minus the embedding table: "
-          + ", ".join(f"{k} {v['streamed'] / 1e9:.2f} of {v['bytes'] / 1e9:.2f} GB" for k, v in files.items())
-          + ") × decode tok/s; read BW from benchmarks/membw.py (" +
-          ", ".join(f"{t or 'all '}T {_fmt(b, '.1f')} GB/s" for t, b in bandwidth.items()) + ")")
+        print(
+            f"| {row['kind']} | {row['threads'] or 'auto'}{' + busy' if row['busy'] else ''} | {row['engine']} | "
+            f"{_fmt(row['decode'], '.2f')} | {_fmt(row['prefill'], '.1f')} | {_fmt(row['reused_ms'], '.0f')} | "
+            f"{_fmt(row.get('gbps'), '.1f')} | {_fmt(row.get('bw_frac') and row['bw_frac'] * 100, '.0f')}% | "
+            f"{same} |".replace("n/a%", "n/a")
+        )
+    print(
+        "\nweights GB/s = bytes a decode step streams (file minus the embedding table: "
+        + ", ".join(f"{k} {v['streamed'] / 1e9:.2f} of {v['bytes'] / 1e9:.2f} GB" for k, v in files.items())
+        + ") × decode tok/s; read BW from benchmarks/membw.py ("
+        + ", ".join(f"{t or 'all '}T {_fmt(b, '.1f')} GB/s" for t, b in bandwidth.items())
+        + ")"
+    )
 
     print("\n### Ratios, ours / llama.cpp (>1: ours better; TTFT as llama.cpp / ours)\n")
     print("| file | threads | decode | prefill | TTFT reused |")
@@ -459,20 +506,30 @@ def shaped_main(args) -> None:
     for row in results:
         if row["engine"] != "llama.cpp":
             continue
-        o = next(r for r in results if r["engine"] == "ours" and r["kind"] == row["kind"]
-                 and r["threads"] == row["threads"] and r["busy"] == row["busy"])
+        o = next(
+            r
+            for r in results
+            if r["engine"] == "ours"
+            and r["kind"] == row["kind"]
+            and r["threads"] == row["threads"]
+            and r["busy"] == row["busy"]
+        )
 
         def ratio(a, b):
             return f"{a / b:.2f}x" if a and b else "n/a"
 
-        print(f"| {row['kind']} | {row['threads'] or 'auto'}{' + busy' if row['busy'] else ''} | "
-              f"{ratio(o['decode'], row['decode'])} | {ratio(o['prefill'], row['prefill'])} | "
-              f"{ratio(row['reused_ms'], o['reused_ms'])} |")
+        print(
+            f"| {row['kind']} | {row['threads'] or 'auto'}{' + busy' if row['busy'] else ''} | "
+            f"{ratio(o['decode'], row['decode'])} | {ratio(o['prefill'], row['prefill'])} | "
+            f"{ratio(row['reused_ms'], o['reused_ms'])} |"
+        )
 
     if memory:
         print(f"\n### Memory (fresh process per engine and file, {threads[0]} thread(s); MB = 1e6 bytes)\n")
-        print("| file | engine | file MB | RSS after imports | after load | after 512+32 tokens | model's share"
-              " | file-backed | anonymous |")
+        print(
+            "| file | engine | file MB | RSS after imports | after load | after 512+32 tokens | model's share"
+            " | file-backed | anonymous |"
+        )
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
         for m in memory:
             size = files[m["kind"]]["bytes"] / 1e6
@@ -480,26 +537,36 @@ def shaped_main(args) -> None:
                 print(f"| {m['kind']} | {m['engine']} | {size:.0f} | n/a | n/a | n/a | n/a | n/a | n/a |")
                 continue
             b, lo, ran = m["before"], m["loaded"], m["ran"]
-            print(f"| {m['kind']} | {m['engine']} | {size:.0f} | {b['VmRSS']:.0f} | {lo['VmRSS']:.0f} | "
-                  f"{ran['VmRSS']:.0f} | {ran['VmRSS'] - b['VmRSS']:.0f} | {ran['RssFile'] - b['RssFile']:.0f} | "
-                  f"{ran['RssAnon'] - b['RssAnon']:.0f} |")
+            print(
+                f"| {m['kind']} | {m['engine']} | {size:.0f} | {b['VmRSS']:.0f} | {lo['VmRSS']:.0f} | "
+                f"{ran['VmRSS']:.0f} | {ran['VmRSS'] - b['VmRSS']:.0f} | {ran['RssFile'] - b['RssFile']:.0f} | "
+                f"{ran['RssAnon'] - b['RssAnon']:.0f} |"
+            )
         for name in ENGINES:
             if not any(m["engine"] == name for m in memory):
                 print(f"| – | {name} | | n/a | n/a | n/a | n/a | n/a | n/a |")
-        print("\nfile-backed pages are clean (the kernel can drop them under pressure); anonymous ones are "
-              "not. llama.cpp maps the whole GGUF and also copies repacked weights into anonymous buffers "
-              "(its CPU REPACK); ours maps a repacked copy of the GGUF (a pack file in the cache).")
+        print(
+            "\nfile-backed pages are clean (the kernel can drop them under pressure); anonymous ones are "
+            "not. llama.cpp maps the whole GGUF and also copies repacked weights into anonymous buffers "
+            "(its CPU REPACK); ours maps a repacked copy of the GGUF (a pack file in the cache)."
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "bandwidth": bandwidth, "files": files,
-                                               "results": results, "memory": memory}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {"args": vars(args), "bandwidth": bandwidth, "files": files, "results": results, "memory": memory},
+                indent=1,
+            )
+        )
         print(f"\nall measurements: {args.json}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", default=None,
-                   help="torch, fast kernel and llama.cpp threads (default 2); with --shaped a "
-                        "comma-separated list (default 1,2)")
+    p.add_argument(
+        "--threads",
+        default=None,
+        help="torch, fast kernel and llama.cpp threads (default 2); with --shaped a comma-separated list (default 1,2)",
+    )
     p.add_argument("--new-tokens", type=int, default=None, help="default 128; 32 with --shaped")
     p.add_argument("--prompt-tokens", type=int, default=None, help="default 1500; 512 with --shaped")
     p.add_argument("--repeats", type=int, default=None, help="default 5; 3 with --shaped")
@@ -512,8 +579,9 @@ def main() -> None:
     g.add_argument("--no-ours", action="store_true", help="llama.cpp figures only")
     g.add_argument("--no-rss", action="store_true", help="skip the memory subprocesses")
     g.add_argument("--json", metavar="PATH", help="also write every measurement to this JSON file")
-    g.add_argument("--rss-probe", nargs=5, metavar=("ENGINE", "GGUF", "THREADS", "N_CTX", "IDS_JSON"),
-                   help=argparse.SUPPRESS)
+    g.add_argument(
+        "--rss-probe", nargs=5, metavar=("ENGINE", "GGUF", "THREADS", "N_CTX", "IDS_JSON"), help=argparse.SUPPRESS
+    )
     args = p.parse_args()
     if args.rss_probe:
         return rss_probe(*args.rss_probe)
@@ -540,8 +608,7 @@ def main() -> None:
         try:
             sides.insert(0, LlamaCpp(gguf, args.threads, n_ctx=args.prompt_tokens + 256))
         except ImportError:
-            note = ("llama_cpp is not installed (pip install llama-cpp-python, see the README): "
-                    "our figures only")
+            note = "llama_cpp is not installed (pip install llama-cpp-python, see the README): our figures only"
     tok = loaded.tokenizer
     prompt = tok(DECODE_PROMPT)["input_ids"]
     base = long_prompt(tok, args.prompt_tokens)
@@ -571,16 +638,21 @@ def main() -> None:
             long_speed[side.name].append(ls)
 
     ref = tokens["ours, eager"]
-    print(f"\n{args.new_tokens} greedy tokens; {len(base)}-token prompt (+{len(typed)} typed); "
-          f"median of {args.repeats}\n")
-    print(f"{'':14s} {'decode tok/s':>13s} {'at ' + str(len(base)) + ' ctx':>11s} {'TTFT cold':>11s} "
-          f"{'TTFT reused':>12s}  same tokens as eager")
+    print(
+        f"\n{args.new_tokens} greedy tokens; {len(base)}-token prompt (+{len(typed)} typed); median of {args.repeats}\n"
+    )
+    print(
+        f"{'':14s} {'decode tok/s':>13s} {'at ' + str(len(base)) + ' ctx':>11s} {'TTFT cold':>11s} "
+        f"{'TTFT reused':>12s}  same tokens as eager"
+    )
     for side in sides:
         n = side.name
         same = agree(tokens[n], ref)
-        print(f"{n:14s} {median(speed[n]):13.1f} {median(long_speed[n]):11.1f} {median(cold[n]) * 1000:9.0f}ms "
-              f"{median(reused[n]) * 1000:10.1f}ms  "
-              f"{'all ' + str(len(ref)) if same == len(ref) else f'first {same} of {len(ref)}'}")
+        print(
+            f"{n:14s} {median(speed[n]):13.1f} {median(long_speed[n]):11.1f} {median(cold[n]) * 1000:9.0f}ms "
+            f"{median(reused[n]) * 1000:10.1f}ms  "
+            f"{'all ' + str(len(ref)) if same == len(ref) else f'first {same} of {len(ref)}'}"
+        )
     f = "ours, fast"
     print()
     print(f"fast / eager decode:         {median(speed[f]) / median(speed['ours, eager']):5.2f}x")

@@ -6,6 +6,7 @@
 Every comparison is measured in the same run, alternating the two sides, and reported as a
 median with the ratio, because these machines are noisy.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,7 @@ def median(xs):
 def long_prompt(tokenizer, n_tokens: int) -> list[int]:
     text = "".join(
         f"def transform_{i}(frame, column='value_{i}'):\n"
-        f"    \"\"\"Scale column {i} of the frame.\"\"\"\n"
+        f'    """Scale column {i} of the frame."""\n'
         f"    return frame[column] * {i} + {i * 7}\n\n"
         for i in range(n_tokens // 20 + 1)
     )
@@ -47,8 +48,7 @@ def bench_loads(args) -> dict:
     warm = []
     for _ in range(3):
         t = time.perf_counter()
-        loaded = load_model(LoadOptions(model=args.model, quantization=args.quantization,
-                                        device=args.device))
+        loaded = load_model(LoadOptions(model=args.model, quantization=args.quantization, device=args.device))
         warm.append(time.perf_counter() - t)
     results["warm_load_s"] = median(warm)
     return results, loaded
@@ -66,13 +66,23 @@ def bench_ttft(loaded, n_tokens: int, repeats: int) -> dict:
         cache = PrefixCache(2 << 30)
         for use_cache, sink in ((False, cold), (True, reused)):
             if use_cache:
-                generate_stream(loaded.model, tok, GenerationRequest(base, max_new_tokens=1),
-                                eos_token_ids=(), prefix_cache=cache)
-            r = generate_stream(loaded.model, tok, GenerationRequest(base + typed, max_new_tokens=1),
-                                eos_token_ids=(), prefix_cache=cache if use_cache else None)
+                generate_stream(
+                    loaded.model, tok, GenerationRequest(base, max_new_tokens=1), eos_token_ids=(), prefix_cache=cache
+                )
+            r = generate_stream(
+                loaded.model,
+                tok,
+                GenerationRequest(base + typed, max_new_tokens=1),
+                eos_token_ids=(),
+                prefix_cache=cache if use_cache else None,
+            )
             sink.append(r.timings["first_token_s"])
-    return {"prompt_tokens": len(base), "ttft_cold_s": median(cold), "ttft_reused_s": median(reused),
-            "ttft_ratio": median(cold) / median(reused)}
+    return {
+        "prompt_tokens": len(base),
+        "ttft_cold_s": median(cold),
+        "ttft_reused_s": median(reused),
+        "ttft_ratio": median(cold) / median(reused),
+    }
 
 
 def bench_decode(loaded, n_new: int, repeats: int) -> dict:
@@ -82,12 +92,11 @@ def bench_decode(loaded, n_new: int, repeats: int) -> dict:
     from jupyter_codellama.engine.generation import GenerationRequest, generate_stream, input_device
 
     tok, model = loaded.tokenizer, loaded.model
-    prompt = tok("def quicksort(items):\n    \"\"\"Sort a list.\"\"\"\n")["input_ids"]
+    prompt = tok('def quicksort(items):\n    """Sort a list."""\n')["input_ids"]
     ours, theirs = [], []
     same = True
     for _ in range(repeats):
-        r = generate_stream(model, tok, GenerationRequest(prompt, max_new_tokens=n_new),
-                            eos_token_ids=())
+        r = generate_stream(model, tok, GenerationRequest(prompt, max_new_tokens=n_new), eos_token_ids=())
         ours.append((len(r.tokens) - 1) / (r.timings["total_s"] - r.timings["first_token_s"]))
         if loaded.backend != "torch":  # the CPU kernel has no model.generate (decode.py compares it)
             continue
@@ -103,11 +112,15 @@ def bench_decode(loaded, n_new: int, repeats: int) -> dict:
             model.generate(ids, max_new_tokens=1, **plain)
             first = time.perf_counter() - t
         theirs.append((n_new - 1) / (total - first))
-        same &= out[0, len(prompt):].tolist() == r.tokens
+        same &= out[0, len(prompt) :].tolist() == r.tokens
     if not theirs:
         return {"decode_tok_s_ours": median(ours)}
-    return {"decode_tok_s_ours": median(ours), "decode_tok_s_generate": median(theirs),
-            "decode_ratio": median(ours) / median(theirs), "same_tokens": same}
+    return {
+        "decode_tok_s_ours": median(ours),
+        "decode_tok_s_generate": median(theirs),
+        "decode_ratio": median(ours) / median(theirs),
+        "same_tokens": same,
+    }
 
 
 def shaped_model_folder(size: str, layers: int) -> str:
@@ -115,8 +128,7 @@ def shaped_model_folder(size: str, layers: int) -> str:
     from jupyter_codellama.testing.random_model import build_codellama_shaped_model
 
     folder = Path(default_cache_dir()) / "bench-models" / f"codellama-{size}-l{layers}"
-    return str(build_codellama_shaped_model(folder, size=size, num_layers=layers, scale=1,
-                                            dtype="bfloat16"))
+    return str(build_codellama_shaped_model(folder, size=size, num_layers=layers, scale=1, dtype="bfloat16"))
 
 
 def main() -> None:
@@ -142,8 +154,10 @@ def main() -> None:
 
     import_s = time.perf_counter() - t
     loads, loaded = bench_loads(args)
-    print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-          f"device {loaded.device}{' ' + torch.cuda.get_device_name() if loaded.device.startswith('cuda') else ''}")
+    print(
+        f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+        f"device {loaded.device}{' ' + torch.cuda.get_device_name() if loaded.device.startswith('cuda') else ''}"
+    )
     print(f"model: {loaded.spec.name} ({loaded.quantization}, {loaded.dtype}, {loaded.backend})")
     print(f"import transformers:         {import_s:6.2f} s (once per kernel)")
     if "cold_load_s" in loads:
@@ -154,14 +168,15 @@ def main() -> None:
     ttft = bench_ttft(loaded, args.prompt_tokens, args.repeats)
     print(f"time to first token, {ttft['prompt_tokens']}-token prompt (median of {args.repeats}):")
     print(f"  without prefix reuse:      {ttft['ttft_cold_s'] * 1000:8.1f} ms")
-    print(f"  with prefix reuse:         {ttft['ttft_reused_s'] * 1000:8.1f} ms   "
-          f"({ttft['ttft_ratio']:.1f}x faster)")
+    print(f"  with prefix reuse:         {ttft['ttft_reused_s'] * 1000:8.1f} ms   ({ttft['ttft_ratio']:.1f}x faster)")
     dec = bench_decode(loaded, args.new_tokens, max(3, args.repeats // 2 + 1))
     print(f"decode, {args.new_tokens} greedy tokens (median):")
     print(f"  our engine:                {dec['decode_tok_s_ours']:8.1f} tok/s")
     if "decode_tok_s_generate" in dec:
-        print(f"  plain model.generate:      {dec['decode_tok_s_generate']:8.1f} tok/s   "
-              f"(ours/generate = {dec['decode_ratio']:.2f}, identical tokens: {dec['same_tokens']})")
+        print(
+            f"  plain model.generate:      {dec['decode_tok_s_generate']:8.1f} tok/s   "
+            f"(ours/generate = {dec['decode_ratio']:.2f}, identical tokens: {dec['same_tokens']})"
+        )
     if loaded.device.startswith("cuda"):
         print(f"peak GPU memory:             {torch.cuda.max_memory_allocated() / 2**30:6.2f} GiB")
 

@@ -9,6 +9,7 @@ each batch on a fresh comm, ``hello`` first or not (see ``jupyter_codellama/test
 After every batch: each request has exactly one terminal reply, none is ``internal``, and the
 kernel still runs a cell. Prints the counts; exits 1 on the first broken promise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,9 @@ def main() -> int:
     started = time.perf_counter()
 
     # A few examples a call, called until the count is reached: each call draws new batches.
-    @settings(max_examples=20, deadline=None, database=None, phases=["generate"],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=20, deadline=None, database=None, phases=["generate"], suppress_health_check=list(HealthCheck)
+    )
     @given(batch=batch_strategy(min_size=5, max_size=args.batch))
     def fuzz(batch):
         if run.sent >= args.messages:

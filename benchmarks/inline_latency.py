@@ -22,6 +22,7 @@ for the new cursor position goes out at once, and the request JupyterLab makes a
 debounce follows. Measured, with the prefetch and, for comparison, without: that request sent →
 its first visible text (the ghost text appears), and → its end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,9 +82,17 @@ def complete_fields(cells: list[dict], index: int, prefix: str, suffix: str, max
     to ``prefix`` (no ``multiline``: the kernel decides)."""
     current = [dict(c) for c in cells]
     current[index] = {"cell_type": "code", "source": prefix + suffix}
-    return {"type": "complete", "prefix": prefix, "suffix": suffix,
-            "cells": current, "current": index, "variables": False, "temperature": 0,
-            "max_new_tokens": max_new_tokens, "max_time_ms": 2000}
+    return {
+        "type": "complete",
+        "prefix": prefix,
+        "suffix": suffix,
+        "cells": current,
+        "current": index,
+        "variables": False,
+        "temperature": 0,
+        "max_new_tokens": max_new_tokens,
+        "max_time_ms": 2000,
+    }
 
 
 def replay(session, replies: Replies, targets, *, max_chars: int, pace_s: float, max_new_tokens: int) -> list[dict]:
@@ -102,21 +111,26 @@ def replay(session, replies: Replies, targets, *, max_chars: int, pace_s: float,
             fields = complete_fields(cells, index, prefix, "", max_new_tokens)
             session.handle({**fields, "suffix": suffix, "request_id": request_id})
             first_at, first = replies.wait(request_id, lambda m: m["type"] in ("chunk", "done", "error"))
-            shown_at, _ = replies.wait(request_id, lambda m: (m["type"] == "chunk" and m["text"].strip())
-                                       or m["type"] in ("done", "error"), timeout=5 if pause else 0.001)
+            shown_at, _ = replies.wait(
+                request_id,
+                lambda m: (m["type"] == "chunk" and m["text"].strip()) or m["type"] in ("done", "error"),
+                timeout=5 if pause else 0.001,
+            )
             if not pause:
                 session.handle({"type": "cancel", "request_id": f"x{request_id}", "target_id": request_id})
             _, done = replies.wait(request_id, lambda m: m["type"] in ("done", "error"))
             if first is None or done is None or done["type"] == "error":
                 continue
-            records.append({
-                "ttft": first_at - sent,
-                "shown": (shown_at - sent) if shown_at and pause else None,
-                "hit": done.get("cached_tokens", 0) > 0 or done.get("from_suggestion", False),
-                "prompt_tokens": done.get("prompt_tokens", 0),
-                "cached_tokens": done.get("cached_tokens", 0),
-                "typed_through": bool(done.get("from_suggestion")),
-            })
+            records.append(
+                {
+                    "ttft": first_at - sent,
+                    "shown": (shown_at - sent) if shown_at and pause else None,
+                    "hit": done.get("cached_tokens", 0) > 0 or done.get("from_suggestion", False),
+                    "prompt_tokens": done.get("prompt_tokens", 0),
+                    "cached_tokens": done.get("cached_tokens", 0),
+                    "typed_through": bool(done.get("from_suggestion")),
+                }
+            )
             rest = pace_s - (time.perf_counter() - sent)
             if rest > 0:
                 time.sleep(rest)
@@ -125,13 +139,17 @@ def replay(session, replies: Replies, targets, *, max_chars: int, pace_s: float,
 
 def line_ends(targets) -> list[tuple[list[dict], int, str]]:
     """(cells, index, the cell up to a line end) for every line end of every typable cell."""
-    return [(cells, index, cells[index]["source"][:end + 1])
-            for cells, index in targets
-            for end, c in enumerate(cells[index]["source"]) if c == "\n"]
+    return [
+        (cells, index, cells[index]["source"][: end + 1])
+        for cells, index in targets
+        for end, c in enumerate(cells[index]["source"])
+        if c == "\n"
+    ]
 
 
-def after_acceptance(session, replies: Replies, points, *, prefetch: bool, debounce_s: float,
-                     max_new_tokens: int) -> list[dict]:
+def after_acceptance(
+    session, replies: Replies, points, *, prefetch: bool, debounce_s: float, max_new_tokens: int
+) -> list[dict]:
     """Accept a suggestion whole at each point; time the next one (with or without a prefetch)."""
     records = []
     for n, (cells, index, prefix) in enumerate(points):
@@ -146,8 +164,9 @@ def after_acceptance(session, replies: Replies, points, *, prefetch: bool, debou
         time.sleep(max(0.0, debounce_s - (time.perf_counter() - accepted)))
         sent = time.perf_counter()
         session.handle({**fields, "request_id": f"a{n}"})
-        shown_at, _ = replies.wait(f"a{n}", lambda m: (m["type"] == "chunk" and m["text"].strip())
-                                   or m["type"] in ("done", "error"))
+        shown_at, _ = replies.wait(
+            f"a{n}", lambda m: (m["type"] == "chunk" and m["text"].strip()) or m["type"] in ("done", "error")
+        )
         at, done = replies.wait(f"a{n}", lambda m: m["type"] in ("done", "error"))
         if done is None or done["type"] != "done" or not done["text"].strip():
             continue
@@ -166,9 +185,13 @@ def summarize(name: str, records: list[dict]) -> dict:
     ttft = [r["ttft"] * 1000 for r in records if not r["typed_through"]]
     shown = [r["shown"] * 1000 for r in records if r["shown"] is not None]
     return {
-        "name": name, "requests": len(records),
-        "ttft_p50": pct(ttft, 0.5), "ttft_p95": pct(ttft, 0.95),
-        "shown_p50": pct(shown, 0.5), "shown_p95": pct(shown, 0.95), "shown_n": len(shown),
+        "name": name,
+        "requests": len(records),
+        "ttft_p50": pct(ttft, 0.5),
+        "ttft_p95": pct(ttft, 0.95),
+        "shown_p50": pct(shown, 0.5),
+        "shown_p95": pct(shown, 0.95),
+        "shown_n": len(shown),
         "hit_rate": sum(r["hit"] for r in records) / max(1, len(records)),
         "typed_through": sum(r["typed_through"] for r in records),
         "prompt_tokens": statistics.mean(r["prompt_tokens"] for r in records) if records else 0,
@@ -183,15 +206,23 @@ def run_acceptances(args) -> tuple[list[dict], list[dict]]:
 
     engine = Engine(CodeLlama(model=args.model, quantization=args.quantization))
     engine.load().wait()
-    points = line_ends(notebook_cells(sorted((ROOT / "example_notebooks").glob("*.ipynb"))))[:args.accepts]
+    points = line_ends(notebook_cells(sorted((ROOT / "example_notebooks").glob("*.ipynb"))))[: args.accepts]
     try:
         out = []
         for prefetch in (True, False):
             replies = Replies()
             session = CommSession(replies, engine=engine, namespace=lambda: {})
             try:
-                out.append(after_acceptance(session, replies, points, prefetch=prefetch,
-                                            debounce_s=args.debounce_ms / 1000, max_new_tokens=args.max_new_tokens))
+                out.append(
+                    after_acceptance(
+                        session,
+                        replies,
+                        points,
+                        prefetch=prefetch,
+                        debounce_s=args.debounce_ms / 1000,
+                        max_new_tokens=args.max_new_tokens,
+                    )
+                )
             finally:
                 session.close()
         return out[0], out[1]
@@ -210,8 +241,14 @@ def run(args, prefix_cache_mb: int, max_chars: int):
     session = CommSession(replies, engine=engine, namespace=lambda: {})
     targets = notebook_cells(sorted((ROOT / "example_notebooks").glob("*.ipynb")))
     try:
-        return replay(session, replies, targets, max_chars=max_chars, pace_s=args.pace_ms / 1000,
-                      max_new_tokens=args.max_new_tokens), engine.status()
+        return replay(
+            session,
+            replies,
+            targets,
+            max_chars=max_chars,
+            pace_s=args.pace_ms / 1000,
+            max_new_tokens=args.max_new_tokens,
+        ), engine.status()
     finally:
         session.close()
         engine.shutdown()
@@ -226,8 +263,12 @@ def main() -> None:
     p.add_argument("--pace-ms", type=float, default=150, help="time between keystrokes")
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--accepts", type=int, default=40, help="suggestions accepted, each followed by the next")
-    p.add_argument("--debounce-ms", type=float, default=150,
-                   help="JupyterLab's wait after an edit before it asks (the provider's debouncerDelay)")
+    p.add_argument(
+        "--debounce-ms",
+        type=float,
+        default=150,
+        help="JupyterLab's wait after an edit before it asks (the provider's debouncerDelay)",
+    )
     args = p.parse_args()
 
     import torch
@@ -235,15 +276,21 @@ def main() -> None:
     with_reuse, status = run(args, 512, args.chars)
     without, _ = run(args, 0, args.chars_no_reuse)
     a, b = summarize("with KV reuse", with_reuse), summarize("without reuse", without)
-    print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
-          f"model {status.get('model')} ({status.get('quantization')}, {status.get('device')})")
-    print(f"typing pace {args.pace_ms:.0f} ms/keystroke, pause at each line end; "
-          f"mean prompt {a['prompt_tokens']:.0f} tokens")
+    print(
+        f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
+        f"model {status.get('model')} ({status.get('quantization')}, {status.get('device')})"
+    )
+    print(
+        f"typing pace {args.pace_ms:.0f} ms/keystroke, pause at each line end; "
+        f"mean prompt {a['prompt_tokens']:.0f} tokens"
+    )
     header = f"{'':16} {'requests':>8} {'TTFT p50':>9} {'TTFT p95':>9} {'shown p50':>10} {'shown p95':>10} {'hits':>6}"
     print(header)
     for s in (a, b):
-        print(f"{s['name']:16} {s['requests']:8d} {s['ttft_p50']:7.0f}ms {s['ttft_p95']:7.0f}ms "
-              f"{s['shown_p50']:8.0f}ms {s['shown_p95']:8.0f}ms {s['hit_rate']:6.0%}")
+        print(
+            f"{s['name']:16} {s['requests']:8d} {s['ttft_p50']:7.0f}ms {s['ttft_p95']:7.0f}ms "
+            f"{s['shown_p50']:8.0f}ms {s['shown_p95']:8.0f}ms {s['hit_rate']:6.0%}"
+        )
     print(f"typed-through suggestions (no model call): {a['typed_through']}")
     print(f"TTFT p50 ratio without/with reuse: {b['ttft_p50'] / a['ttft_p50']:.1f}x")
 
@@ -252,8 +299,10 @@ def main() -> None:
     print(f"{'':16} {'requests':>8} {'shown p50':>10} {'shown p95':>10} {'done p50':>9} {'done p95':>9} prefetched")
     for name, records in (("with prefetch", with_prefetch), ("without", without_prefetch)):
         shown, done = [r["shown"] * 1000 for r in records], [r["done"] * 1000 for r in records]
-        print(f"{name:16} {len(records):8d} {pct(shown, 0.5):8.1f}ms {pct(shown, 0.95):8.1f}ms "
-              f"{pct(done, 0.5):7.1f}ms {pct(done, 0.95):7.1f}ms {sum(r['prefetched'] for r in records)}")
+        print(
+            f"{name:16} {len(records):8d} {pct(shown, 0.5):8.1f}ms {pct(shown, 0.95):8.1f}ms "
+            f"{pct(done, 0.5):7.1f}ms {pct(done, 0.95):7.1f}ms {sum(r['prefetched'] for r in records)}"
+        )
 
 
 if __name__ == "__main__":

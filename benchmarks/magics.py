@@ -7,6 +7,7 @@ model). Time to first token is measured from sending the ``%%codellama`` cell to
 streamed Markdown that holds answer text, with the embedded model already loaded; the first
 request of a kernel (imports, cold caches) is reported on its own.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,11 +27,13 @@ REQUESTS = [
 
 
 def load_ext_seconds(kc) -> float:
-    code = ("import time as _t\n_t0 = _t.perf_counter()\n%load_ext jupyter_codellama\n"
-            "print(_t.perf_counter() - _t0)")
+    code = "import time as _t\n_t0 = _t.perf_counter()\n%load_ext jupyter_codellama\nprint(_t.perf_counter() - _t0)"
     out: list[str] = []
-    kc.execute_interactive(code, timeout=120, output_hook=lambda m: out.append(m["content"].get("text", ""))
-                           if m["msg_type"] == "stream" else None)
+    kc.execute_interactive(
+        code,
+        timeout=120,
+        output_hook=lambda m: out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None,
+    )
     return float("".join(out).split()[-1])
 
 
@@ -45,8 +48,7 @@ def first_token_seconds(kc, request: str) -> float:
         if text.strip() and text.strip() != "*…*":
             first.append(time.perf_counter() - sent)
 
-    kc.execute_interactive(f"%%codellama --max-new-tokens 32 --insert none\n{request}", timeout=300,
-                           output_hook=hook)
+    kc.execute_interactive(f"%%codellama --max-new-tokens 32 --insert none\n{request}", timeout=300, output_hook=hook)
     return first[0] if first else float("nan")
 
 
@@ -64,16 +66,22 @@ def main() -> None:
             kc.execute_interactive("%codellama load embedded", timeout=300, output_hook=lambda _m: None)
             first_requests.append(first_token_seconds(kc, REQUESTS[0]))
             if k == 0:
-                warm = [first_token_seconds(kc, r) for r in REQUESTS[1:args.requests + 1]]
+                warm = [first_token_seconds(kc, r) for r in REQUESTS[1 : args.requests + 1]]
         finally:
             kc.stop_channels()
             km.shutdown_kernel(now=True)
-    print(f"%load_ext jupyter_codellama (fresh kernel, median of {len(load_times)}): "
-          f"{statistics.median(load_times) * 1000:.0f} ms")
-    print(f"%%codellama time to first token, first request in a kernel (median of {len(first_requests)}): "
-          f"{statistics.median(first_requests) * 1000:.0f} ms")
-    print(f"%%codellama time to first token, later requests (median of {len(warm)}): "
-          f"{statistics.median(warm) * 1000:.0f} ms")
+    print(
+        f"%load_ext jupyter_codellama (fresh kernel, median of {len(load_times)}): "
+        f"{statistics.median(load_times) * 1000:.0f} ms"
+    )
+    print(
+        f"%%codellama time to first token, first request in a kernel (median of {len(first_requests)}): "
+        f"{statistics.median(first_requests) * 1000:.0f} ms"
+    )
+    print(
+        f"%%codellama time to first token, later requests (median of {len(warm)}): "
+        f"{statistics.median(warm) * 1000:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

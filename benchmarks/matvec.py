@@ -22,6 +22,7 @@ Pages: numpy asks Linux for transparent huge pages on large arrays (where the ke
 read in place from a memory-mapped file sits in 4 KiB pages instead, at whose boundaries the
 hardware prefetcher stops and the TLB misses more: ``--small-pages`` measures that case.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,13 +41,21 @@ from jupyter_codellama.engine import kernels  # noqa: E402
 from jupyter_codellama.engine.kernels import layout  # noqa: E402
 
 SOURCES = kernels.SOURCES  # jcl_dequant_rows is in llama.c
-KINDS = {layout.NAMES[k]: k for k in (layout.F32, layout.F16, layout.Q4_0, layout.Q4_1,
-                                      layout.Q8_0, layout.Q4_K, layout.Q5_K, layout.Q6_K)}
+KINDS = {
+    layout.NAMES[k]: k
+    for k in (layout.F32, layout.F16, layout.Q4_0, layout.Q4_1, layout.Q8_0, layout.Q4_K, layout.Q5_K, layout.Q6_K)
+}
 SHAPES = ("4096x11008", "11008x4096")
 # Byte offsets in each block of the fp16 scales, which random bytes could make NaN or inf:
 # d first (Q4_1 then m, Q4_K/Q5_K then dmin), Q6_K's d last.
-F16_AT = {layout.Q4_0: (0,), layout.Q4_1: (0, 2), layout.Q8_0: (0,),
-          layout.Q4_K: (0, 2), layout.Q5_K: (0, 2), layout.Q6_K: (208,)}
+F16_AT = {
+    layout.Q4_0: (0,),
+    layout.Q4_1: (0, 2),
+    layout.Q8_0: (0,),
+    layout.Q4_K: (0, 2),
+    layout.Q5_K: (0, 2),
+    layout.Q6_K: (208,),
+}
 FloatP = ctypes.POINTER(ctypes.c_float)
 
 
@@ -95,8 +104,7 @@ def one_pass(lib, op: str, wt, N: int, xp, yp, out) -> None:
         lib.jcl_dequant_rows(ctypes.byref(wt), r0, min(N, r0 + DEQUANT_ROWS), out, 1)
 
 
-def bench(lib, op: str, kind: int, N: int, K: int, working_set: int, repeats: int,
-          rng) -> tuple[float, float]:
+def bench(lib, op: str, kind: int, N: int, K: int, working_set: int, repeats: int, rng) -> tuple[float, float]:
     """(G weights/s, GB/s) of ``op`` over the copies, median of the passes."""
     wts, _pool, nbytes = weight_copies(kind, N, K, working_set, rng)  # _pool keeps the memory
     x = rng.standard_normal(K, dtype=np.float32)
@@ -122,19 +130,30 @@ def shape(text: str) -> tuple[int, int]:
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--types", nargs="+", default=list(KINDS), choices=list(KINDS))
-    ap.add_argument("--shapes", nargs="+", type=shape, default=[shape(s) for s in SHAPES],
-                    help=f"N x K (default {' '.join(SHAPES)}); K a multiple of 256 for the "
-                         "K-quants, of 32 for Q4_0/Q4_1/Q8_0")
-    ap.add_argument("--variants", nargs="+", default=["avx2", "generic"],
-                    choices=["avx2", "generic"])
-    ap.add_argument("--op", choices=["dot", "dequant"], default="dot",
-                    help="dot: the decode kernel (default); dequant: rows to fp32")
+    ap.add_argument(
+        "--shapes",
+        nargs="+",
+        type=shape,
+        default=[shape(s) for s in SHAPES],
+        help=f"N x K (default {' '.join(SHAPES)}); K a multiple of 256 for the K-quants, of 32 for Q4_0/Q4_1/Q8_0",
+    )
+    ap.add_argument("--variants", nargs="+", default=["avx2", "generic"], choices=["avx2", "generic"])
+    ap.add_argument(
+        "--op",
+        choices=["dot", "dequant"],
+        default="dot",
+        help="dot: the decode kernel (default); dequant: rows to fp32",
+    )
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--working-set-mb", type=int, default=1024,
-                    help="bytes of weight copies cycled through (beyond the last-level cache); "
-                         "0: one copy")
-    ap.add_argument("--small-pages", action="store_true",
-                    help="no transparent huge pages for the weights (as a memory-mapped file)")
+    ap.add_argument(
+        "--working-set-mb",
+        type=int,
+        default=1024,
+        help="bytes of weight copies cycled through (beyond the last-level cache); 0: one copy",
+    )
+    ap.add_argument(
+        "--small-pages", action="store_true", help="no transparent huge pages for the weights (as a memory-mapped file)"
+    )
     return ap.parse_args()
 
 
@@ -142,8 +161,7 @@ def load_libs(variants: list[str], cache: str) -> dict:
     libs = {v: kernels.load_library(v, cache_dir=cache, sources=SOURCES) for v in variants}
     for lib in libs.values():
         lib.jcl_test_dot_rows.argtypes = [ctypes.POINTER(layout.Wt), FloatP, FloatP]
-        lib.jcl_dequant_rows.argtypes = [ctypes.POINTER(layout.Wt), ctypes.c_int, ctypes.c_int,
-                                         FloatP, ctypes.c_int]
+        lib.jcl_dequant_rows.argtypes = [ctypes.POINTER(layout.Wt), ctypes.c_int, ctypes.c_int, FloatP, ctypes.c_int]
     return libs
 
 
@@ -153,16 +171,14 @@ def main() -> None:
     variants = [v for v in args.variants if v != "avx2" or kernels.cpu_has_avx2()]
     rng = np.random.default_rng(0)
     pages = "4 KiB pages" if args.small_pages else "transparent huge pages where available"
-    print(f"{args.op}, one thread, {args.working_set_mb} MB working set, {pages}, "
-          f"median of {args.repeats}")
+    print(f"{args.op}, one thread, {args.working_set_mb} MB working set, {pages}, median of {args.repeats}")
     print(f"{'type':<6}{'N x K':>14}{'build':>9}{'G weights/s':>13}{'GB/s':>8}")
     with tempfile.TemporaryDirectory() as cache:
         libs = load_libs(variants, cache)
         for name in args.types:
             for N, K in args.shapes:
                 for v in variants:
-                    gw, gb = bench(libs[v], args.op, KINDS[name], N, K, args.working_set_mb << 20,
-                                   args.repeats, rng)
+                    gw, gb = bench(libs[v], args.op, KINDS[name], N, K, args.working_set_mb << 20, args.repeats, rng)
                     print(f"{name:<6}{f'{N}x{K}':>14}{v:>9}{gw:>13.2f}{gb:>8.2f}", flush=True)
 
 

@@ -19,6 +19,7 @@ an idle machine (Nov 2026): 256 MiB reads 14 GB/s on 1 thread; 512 MiB to 4 GiB 
 the 2-thread figure down most (one thread shares a core: ~11-13 GB/s at a load average of 2);
 check ``os.getloadavg()`` before trusting it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -127,8 +128,9 @@ def _binary() -> Path:
         src = Path(tmp) / "membw.c"
         src.write_text(_SOURCE)
         out = Path(tmp) / "membw"
-        proc = subprocess.run([gcc, "-O2", "-mavx2", "-fopenmp", "-o", str(out), str(src)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [gcc, "-O2", "-mavx2", "-fopenmp", "-o", str(out), str(src)], capture_output=True, text=True
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"compiling the bandwidth probe failed:\n{proc.stderr}")
         staged = exe.with_name(f"{exe.name}.tmp{os.getpid()}")
@@ -140,8 +142,9 @@ def _binary() -> Path:
 def read_bandwidth_runs(threads: int, mib: int = DEFAULT_MIB, runs: int = DEFAULT_RUNS) -> list[float]:
     """GB/s of each sweep (after a warm-up sweep)."""
     env = dict(os.environ, OMP_PROC_BIND="spread", OMP_PLACES="cores", OMP_WAIT_POLICY="active")
-    proc = subprocess.run([str(_binary()), str(mib), str(threads), str(runs)], capture_output=True,
-                          text=True, env=env, check=False)
+    proc = subprocess.run(
+        [str(_binary()), str(mib), str(threads), str(runs)], capture_output=True, text=True, env=env, check=False
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"bandwidth probe failed ({proc.returncode}): {proc.stderr.strip()}")
     return [float(x) for x in proc.stdout.split()]
@@ -159,12 +162,16 @@ def main() -> None:
     p.add_argument("--mib", type=int, default=DEFAULT_MIB, help="buffer size in MiB")
     p.add_argument("--runs", type=int, default=DEFAULT_RUNS)
     args = p.parse_args()
-    print(f"read bandwidth, {args.mib} MiB buffer, median of {args.runs} sweeps (GB/s = 1e9 B/s); "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"read bandwidth, {args.mib} MiB buffer, median of {args.runs} sweeps (GB/s = 1e9 B/s); "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     for n in (int(x) for x in args.threads.split(",")):
         runs = read_bandwidth_runs(n, args.mib, args.runs)
-        print(f"  {n} thread{'s' if n > 1 else ' '}: {statistics.median(runs):6.1f} GB/s  "
-              f"(runs: {', '.join(f'{x:.1f}' for x in runs)})")
+        print(
+            f"  {n} thread{'s' if n > 1 else ' '}: {statistics.median(runs):6.1f} GB/s  "
+            f"(runs: {', '.join(f'{x:.1f}' for x in runs)})"
+        )
 
 
 if __name__ == "__main__":

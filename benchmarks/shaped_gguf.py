@@ -25,6 +25,7 @@ How it is built (once; later calls return the cached path under
 
 The tokenizer is the real Code Llama one (``jupyter_codellama.testing.gguf_tokenizer``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -117,12 +118,18 @@ def _random_tensor(name: str, shp: tuple[int, ...], is_norm: bool, seed: int) ->
     for r in range(0, shp[0], rows):
         x = rng.standard_normal((min(rows, shp[0] - r), shp[1]), dtype=np.float32)
         x *= WEIGHT_STD
-        out[r:r + len(x)] = x
+        out[r : r + len(x)] = x
     return out
 
 
-def write_f16(path: Path, size: str = "7b", layers: int | None = None, seed: int = SEED,
-              tokenizer_cache: Path | None = None, progress: bool = False) -> Path:
+def write_f16(
+    path: Path,
+    size: str = "7b",
+    layers: int | None = None,
+    seed: int = SEED,
+    tokenizer_cache: Path | None = None,
+    progress: bool = False,
+) -> Path:
     """Write the F16 GGUF to ``path`` (not atomic; see ``shaped_gguf``)."""
     import gguf
 
@@ -134,8 +141,10 @@ def write_f16(path: Path, size: str = "7b", layers: int | None = None, seed: int
 
     w = gguf.GGUFWriter(path, "llama")
     w.add_name(f"CodeLlama-{size.upper()}-shaped random weights ({n_layers} layers)")
-    w.add_description(f"random N(0, {WEIGHT_STD}) weights with Code Llama {size.upper()}'s shape and "
-                      f"tokenizer, for benchmarks (jupyter_codellama benchmarks/shaped_gguf.py v{FORMAT_VERSION})")
+    w.add_description(
+        f"random N(0, {WEIGHT_STD}) weights with Code Llama {size.upper()}'s shape and "
+        f"tokenizer, for benchmarks (jupyter_codellama benchmarks/shaped_gguf.py v{FORMAT_VERSION})"
+    )
     w.add_vocab_size(shape.vocab_size)
     w.add_context_length(CONTEXT_LENGTH)
     w.add_embedding_length(shape.hidden_size)
@@ -237,9 +246,16 @@ def _locked(folder: Path):
 BUILD_SECONDS: dict[str, float] = {}
 
 
-def shaped_gguf(size: str = "7b", layers: int | None = None, kind: str = "Q4_0",
-                cache_dir: Path | str | None = None, *, keep_f16: bool = True, nthread: int = 2,
-                progress: bool = False) -> Path:
+def shaped_gguf(
+    size: str = "7b",
+    layers: int | None = None,
+    kind: str = "Q4_0",
+    cache_dir: Path | str | None = None,
+    *,
+    keep_f16: bool = True,
+    nthread: int = 2,
+    progress: bool = False,
+) -> Path:
     """Path of the cached Code Llama-shaped GGUF (``kind`` F16, Q4_0, Q4_K_M, ...), built if missing.
 
     ``layers`` cuts the model to its first N layers (default: all). ``keep_f16=False`` deletes
@@ -266,8 +282,10 @@ def shaped_gguf(size: str = "7b", layers: int | None = None, kind: str = "Q4_0",
                 tmp.unlink(missing_ok=True)
             BUILD_SECONDS[f16.name] = time.perf_counter() - t
             if progress:
-                print(f"  wrote {f16.name} ({f16.stat().st_size / 1e9:.2f} GB) in {BUILD_SECONDS[f16.name]:.0f} s",
-                      flush=True)
+                print(
+                    f"  wrote {f16.name} ({f16.stat().st_size / 1e9:.2f} GB) in {BUILD_SECONDS[f16.name]:.0f} s",
+                    flush=True,
+                )
         if kind == "F16":
             return f16
         tmp = target.with_suffix(f".tmp{os.getpid()}")
@@ -279,8 +297,11 @@ def shaped_gguf(size: str = "7b", layers: int | None = None, kind: str = "Q4_0",
             tmp.unlink(missing_ok=True)
         BUILD_SECONDS[target.name] = time.perf_counter() - t
         if progress:
-            print(f"  quantized {target.name} ({target.stat().st_size / 1e9:.2f} GB) in "
-                  f"{BUILD_SECONDS[target.name]:.0f} s", flush=True)
+            print(
+                f"  quantized {target.name} ({target.stat().st_size / 1e9:.2f} GB) in "
+                f"{BUILD_SECONDS[target.name]:.0f} s",
+                flush=True,
+            )
         if not keep_f16:
             f16.unlink(missing_ok=True)
     return target
@@ -299,8 +320,36 @@ VERIFY_TEXT = "def remove_non_ascii(s: str) -> str:"
 FIM_PREFIX = 'def remove_non_ascii(s: str) -> str:\n    """ '
 FIM_SUFFIX = "\n    return result\n"
 #: transformers' expected ids for CodeLlama-7b on ``prefix <FILL_ME> suffix`` (TOOLCHAIN.md).
-FIM_EXPECTED = [1, 32007, 822, 3349, 29918, 5464, 29918, 294, 18869, 29898, 29879, 29901, 851, 29897,
-                1599, 851, 29901, 13, 1678, 9995, 29871, 32008, 13, 1678, 736, 1121, 13, 32009]
+FIM_EXPECTED = [
+    1,
+    32007,
+    822,
+    3349,
+    29918,
+    5464,
+    29918,
+    294,
+    18869,
+    29898,
+    29879,
+    29901,
+    851,
+    29897,
+    1599,
+    851,
+    29901,
+    13,
+    1678,
+    9995,
+    29871,
+    32008,
+    13,
+    1678,
+    736,
+    1121,
+    13,
+    32009,
+]
 SPACE_ID = 29871  # "▁"
 
 
@@ -314,8 +363,11 @@ def llama_cpp_fim_ids(llm, prefix: str, suffix: str) -> list[int]:
     import llama_cpp
 
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
-    pre, suf, mid = (llama_cpp.llama_vocab_fim_pre(vocab), llama_cpp.llama_vocab_fim_suf(vocab),
-                     llama_cpp.llama_vocab_fim_mid(vocab))
+    pre, suf, mid = (
+        llama_cpp.llama_vocab_fim_pre(vocab),
+        llama_cpp.llama_vocab_fim_suf(vocab),
+        llama_cpp.llama_vocab_fim_mid(vocab),
+    )
     p = llm.tokenize(prefix.encode(), add_bos=False, special=False)
     s = llm.tokenize(suffix.encode(), add_bos=False, special=False)
     if s and s[0] == SPACE_ID:
@@ -355,19 +407,22 @@ def verify(path: Path, cache_dir: Path | str | None = None, n_tokens: int = 8) -
     lines = [ln for ln in _reference_text().splitlines() if ln.strip()]
     out["lines_skipped"] = sum(1 for ln in lines if special.search(ln))
     lines = [ln for ln in lines if not special.search(ln)]
-    mismatches = [ln for ln in lines
-                  if llm.tokenize(ln.encode(), add_bos=False, special=False)
-                  != hf(ln, add_special_tokens=False)["input_ids"]]
+    mismatches = [
+        ln
+        for ln in lines
+        if llm.tokenize(ln.encode(), add_bos=False, special=False) != hf(ln, add_special_tokens=False)["input_ids"]
+    ]
     whole = "\n".join(lines)[:20000]
     out["lines_compared"] = len(lines)
     out["line_mismatches"] = len(mismatches)
     out["first_mismatch"] = mismatches[0] if mismatches else None
     # Runs of spaces exercise the -1e9 scores of the whitespace pieces (see the module doc).
     runs = [f"x{' ' * n}y" for n in range(1, 40)] + [f"\n{' ' * n}return" for n in range(1, 40)]
-    out["whitespace_match"] = all(llm.tokenize(t.encode(), add_bos=False, special=False)
-                                  == hf(t, add_special_tokens=False)["input_ids"] for t in runs)
-    out["block_match"] = (llm.tokenize(whole.encode(), add_bos=True, special=False)
-                          == hf(whole)["input_ids"])
+    out["whitespace_match"] = all(
+        llm.tokenize(t.encode(), add_bos=False, special=False) == hf(t, add_special_tokens=False)["input_ids"]
+        for t in runs
+    )
+    out["block_match"] = llm.tokenize(whole.encode(), add_bos=True, special=False) == hf(whole)["input_ids"]
     # Special pieces round-trip: with special parsing, "▁<PRE>" text gives 32007? (control tokens
     # are matched by their text only when parse_special is on).
     out["detok_fim"] = [llm.detokenize([i], special=True).decode() for i in (PRE_ID, SUF_ID, MID_ID, EOT_ID)]
@@ -407,16 +462,23 @@ def main(argv: list[str] | None = None) -> None:
         for kind in kinds:
             path = shaped_gguf(args.size, args.layers, kind, args.cache_dir)
             r = verify(path, args.cache_dir)
-            ok = (r["plain_match"] and r["fim_match"] and r["block_match"] and r["whitespace_match"]
-                  and not r["line_mismatches"])
+            ok = (
+                r["plain_match"]
+                and r["fim_match"]
+                and r["block_match"]
+                and r["whitespace_match"]
+                and not r["line_mismatches"]
+            )
             print(f"\n{r['file']}: loaded in {r['load_s']:.1f} s, n_vocab {r['n_vocab']}")
             print(f"  {VERIFY_TEXT!r} -> {r['plain_ids']} (same as CodeLlamaTokenizer: {r['plain_match']})")
             print(f"  FIM prompt ids = transformers' expected: {r['fim_match']} (our HF build: {r['fim_hf_match']})")
-            print(f"  {r['lines_compared']} source lines ({r['lines_skipped']} naming special pieces left out), "
-                  f"{r['line_mismatches']} differ"
-                  + (f" (first: {r['first_mismatch']!r})" if r["first_mismatch"] else "")
-                  + f"; 20k-char block identical: {r['block_match']}; runs of 1-39 spaces: "
-                  f"{r['whitespace_match']}")
+            print(
+                f"  {r['lines_compared']} source lines ({r['lines_skipped']} naming special pieces left out), "
+                f"{r['line_mismatches']} differ"
+                + (f" (first: {r['first_mismatch']!r})" if r["first_mismatch"] else "")
+                + f"; 20k-char block identical: {r['block_match']}; runs of 1-39 spaces: "
+                f"{r['whitespace_match']}"
+            )
             print(f"  FIM pieces: {r['detok_fim']}")
             print(f"  generated {r['generated']} in {r['generate_s']:.1f} s")
             print("  OK" if ok else "  MISMATCH")

@@ -3,6 +3,7 @@
 Importing this package is cheap: torch and transformers are imported only when the engine is
 first used, so ``%load_ext jupyter_codellama`` stays fast.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -13,8 +14,15 @@ if TYPE_CHECKING:
     from .engine.engine import Engine
     from .engine.generation import GenerationResult
 
-__all__ = ["__version__", "get_engine", "generate", "load", "status",
-           "load_ipython_extension", "unload_ipython_extension"]
+__all__ = [
+    "__version__",
+    "get_engine",
+    "generate",
+    "load",
+    "status",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+]
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:

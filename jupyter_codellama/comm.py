@@ -25,6 +25,7 @@ ends with exactly one terminal reply (``done``, ``error``, ``hello`` or ``status
 over :data:`FIELD_LIMITS` is refused before any work (which bounds the work of the schema check
 that follows), and no error repeats a large value.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,8 +53,7 @@ from .protocol import (
 )
 from .suggestions import CompleteRequest, Suggestions
 
-__all__ = ["COMM_TARGET", "FIELD_LIMITS", "PROTOCOL_VERSION", "CommSession", "register_comm_target",
-           "wants_multiline"]
+__all__ = ["COMM_TARGET", "FIELD_LIMITS", "PROTOCOL_VERSION", "CommSession", "register_comm_target", "wants_multiline"]
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,14 @@ class _Link(EngineUser):
     """One front-end connection's plumbing: sending, dispatching by request type, submitting jobs
     and ending each request with exactly one terminal reply. :class:`CommSession` adds the handlers."""
 
-    def __init__(self, send: Send, *, engine=None, namespace: Callable[[], Mapping] | None = None,
-                 judge: Callable[[list], list] | None = None) -> None:
+    def __init__(
+        self,
+        send: Send,
+        *,
+        engine=None,
+        namespace: Callable[[], Mapping] | None = None,
+        judge: Callable[[list], list] | None = None,
+    ) -> None:
         self._send_raw = send
         self._engine = engine
         self._namespace = namespace or (lambda: {})
@@ -120,8 +126,9 @@ class _Link(EngineUser):
             check_sizes(data)
             kind = data.get("type")
             if kind not in REQUEST_TYPES:
-                raise BadRequest(f"Unknown message type {short(kind)}; expected one of {', '.join(REQUEST_TYPES)}.",
-                                 "unknown_type")
+                raise BadRequest(
+                    f"Unknown message type {short(kind)}; expected one of {', '.join(REQUEST_TYPES)}.", "unknown_type"
+                )
             validate_request(kind, data)  # before any work: the handlers receive well-formed fields
             self._handlers[kind](request_id, data)
         except BadRequest as exc:
@@ -132,10 +139,19 @@ class _Link(EngineUser):
 
     # -- jobs ------------------------------------------------------------------------------------
 
-    def _submit(self, kind: str, request_id: str, spec, opts: dict, *,
-                finish: Callable[[str, str], str] | None = None, stream: bool = True,
-                told: Mapping[str, Any] | None = None, annotate: Callable[[dict], None] | None = None,
-                chunks_to: Callable[[str], None] | None = None) -> None:
+    def _submit(
+        self,
+        kind: str,
+        request_id: str,
+        spec,
+        opts: dict,
+        *,
+        finish: Callable[[str, str], str] | None = None,
+        stream: bool = True,
+        told: Mapping[str, Any] | None = None,
+        annotate: Callable[[dict], None] | None = None,
+        chunks_to: Callable[[str], None] | None = None,
+    ) -> None:
         """Hand the job to the engine; ``told`` goes into each ``chunk`` and the ``done``, and
         ``annotate`` may add to each of them (on the engine thread, in order). ``chunks_to``
         takes the text as it comes instead of the front end (a prefetch keeps it)."""
@@ -157,13 +173,23 @@ class _Link(EngineUser):
                     add(reply)
             except Exception as exc:  # noqa: BLE001 - the request still gets its one answer
                 log.exception("the reply to %s could not be built", request_id)
-                reply = {"type": "error", "request_id": request_id, "code": "internal",
-                         "message": f"{type(exc).__name__}: {exc}"}
+                reply = {
+                    "type": "error",
+                    "request_id": request_id,
+                    "code": "internal",
+                    "message": f"{type(exc).__name__}: {exc}",
+                }
             self.send(reply)
             self.suggestions.ended(request_id, reply, self.send)
 
-        job = self.engine.submit(kind, spec, request_id=request_id,
-                                 on_chunk=chunks_to or (on_chunk if stream else None), on_done=on_done, **opts)
+        job = self.engine.submit(
+            kind,
+            spec,
+            request_id=request_id,
+            on_chunk=chunks_to or (on_chunk if stream else None),
+            on_done=on_done,
+            **opts,
+        )
         self._jobs[request_id] = job
         if job.done:  # it ended before it was recorded (on_done found nothing to forget)
             self._jobs.pop(request_id, None)
@@ -174,8 +200,12 @@ class _Link(EngineUser):
         """The ``done`` (or ``error``) message that ends a generation request."""
         result = job.result
         if result.stop_reason == "error":
-            return {"type": "error", "request_id": request_id, "code": job.error_code or "generation_failed",
-                    "message": result.error or "generation failed"}
+            return {
+                "type": "error",
+                "request_id": request_id,
+                "code": job.error_code or "generation_failed",
+                "message": result.error or "generation failed",
+            }
         reply = {"type": "done", "request_id": request_id, **result.to_dict()}
         reply["tokens_evaluated"] = result.prompt_tokens - result.cached_tokens
         if finish is not None:
@@ -190,14 +220,28 @@ class _Link(EngineUser):
 class CommSession(_Link):
     """Handles the messages of one front-end connection: one handler per request type."""
 
-    def __init__(self, send: Send, *, engine=None, namespace: Callable[[], Mapping] | None = None,
-                 judge: Callable[[list], list] | None = None) -> None:
+    def __init__(
+        self,
+        send: Send,
+        *,
+        engine=None,
+        namespace: Callable[[], Mapping] | None = None,
+        judge: Callable[[list], list] | None = None,
+    ) -> None:
         super().__init__(send, engine=engine, namespace=namespace, judge=judge)
         self._handlers: dict[str, Callable[[str, Mapping], None]] = {
-            "hello": self._on_hello, "status": self._on_status, "load": self._on_load,
-            "unload": self._on_unload, "cancel": self._on_cancel, "chat": self._on_chat,
-            "explain": self._on_explain, "fix": self._on_fix, "edit": self._on_edit, "complete": self._on_complete,
-            "prewarm": self._on_prewarm, "context-preview": self._on_context_preview,
+            "hello": self._on_hello,
+            "status": self._on_status,
+            "load": self._on_load,
+            "unload": self._on_unload,
+            "cancel": self._on_cancel,
+            "chat": self._on_chat,
+            "explain": self._on_explain,
+            "fix": self._on_fix,
+            "edit": self._on_edit,
+            "complete": self._on_complete,
+            "prewarm": self._on_prewarm,
+            "context-preview": self._on_context_preview,
         }
         assert set(self._handlers) == set(REQUEST_TYPES), "every request type of the schema has a handler"
 
@@ -213,18 +257,21 @@ class CommSession(_Link):
             )
         if self._unsubscribe is None:
             self._unsubscribe = self.engine.on_status(
-                lambda status: self.send({"type": "status", "request_id": None, "status": status}))
-        self.send({
-            "type": "hello",
-            "request_id": request_id,
-            "protocol_version": PROTOCOL_VERSION,
-            "kernel_version": __version__,
-            "status": self.engine.status(),
-            "capabilities": {
-                "models": self._model_choices(),
-                "default_model": self.engine.config.model or None,
-            },
-        })
+                lambda status: self.send({"type": "status", "request_id": None, "status": status})
+            )
+        self.send(
+            {
+                "type": "hello",
+                "request_id": request_id,
+                "protocol_version": PROTOCOL_VERSION,
+                "kernel_version": __version__,
+                "status": self.engine.status(),
+                "capabilities": {
+                    "models": self._model_choices(),
+                    "default_model": self.engine.config.model or None,
+                },
+            }
+        )
 
     def _model_choices(self) -> list[dict]:
         """The picker's models: the catalogue, or what the configured endpoint serves."""
@@ -307,8 +354,9 @@ class CommSession(_Link):
         proposal = _EditProposal(spec)
         self._submit_chat(request_id, data, proposal.build, annotate=proposal.annotate)
 
-    def _submit_chat(self, request_id: str, data: Mapping, spec, *,
-                     annotate: Callable[[dict], None] | None = None) -> None:
+    def _submit_chat(
+        self, request_id: str, data: Mapping, spec, *, annotate: Callable[[dict], None] | None = None
+    ) -> None:
         opts = generation_options(data, self._default_max)
         opts.setdefault("max_time", self.engine.config.max_time)
         self._submit("chat", request_id, spec, opts, annotate=annotate)
@@ -321,8 +369,9 @@ class CommSession(_Link):
         multiline = get(data, "multiline")
         if multiline is None:
             multiline = wants_multiline(prefix)
-        request = CompleteRequest(request_id, prefix, suffix, multiline=multiline,
-                                  prefetch=get(data, "prefetch", False), data=data)
+        request = CompleteRequest(
+            request_id, prefix, suffix, multiline=multiline, prefetch=get(data, "prefetch", False), data=data
+        )
         if self._reused(request):
             return
         if not opts["stop"]:
@@ -340,8 +389,16 @@ class CommSession(_Link):
         if request.prefetch:  # quiet: nobody waits for it yet, and it gives way to one who does
             opts.update(background=True, record_latency=False)
         sink = self.suggestions.chunk_sink(request_id, self.send) if request.prefetch else None
-        self._submit("completion", request_id, spec, opts, finish=finish, stream=get(data, "stream", True),
-                     told={"multiline": multiline}, chunks_to=sink)
+        self._submit(
+            "completion",
+            request_id,
+            spec,
+            opts,
+            finish=finish,
+            stream=get(data, "stream", True),
+            told={"multiline": multiline},
+            chunks_to=sink,
+        )
 
     def _reused(self, request: CompleteRequest) -> bool:
         """Whether ``request`` is answered without a generation of its own: typed through,
@@ -354,8 +411,7 @@ class CommSession(_Link):
     def _on_prewarm(self, request_id: str, data: Mapping) -> None:
         """Prefill the notebook context into the KV cache (a cell got focus), generating nothing."""
         spec = infill_spec(data, self._kernel)
-        self._submit("completion", request_id, spec, {"max_new_tokens": 1, "record_latency": False},
-                     stream=False)
+        self._submit("completion", request_id, spec, {"max_new_tokens": 1, "record_latency": False}, stream=False)
 
     def _on_context_preview(self, request_id: str, data: Mapping) -> None:
         if self.engine.loaded is None:

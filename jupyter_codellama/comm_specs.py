@@ -4,6 +4,7 @@ Every message reaching these functions has passed the size limits and the protoc
 (:mod:`.protocol`), so its fields have the right types and ranges; what is left to check here is
 what the schema cannot say (an index into ``cells``, a conversation that ends with an answer).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -51,8 +52,9 @@ def notebook_context(data: Mapping, kernel: KernelView) -> NotebookContext:
         raise BadRequest("'current' is out of range: an index into cells.")
     # Always the namespace: its secrets' values are redacted; the setting leaves out summaries.
     settings = ContextSettings(include_variables=get(data, "variables", True))
-    return NotebookContext(cells=kernel.judge(cells), current=current, namespace=snapshot(kernel.namespace()),
-                           settings=settings)
+    return NotebookContext(
+        cells=kernel.judge(cells), current=current, namespace=snapshot(kernel.namespace()), settings=settings
+    )
 
 
 def _messages(data: Mapping) -> list[ChatMessage]:
@@ -61,8 +63,13 @@ def _messages(data: Mapping) -> list[ChatMessage]:
 
 def chat_spec(data: Mapping, kernel: KernelView, default_max: int) -> ChatRequest:
     context = notebook_context(data, kernel) if data.get("cells") else None
-    return ChatRequest(messages=_messages(data), system=get(data, "system"), context=context,
-                       namespace=_namespace(context, kernel), max_new_tokens=get(data, "max_new_tokens", default_max))
+    return ChatRequest(
+        messages=_messages(data),
+        system=get(data, "system"),
+        context=context,
+        namespace=_namespace(context, kernel),
+        max_new_tokens=get(data, "max_new_tokens", default_max),
+    )
 
 
 CellTask = ExplainRequest | FixRequest | EditRequest
@@ -79,9 +86,14 @@ def cell_spec(data: Mapping, kernel: KernelView, default_max: int, kind: type[Ce
     if history and history[-1]["role"] != "assistant":
         raise BadRequest("'messages' are the conversation so far: they end with an answer.")
     others = [c for i, c in enumerate(context.cells) if i != context.current]
-    common = {"source": cell_source(cell), "label": "the active cell", "history": history,
-              "context": replace(context, cells=others, current=None), "namespace": _namespace(context, kernel),
-              "max_new_tokens": get(data, "max_new_tokens", default_max)}
+    common = {
+        "source": cell_source(cell),
+        "label": "the active cell",
+        "history": history,
+        "context": replace(context, cells=others, current=None),
+        "namespace": _namespace(context, kernel),
+        "max_new_tokens": get(data, "max_new_tokens", default_max),
+    }
     if kind is ExplainRequest:
         return ExplainRequest(**common)
     if kind is EditRequest:
@@ -100,10 +112,14 @@ def infill_spec(data: Mapping, kernel: KernelView) -> InfillRequest:
         extra_cells: list[Cell] = [{"cell_type": "code", "source": e["text"]} for e in extra]
         current = context.current + len(extra_cells) if context.current is not None else None
         context = replace(context, cells=[*extra_cells, *context.cells], current=current)
-    return InfillRequest(prefix=data["prefix"], suffix=get(data, "suffix", ""), mode=get(data, "mode", "psm"),
-                         context=context,
-                         namespace=_namespace(context, kernel),
-                         max_new_tokens=get(data, "max_new_tokens", 64))
+    return InfillRequest(
+        prefix=data["prefix"],
+        suffix=get(data, "suffix", ""),
+        mode=get(data, "mode", "psm"),
+        context=context,
+        namespace=_namespace(context, kernel),
+        max_new_tokens=get(data, "max_new_tokens", 64),
+    )
 
 
 def _edit_request(data: Mapping, common: dict) -> EditRequest:

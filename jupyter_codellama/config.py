@@ -4,6 +4,7 @@
 ``ipython_config.py`` both land here. Environment variables (``JUPYTER_CODELLAMA_MODEL`` …)
 provide defaults, so a JupyterLab started with them set needs no notebook code at all.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,8 +56,7 @@ class CodeLlama(Configurable):
     ).tag(config=True)
 
     max_memory = Dict(
-        help="Full accelerate max_memory mapping ({0: '6GiB', 'cpu': '24GiB'}); overrides "
-        "gpu_memory/cpu_memory.",
+        help="Full accelerate max_memory mapping ({0: '6GiB', 'cpu': '24GiB'}); overrides gpu_memory/cpu_memory.",
     ).tag(config=True)
 
     offload_folder = Unicode(
@@ -77,9 +77,7 @@ class CodeLlama(Configurable):
     prefix_cache_mb = Int(
         512, help="Memory for KV caches of recent prompts, reused when a prompt shares a prefix."
     ).tag(config=True)
-    local_files_only = Bool(
-        False, help="Never contact the model hub (as HF_HUB_OFFLINE=1)."
-    ).tag(config=True)
+    local_files_only = Bool(False, help="Never contact the model hub (as HF_HUB_OFFLINE=1).").tag(config=True)
     cpu_backend = CaselessStrEnum(
         ["auto", "kernel", "torch"],
         help="On a CPU: 'kernel' runs Llama models (GGUF files, the embedded model, Code Llama "
@@ -87,9 +85,7 @@ class CodeLlama(Configurable):
         "weights mapped from the file; 'torch' uses transformers; 'auto' is the kernel for those "
         "models with quantization 'auto', '4bit' or '8bit'.",
     ).tag(config=True)
-    cpu_threads = Int(
-        0, help="Threads of the CPU kernel; 0 uses every core this process may run on."
-    ).tag(config=True)
+    cpu_threads = Int(0, help="Threads of the CPU kernel; 0 uses every core this process may run on.").tag(config=True)
 
     endpoint = Unicode(
         help="An OpenAI-compatible server (vLLM, TGI, llama-server, transformers serve) to generate "

@@ -3,6 +3,7 @@
 Loading the extension imports neither torch nor transformers and loads no model: that happens on
 the first request (or ``%codellama load``), on the engine's own thread.
 """
+
 from __future__ import annotations
 
 from .comm import register_comm_target

@@ -5,6 +5,7 @@ point of use: the prompt layer asks ``spec.supports_infill``, the chat code asks
 ``spec.chat_format``. Any local folder or hub id outside the table resolves to a
 ``custom`` spec whose capabilities are filled in from the tokenizer once it is loaded.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -128,9 +129,7 @@ EMBEDDED_SPEC = ModelSpec(
 )
 
 CATALOGUE: tuple[ModelSpec, ...] = tuple(
-    _codellama(size, variant)
-    for size in ("7b", "13b", "34b", "70b")
-    for variant in ("base", "python", "instruct")
+    _codellama(size, variant) for size in ("7b", "13b", "34b", "70b") for variant in ("base", "python", "instruct")
 ) + (EMBEDDED_SPEC,)
 
 DEFAULT_GPU_MODEL = "7b-instruct"
@@ -149,9 +148,7 @@ def _gguf_spec(key: str, path: str) -> ModelSpec:
     local = os.path.isfile(path)
     parts = key.split("/")
     if not local and not (len(parts) == 3 and all(parts) and not key.startswith((".", "/", "~"))):
-        raise UnknownModelError(
-            f"No GGUF file at {path!r} (a GGUF on the hub is named 'owner/repo/file.gguf')."
-        )
+        raise UnknownModelError(f"No GGUF file at {path!r} (a GGUF on the hub is named 'owner/repo/file.gguf').")
     return ModelSpec(
         name=os.path.basename(path),
         repo_id=os.path.abspath(path) if local else key,
@@ -170,8 +167,16 @@ class UnknownModelError(ValueError):
 
 def _custom(name: str, repo_id: str, description: str) -> ModelSpec:
     """A model outside the catalogue: nothing is assumed of it (no infilling, no chat format)."""
-    return ModelSpec(name=name, repo_id=repo_id, family="custom", params_b=0.0, context_length=0,
-                     supports_infill=False, chat_format=None, description=description)
+    return ModelSpec(
+        name=name,
+        repo_id=repo_id,
+        family="custom",
+        params_b=0.0,
+        context_length=0,
+        supports_infill=False,
+        chat_format=None,
+        description=description,
+    )
 
 
 def resolve_model(name: str) -> ModelSpec:

@@ -7,6 +7,7 @@ each request type's validator is compiled once into Python code by ``fastjsonsch
 first violation into a :class:`BadRequest` that names the field and never repeats a large value.
 The tests check the compiled validators against ``jsonschema``, the reference implementation.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,15 @@ REQUEST_TYPES: tuple[str, ...] = tuple(SCHEMA["x-requests"])
 ERROR_CODES: tuple[str, ...] = tuple(SCHEMA["$defs"]["KernelErrorCode"]["enum"])
 MAX_REQUEST_ID: int = SCHEMA["$defs"]["IRequestEnvelope"]["properties"]["request_id"]["maxLength"]
 
-_TYPE_WORDS = {"integer": "an integer", "number": "a number", "string": "a string", "array": "a list",
-               "object": "an object", "boolean": "a boolean", "null": "null"}
+_TYPE_WORDS = {
+    "integer": "an integer",
+    "number": "a number",
+    "string": "a string",
+    "array": "a list",
+    "object": "an object",
+    "boolean": "a boolean",
+    "null": "null",
+}
 
 
 class BadRequest(ValueError):
@@ -110,7 +118,7 @@ def short(value: Any, limit: int = 40) -> str:
         return f"a {_json_type(value)}"
     if isinstance(value, str):
         value = value[: limit + 1]
-    text = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 30 else "a huge number"
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge number"
     return text if len(text) <= limit else text[:limit] + "…"
 
 
@@ -227,8 +235,9 @@ def _validator(definition: str):
     """
     import fastjsonschema
 
-    return fastjsonschema.compile({"$ref": f"#/$defs/{definition}", "$defs": SCHEMA["$defs"]},
-                                  use_default=False, use_formats=False)
+    return fastjsonschema.compile(
+        {"$ref": f"#/$defs/{definition}", "$defs": SCHEMA["$defs"]}, use_default=False, use_formats=False
+    )
 
 
 @cache

@@ -5,6 +5,7 @@ the failing cell's source and traceback without any front end's help. The same h
 which cell ran as which execution count (:class:`RunLog`): with IPython's history, that tells
 of any cell a front end sends whether it ran in this kernel and whether it changed since.
 """
+
 from __future__ import annotations
 
 import re

@@ -15,6 +15,7 @@ Two sources, per comm connection:
 Memory is bounded: a few entries, a cap on their text, and an age after which an entry is
 dropped (the live variables that went into its prompt may have changed since).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,9 +48,9 @@ def typed_through(shown: tuple[str, str, str] | None, prefix: str, suffix: str) 
     old_prefix, old_suffix, text = shown
     if suffix != old_suffix or not prefix.startswith(old_prefix):
         return None
-    typed = prefix[len(old_prefix):]
-    if text.startswith(typed) and len(text) > len(typed) and text[len(typed):].strip():
-        return text[len(typed):]
+    typed = prefix[len(old_prefix) :]
+    if text.startswith(typed) and len(text) > len(typed) and text[len(typed) :].strip():
+        return text[len(typed) :]
     return None
 
 
@@ -63,8 +64,14 @@ class PrefetchStore:
     """Prefetched answers by request key: at most ``max_entries``, ``max_bytes`` of text in all,
     each for ``max_age_s``. Thread-safe (the comm thread reads, the engine thread writes)."""
 
-    def __init__(self, *, max_entries: int = 4, max_bytes: int = 64 << 10, max_age_s: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        max_entries: int = 4,
+        max_bytes: int = 64 << 10,
+        max_age_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_entries, self.max_bytes, self.max_age_s = max_entries, max_bytes, max_age_s
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
@@ -174,11 +181,13 @@ class Suggestions:
 
     def chunk_sink(self, request_id: str, send: Send) -> Callable[[str], None]:
         """Where a prefetch's text goes as it is generated: kept, and passed on to its waiters."""
+
         def on_chunk(text: str) -> None:
             with self._lock:
                 self._so_far[request_id] = self._so_far.get(request_id, "") + text
                 for waiter in self._waiting.get(request_id, ()):
                     send(_chunk(waiter, text))
+
         return on_chunk
 
     def generated(self, request: CompleteRequest, text: str, stop_reason: str) -> None:
@@ -201,8 +210,13 @@ class Suggestions:
         for waiter in waiting:
             forwarded = {**reply, "request_id": waiter.request_id}
             if reply.get("type") == "done":
-                forwarded.update(from_suggestion=True, prefetched=True, generated_tokens=0,
-                                 tokens_evaluated=0, multiline=waiter.multiline)
+                forwarded.update(
+                    from_suggestion=True,
+                    prefetched=True,
+                    generated_tokens=0,
+                    tokens_evaluated=0,
+                    multiline=waiter.multiline,
+                )
                 self.generated(waiter, reply.get("text", ""), reply.get("stop_reason", ""))
             send(forwarded)
 
@@ -213,7 +227,18 @@ def _chunk(request: CompleteRequest, text: str) -> dict:
 
 def _reused_reply(request: CompleteRequest, text: str, *, prefetched: bool) -> dict:
     """The ``done`` of a request answered from a suggestion: no tokens, no model call."""
-    return {"type": "done", "request_id": request.request_id, "text": text, "raw_text": text,
-            "stop_reason": "stop", "from_suggestion": True, "prefetched": prefetched,
-            "prompt_tokens": 0, "cached_tokens": 0, "generated_tokens": 0, "tokens_evaluated": 0,
-            "timings": {"total_s": 0.0}, "multiline": request.multiline}
+    return {
+        "type": "done",
+        "request_id": request.request_id,
+        "text": text,
+        "raw_text": text,
+        "stop_reason": "stop",
+        "from_suggestion": True,
+        "prefetched": prefetched,
+        "prompt_tokens": 0,
+        "cached_tokens": 0,
+        "generated_tokens": 0,
+        "tokens_evaluated": 0,
+        "timings": {"total_s": 0.0},
+        "multiline": request.multiline,
+    }

@@ -8,6 +8,7 @@ Each answer with code gets two buttons:
   execution, so front ends create the cell with the *next* execution's reply: re-run the chat
   cell (Shift+Enter) and the code appears in a new cell below it; the conversation is kept.
 """
+
 from __future__ import annotations
 
 import html
@@ -23,8 +24,10 @@ from .prompts.requests import ChatRequest
 from .session import get_session, user_variables
 
 _UPDATE_EVERY_S = 0.15
-_TEXT_STYLE = ("white-space: pre-wrap; font-family: var(--jp-code-font-family, monospace); "
-               "font-size: var(--jp-code-font-size, 13px); margin: 0")
+_TEXT_STYLE = (
+    "white-space: pre-wrap; font-family: var(--jp-code-font-family, monospace); "
+    "font-size: var(--jp-code-font-size, 13px); margin: 0"
+)
 
 
 def _html(text: str, who: str) -> str:
@@ -38,11 +41,15 @@ class _Answer:
     def __init__(self, chat: "ChatWidget") -> None:
         self._chat = chat
         self.text = w.HTML(_html("…", "assistant"))
-        self.run = w.Button(description="Run", icon="play", tooltip="Run this code in the kernel now",
-                            layout=w.Layout(display="none"))
-        self.insert = w.Button(description="Insert as cell", icon="plus",
-                               tooltip="Queue the code as a new cell (re-run the chat cell to place it)",
-                               layout=w.Layout(display="none"))
+        self.run = w.Button(
+            description="Run", icon="play", tooltip="Run this code in the kernel now", layout=w.Layout(display="none")
+        )
+        self.insert = w.Button(
+            description="Insert as cell",
+            icon="plus",
+            tooltip="Queue the code as a new cell (re-run the chat cell to place it)",
+            layout=w.Layout(display="none"),
+        )
         self.note = w.HTML()
         self.output = w.Output()
         self.box = w.VBox([self.text, w.HBox([self.run, self.insert]), self.note, self.output])
@@ -70,8 +77,10 @@ class _Answer:
 
     def _insert(self) -> None:
         self._chat.shell.set_next_input(self.code, replace=False)
-        self.note.value = ("<i>Queued: re-run the chat cell (Shift+Enter) and the code appears in a "
-                           "new cell below it. The conversation is kept.</i>")
+        self.note.value = (
+            "<i>Queued: re-run the chat cell (Shift+Enter) and the code appears in a "
+            "new cell below it. The conversation is kept.</i>"
+        )
 
 
 class ChatWidget(EngineUser):
@@ -86,8 +95,10 @@ class ChatWidget(EngineUser):
         self._job = None
         self._lock = threading.Lock()
         self.messages = w.VBox()
-        self.input = w.Textarea(placeholder="Ask for code, an explanation, a fix…  (Send or Ctrl+Enter)",
-                                layout=w.Layout(width="100%", height="5em"))
+        self.input = w.Textarea(
+            placeholder="Ask for code, an explanation, a fix…  (Send or Ctrl+Enter)",
+            layout=w.Layout(width="100%", height="5em"),
+        )
         self.send = w.Button(description="Send", button_style="primary", icon="paper-plane")
         self.stop = w.Button(description="Stop", icon="stop", disabled=True)
         self.clear = w.Button(description="New chat", icon="trash")
@@ -134,8 +145,14 @@ class ChatWidget(EngineUser):
             self.status.value = "<i>Loading the model first (progress: %codellama status)…</i>"
         self.send.disabled, self.stop.disabled = True, False
         with self._lock:
-            self._job = self.engine.submit("chat", spec, on_chunk=on_chunk, on_done=on_done,
-                                           max_new_tokens=max_new, max_time=self.engine.config.max_time)
+            self._job = self.engine.submit(
+                "chat",
+                spec,
+                on_chunk=on_chunk,
+                on_done=on_done,
+                max_new_tokens=max_new,
+                max_time=self.engine.config.max_time,
+            )
             return self._job
 
     @staticmethod

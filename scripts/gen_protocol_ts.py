@@ -11,6 +11,7 @@ reply types and error codes become constants. ``tsType`` names a type the front 
 (an nbformat cell). Only the keywords the schema uses are translated; any other stops the script.
 The output follows prettier's layout (width 80, single quotes), so formatting leaves it alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -115,8 +116,13 @@ def member(name: str, schema: dict[str, Any], required: bool) -> list[str]:
 
 def is_interface(schema: dict[str, Any]) -> bool:
     """An object with properties of its own, extending only named interfaces."""
-    return (schema.get("type") == "object" and bool(schema.get("properties")) and "if" not in schema
-            and "tsType" not in schema and all("$ref" in part for part in schema.get("allOf", ())))
+    return (
+        schema.get("type") == "object"
+        and bool(schema.get("properties"))
+        and "if" not in schema
+        and "tsType" not in schema
+        and all("$ref" in part for part in schema.get("allOf", ()))
+    )
 
 
 def interface(name: str, schema: dict[str, Any]) -> list[str]:
@@ -138,8 +144,12 @@ def alias(name: str, schema: dict[str, Any]) -> list[str]:
     if len(line) <= WIDTH:
         return [*doc(schema.get("description")), line]
     parts = _top_level_union(expression)
-    return [*doc(schema.get("description")), f"export type {name} =", *(f"  | {p}" for p in parts[:-1]),
-            f"  | {parts[-1]};"]
+    return [
+        *doc(schema.get("description")),
+        f"export type {name} =",
+        *(f"  | {p}" for p in parts[:-1]),
+        f"  | {parts[-1]};",
+    ]
 
 
 def _top_level_union(expression: str) -> list[str]:
@@ -167,12 +177,20 @@ def constant(name: str, value: Any, description: str) -> list[str]:
 
 
 def maps(requests: dict[str, dict[str, str]]) -> list[str]:
-    out = [*doc("Each request's own fields (the client adds `type` and `request_id`)."),
-           "export interface IRequestMap {"]
+    out = [
+        *doc("Each request's own fields (the client adds `type` and `request_id`)."),
+        "export interface IRequestMap {",
+    ]
     out += [f"  {key(kind)}: {spec['request']};" for kind, spec in requests.items()]
-    out += ["}", "", *doc("What each request's promise resolves to: the fields of its `done` reply, or the "
-                          "`hello` reply, or the engine status of a `status` reply."),
-            "export interface IResultMap {"]
+    out += [
+        "}",
+        "",
+        *doc(
+            "What each request's promise resolves to: the fields of its `done` reply, or the "
+            "`hello` reply, or the engine status of a `status` reply."
+        ),
+        "export interface IResultMap {",
+    ]
     out += [f"  {key(kind)}: {spec['result']};" for kind, spec in requests.items()]
     return [*out, "}"]
 

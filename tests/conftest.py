@@ -1,4 +1,5 @@
 """Shared fixtures: real models (the embedded one and a Code Llama-shaped one), real engines."""
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,7 @@ def shaped_model_dir(cache_dir: Path) -> Path:
     """A small random-weight model with Code Llama's shape family and real tokenizer."""
     from jupyter_codellama.testing.random_model import build_codellama_shaped_model
 
-    return build_codellama_shaped_model(cache_dir / "test-models" / "codellama-7b-s16-l2",
-                                        num_layers=2, scale=16)
+    return build_codellama_shaped_model(cache_dir / "test-models" / "codellama-7b-s16-l2", num_layers=2, scale=16)
 
 
 @pytest.fixture(scope="session")

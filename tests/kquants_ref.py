@@ -5,6 +5,7 @@ Each takes float32 weights ``[N, K]`` (K a multiple of 256) and returns GGUF blo
 min/max per sub-block (not llama.cpp's search): valid blocks with a sensible reconstruction
 error, which is all the kernel tests need.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -94,10 +95,11 @@ def quantize_q6_k(a: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(step[..., None] != 0, np.rint(b / step[..., None]), 0)
     q = (np.clip(q, -32, 31) + 32).astype(np.uint8).reshape(-1, 2, 4, 32)  # [blocks, half, 4, 32]
-    ql = np.concatenate([(q[:, :, 0] & 0x0F) | ((q[:, :, 2] & 0x0F) << 4),
-                         (q[:, :, 1] & 0x0F) | ((q[:, :, 3] & 0x0F) << 4)], axis=-1)  # [., 2, 64]
-    qh = (q[:, :, 0] >> 4) | ((q[:, :, 1] >> 4) << 2) | ((q[:, :, 2] >> 4) << 4) \
-        | ((q[:, :, 3] >> 4) << 6)  # [., 2, 32]
-    blocks = np.concatenate([ql.reshape(-1, 128), qh.reshape(-1, 64),
-                             sc.view(np.uint8), d_bytes], axis=1)
+    ql = np.concatenate(
+        [(q[:, :, 0] & 0x0F) | ((q[:, :, 2] & 0x0F) << 4), (q[:, :, 1] & 0x0F) | ((q[:, :, 3] & 0x0F) << 4)], axis=-1
+    )  # [., 2, 64]
+    qh = (
+        (q[:, :, 0] >> 4) | ((q[:, :, 1] >> 4) << 2) | ((q[:, :, 2] >> 4) << 4) | ((q[:, :, 3] >> 4) << 6)
+    )  # [., 2, 32]
+    blocks = np.concatenate([ql.reshape(-1, 128), qh.reshape(-1, 64), sc.view(np.uint8), d_bytes], axis=1)
     return blocks.reshape(N, -1)

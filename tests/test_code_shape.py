@@ -2,6 +2,7 @@
 
 Each check prints what it found, so a failure says where to look.
 """
+
 import ast
 import pathlib
 import re
@@ -49,6 +50,7 @@ def test_one_place_builds_a_prompt():
 
 def test_no_type_is_checked_by_its_name():
     by_name = re.compile(r"type\([^)]*\)\.__name__\s*==")
-    found = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
-             if by_name.search(p.read_text(encoding="utf-8"))]
+    found = [
+        str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if by_name.search(p.read_text(encoding="utf-8"))
+    ]
     assert not found, found

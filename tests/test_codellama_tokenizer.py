@@ -3,6 +3,7 @@
 Ids below are transformers' own expectations for CodeLlama-7b; if they drift, every prompt
 the assistant sends to a real checkpoint would be tokenized differently from training.
 """
+
 from __future__ import annotations
 
 import shutil

@@ -1,5 +1,6 @@
 """The comm's ``edit`` request: a cell (or its selection) rewritten by instruction, streamed back
 as the cell's whole new source for the front end's diff view; nothing runs, nothing is written."""
+
 import pytest
 
 from jupyter_codellama.comm import CommSession
@@ -27,8 +28,15 @@ def session(embedded_engine):
 
 
 def edit(session, request_id, **fields):
-    request = {"type": "edit", "request_id": request_id, "cells": CELLS, "current": 1,
-               "instruction": "use math.pi", "max_new_tokens": 48, **fields}
+    request = {
+        "type": "edit",
+        "request_id": request_id,
+        "cells": CELLS,
+        "current": 1,
+        "instruction": "use math.pi",
+        "max_new_tokens": 48,
+        **fields,
+    }
     session.handle(request)
     return session.sent.wait_for(request_id, timeout=120)
 
@@ -60,8 +68,16 @@ def test_an_edit_of_a_selection_keeps_the_text_around_it(session):
 
 
 def test_the_preview_of_an_edit_shows_the_instruction_the_cell_and_its_context_but_no_secret(session):
-    session.handle({"type": "context-preview", "request_id": "p1", "for": "edit", "cells": CELLS, "current": 1,
-                    "instruction": f"use math.pi, not {SECRET}"})
+    session.handle(
+        {
+            "type": "context-preview",
+            "request_id": "p1",
+            "for": "edit",
+            "cells": CELLS,
+            "current": 1,
+            "instruction": f"use math.pi, not {SECRET}",
+        }
+    )
     reply = session.sent.wait_for("p1")
     assert reply["type"] == "done", reply
     text = reply["preview"]["text"]
@@ -71,30 +87,47 @@ def test_the_preview_of_an_edit_shows_the_instruction_the_cell_and_its_context_b
 
 
 def test_stop_cancels_a_running_edit(session):
-    session.handle({"type": "edit", "request_id": "e3", "cells": CELLS, "current": 1,
-                    "instruction": "add a docstring", "max_new_tokens": 400})
+    session.handle(
+        {
+            "type": "edit",
+            "request_id": "e3",
+            "cells": CELLS,
+            "current": 1,
+            "instruction": "add a docstring",
+            "max_new_tokens": 400,
+        }
+    )
     session.handle({"type": "cancel", "request_id": "c3", "target_id": "e3"})
     assert session.sent.wait_for("c3")["type"] == "done"
     done = session.sent.wait_for("e3", timeout=120)
     assert done["type"] == "done" and done["stop_reason"] == "cancelled", done
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"instruction": None}, "'instruction' is required"),
-    ({"instruction": ""}, "'instruction' must be 1 characters or more"),
-    ({"instruction": "   \n"}, "needs an instruction"),
-    ({"instruction": "x" * 2001}, "'instruction' must be 2000 characters at most"),
-    ({"current": None}, "'current' is required"),
-    ({"selection": {"start": 5, "end": 999}}, "outside the cell"),
-    ({"selection": {"start": 9, "end": 3}}, "outside the cell"),
-    ({"selection": {"start": 4, "end": 4}}, "selection is empty"),
-    ({"selection": {"start": -1, "end": 3}}, "'selection.start' is out of range"),
-    ({"selection": {"start": 1}}, "'selection.end' is required"),
-    ({"messages": [{"role": "user", "content": "hi"}]}, "end with an answer"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"instruction": None}, "'instruction' is required"),
+        ({"instruction": ""}, "'instruction' must be 1 characters or more"),
+        ({"instruction": "   \n"}, "needs an instruction"),
+        ({"instruction": "x" * 2001}, "'instruction' must be 2000 characters at most"),
+        ({"current": None}, "'current' is required"),
+        ({"selection": {"start": 5, "end": 999}}, "outside the cell"),
+        ({"selection": {"start": 9, "end": 3}}, "outside the cell"),
+        ({"selection": {"start": 4, "end": 4}}, "selection is empty"),
+        ({"selection": {"start": -1, "end": 3}}, "'selection.start' is out of range"),
+        ({"selection": {"start": 1}}, "'selection.end' is required"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "end with an answer"),
+    ],
+)
 def test_a_bad_edit_request_is_a_clear_bad_request_and_starts_nothing(session, embedded_engine, fields, message):
-    request = {"type": "edit", "request_id": "bad", "cells": CELLS, "current": 1, "instruction": "use math.pi",
-               **fields}
+    request = {
+        "type": "edit",
+        "request_id": "bad",
+        "cells": CELLS,
+        "current": 1,
+        "instruction": "use math.pi",
+        **fields,
+    }
     session.handle({k: v for k, v in request.items() if v is not None})
     reply = session.sent.wait_for("bad")
     assert reply["type"] == "error" and reply["code"] == "bad_request", reply
@@ -115,14 +148,23 @@ def test_a_base_model_rewrites_the_selection_and_the_rest_stays(shaped_engine, m
     sent = Recorder()
     session = CommSession(sent, engine=shaped_engine)
     start = CELL.index(BODY)
-    session.handle({"type": "edit", "request_id": "f1", "cells": CELLS, "current": 1, "instruction": "use math.pi",
-                    "selection": {"start": start, "end": start + len(BODY)}, "max_new_tokens": 8})
+    session.handle(
+        {
+            "type": "edit",
+            "request_id": "f1",
+            "cells": CELLS,
+            "current": 1,
+            "instruction": "use math.pi",
+            "selection": {"start": start, "end": start + len(BODY)},
+            "max_new_tokens": 8,
+        }
+    )
     done = sent.wait_for("f1", timeout=120)
     session.close()
     assert done["type"] == "done" and done["form"] == form, done
     assert "```" not in done["text"]
     middle = done["text"] if done["text"].endswith("\n") else done["text"] + "\n"
-    assert done["source"] == CELL[:start] + middle + CELL[start + len(BODY):]
+    assert done["source"] == CELL[:start] + middle + CELL[start + len(BODY) :]
 
 
 def test_the_source_is_sent_when_it_changes_and_at_most_every_tenth_of_a_second():

@@ -3,6 +3,7 @@
 Every request must end with exactly one terminal reply, whatever it held, and no reply may echo
 a huge value back to the front end.
 """
+
 import json
 from types import SimpleNamespace
 
@@ -64,15 +65,18 @@ def over(field: str) -> str:
     return "x" * (FIELD_LIMITS[field].chars + 1)
 
 
-@pytest.mark.parametrize("field, make", [
-    ("prefix", lambda: over("prefix")),
-    ("suffix", lambda: over("suffix")),
-    ("cells", lambda: [{"cell_type": "code", "source": over("cells")}]),
-    ("cells", lambda: [{"cell_type": "code", "source": "x"}] * (FIELD_LIMITS["cells"].items + 1)),
-    ("stop", lambda: [over("stop")]),
-    ("stop", lambda: ["s"] * (FIELD_LIMITS["stop"].items + 1)),
-    ("extra", lambda: [{"label": "a", "text": over("extra")}]),
-])
+@pytest.mark.parametrize(
+    "field, make",
+    [
+        ("prefix", lambda: over("prefix")),
+        ("suffix", lambda: over("suffix")),
+        ("cells", lambda: [{"cell_type": "code", "source": over("cells")}]),
+        ("cells", lambda: [{"cell_type": "code", "source": "x"}] * (FIELD_LIMITS["cells"].items + 1)),
+        ("stop", lambda: [over("stop")]),
+        ("stop", lambda: ["s"] * (FIELD_LIMITS["stop"].items + 1)),
+        ("extra", lambda: [{"label": "a", "text": over("extra")}]),
+    ],
+)
 def test_an_oversized_completion_field_is_a_bad_request_that_does_not_echo_it(stub, field, make):
     session, engine, sent = stub
     session.handle({"type": "complete", "request_id": "k", "prefix": "x = ", field: make()})
@@ -83,10 +87,13 @@ def test_an_oversized_completion_field_is_a_bad_request_that_does_not_echo_it(st
     assert engine.jobs == []
 
 
-@pytest.mark.parametrize("make", [
-    lambda: [{"role": "user", "content": over("messages")}],
-    lambda: [{"role": "user", "content": "hi"}] * (FIELD_LIMITS["messages"].items + 1),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: [{"role": "user", "content": over("messages")}],
+        lambda: [{"role": "user", "content": "hi"}] * (FIELD_LIMITS["messages"].items + 1),
+    ],
+)
 def test_an_oversized_chat_is_a_bad_request(stub, make):
     session, engine, sent = stub
     session.handle({"type": "chat", "request_id": "c", "messages": make()})
@@ -119,17 +126,17 @@ def test_a_huge_unknown_type_is_not_echoed(stub):
 @pytest.mark.parametrize("field", ["max_time_ms", "max_new_tokens", "temperature"])
 def test_huge_integers_are_bad_requests_not_internal_errors(stub, field):
     session, _engine, sent = stub
-    session.handle({"type": "chat", "request_id": "c", "messages": CHAT, field: 10 ** 400})
+    session.handle({"type": "chat", "request_id": "c", "messages": CHAT, field: 10**400})
     assert [r["code"] for r in terminal(sent, "c")] == ["bad_request"]
 
 
 def test_a_huge_protocol_version_is_a_bad_request(stub):
     session, _engine, sent = stub
-    session.handle({"type": "hello", "request_id": "h", "protocol_version": 10 ** 5000})
+    session.handle({"type": "hello", "request_id": "h", "protocol_version": 10**5000})
     assert [m["code"] for m in sent] == ["bad_request"] and len(json.dumps(sent)) < 2000
 
 
-@pytest.mark.parametrize("value", [-5, 0, 10 ** 6])
+@pytest.mark.parametrize("value", [-5, 0, 10**6])
 def test_prewarm_checks_max_new_tokens(stub, value):
     session, engine, sent = stub
     session.handle({"type": "prewarm", "request_id": "w", "prefix": "x = ", "max_new_tokens": value})
@@ -196,6 +203,7 @@ def test_a_comm_chat_honours_the_configured_time_limit(stub):
 
 
 # -- the ipywidgets chat: the same promises ---------------------------------------------------
+
 
 def test_the_widget_chat_honours_the_configured_time_limit():
     from jupyter_codellama.widgets import ChatWidget

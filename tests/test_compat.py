@@ -1,5 +1,6 @@
 """Compatibility: the PyTorch decode path uses only transformers APIs that are not on their way
 out, and the versions it was written for are declared."""
+
 import warnings
 from pathlib import Path
 
@@ -18,8 +19,14 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 def tiny_model(embedded_tokenizer):
     """A two-layer Llama with random weights on the embedded model's vocabulary."""
     config = transformers.LlamaConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=len(embedded_tokenizer), max_position_embeddings=512)
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(embedded_tokenizer),
+        max_position_embeddings=512,
+    )
     torch.manual_seed(0)
     return transformers.LlamaForCausalLM(config).eval()
 
@@ -34,8 +41,9 @@ def test_the_torch_decode_path_raises_no_deprecation_warning(tiny_model, embedde
         warnings.simplefilter("error", DeprecationWarning)
         for _ in range(2):  # the second run reuses the first one's cached prefix
             request = GenerationRequest(prompt_ids=ids, max_new_tokens=6)
-            result = generate_stream(tiny_model, embedded_tokenizer, request, eos_token_ids=(),
-                                     prefix_cache=cache, prefill_chunk=16)
+            result = generate_stream(
+                tiny_model, embedded_tokenizer, request, eos_token_ids=(), prefix_cache=cache, prefill_chunk=16
+            )
             assert result.stop_reason == "length" and len(result.tokens) == 6
     assert result.cached_tokens > 0
 

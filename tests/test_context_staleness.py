@@ -1,5 +1,6 @@
 """Context that knows what ran: stale, never-run and out-of-order cells are marked (and moved)
 in the prompt and its preview, from what the kernel recorded; a real kernel shows it end to end."""
+
 from __future__ import annotations
 
 import time
@@ -38,8 +39,9 @@ def chat_context(cells: list[dict], runs: list[CellRun | None], current: int | N
 
 
 LOAD = code("import math\nradius = 2.0", 1)
-AREA = code("area = math.pi * radius ** 2", 2,
-            outputs=[{"output_type": "execute_result", "data": {"text/plain": "12.5"}}])
+AREA = code(
+    "area = math.pi * radius ** 2", 2, outputs=[{"output_type": "execute_result", "data": {"text/plain": "12.5"}}]
+)
 REPORT = code("print(f'{area:.1f}')", 3)
 
 
@@ -68,8 +70,9 @@ def test_a_cell_edited_since_it_ran_is_marked_and_the_model_is_told_its_names_ma
 
 def test_a_cell_that_never_ran_is_marked_and_keeps_its_place():
     draft = code("volume = area * height", None)
-    context = notebook([LOAD, AREA, draft, REPORT],
-                       [CellRun("ran", 1), CellRun("ran", 2), CellRun("never"), CellRun("ran", 3)])
+    context = notebook(
+        [LOAD, AREA, draft, REPORT], [CellRun("ran", 1), CellRun("ran", 2), CellRun("never"), CellRun("ran", 3)]
+    )
     ctx = build_context("", "", context, budget=4000, count_tokens=approximate_tokens)
     assert "# Out[2]:\n# 12.5\n\n# In[ ]:  (never run)\nvolume = area * height\n\n# In[3]:" in ctx.prefix
     assert NOTICE in ctx.prefix
@@ -86,8 +89,13 @@ def test_cells_that_ran_out_of_page_order_are_shown_in_the_order_they_ran_and_it
     assert ORDER in text
     ran_order = [text.index(s) for s in ("# In[1]:", "# ## Area", "# In[2]:", "# In[3]:")]
     assert ran_order == sorted(ran_order)  # the heading stays with the cell under it
-    ctx = build_context("", "", notebook(cells, [CellRun("ran", 3), None, CellRun("ran", 2), CellRun("ran", 1)]),
-                        budget=4000, count_tokens=approximate_tokens)
+    ctx = build_context(
+        "",
+        "",
+        notebook(cells, [CellRun("ran", 3), None, CellRun("ran", 2), CellRun("ran", 1)]),
+        budget=4000,
+        count_tokens=approximate_tokens,
+    )
     assert "cells shown in the order they ran, not in the notebook's order" in ctx.report.notes
     assert NOTICE not in ctx.prefix  # nothing is stale: only the order is said
 
@@ -117,10 +125,17 @@ def test_the_marks_reach_a_real_chat_prompt_and_its_preview(codellama_tokenizer)
     from jupyter_codellama.prompts import context_preview
 
     edited = {**AREA, "source": "area = math.pi * diameter ** 2 / 4"}
-    context = notebook([REPORT, edited, LOAD, code("volume = area * h", None)],
-                       [CellRun("ran", 3), CellRun("edited", 2), CellRun("ran", 1), CellRun("never")], current=3)
-    prompt = build_chat_prompt(codellama_tokenizer, resolve_model("7b-instruct"),
-                               [{"role": "user", "content": "Why does this fail?"}], context=context)
+    context = notebook(
+        [REPORT, edited, LOAD, code("volume = area * h", None)],
+        [CellRun("ran", 3), CellRun("edited", 2), CellRun("ran", 1), CellRun("never")],
+        current=3,
+    )
+    prompt = build_chat_prompt(
+        codellama_tokenizer,
+        resolve_model("7b-instruct"),
+        [{"role": "user", "content": "Why does this fail?"}],
+        context=context,
+    )
     assert "# In[2]:  (edited since it ran)" in prompt.text and NOTICE in prompt.text and ORDER in prompt.text
     assert "# In[ ]:  (current cell, never run)\nvolume = area * h" in prompt.text
     preview = context_preview(prompt)
@@ -143,8 +158,9 @@ def test_the_notice_goes_when_the_marked_cells_do_not_fit():
 
 
 def test_a_mark_travels_with_its_cell_and_a_front_end_cannot_set_one():
-    cells = with_runs([LOAD, {**AREA, "source": "area = 0"}, REPORT],
-                      [CellRun("ran", 1), CellRun("edited", 2), CellRun("ran", 3)])
+    cells = with_runs(
+        [LOAD, {**AREA, "source": "area = 0"}, REPORT], [CellRun("ran", 1), CellRun("edited", 2), CellRun("ran", 3)]
+    )
     others = [cells[0], cells[1]]  # the comm cuts the asked-about cell out for explain and fix
     ctx = build_context("", "", NotebookContext(cells=others), budget=4000, count_tokens=approximate_tokens)
     assert "# In[2]:  (edited since it ran)\narea = 0" in ctx.prefix
@@ -153,24 +169,33 @@ def test_a_mark_travels_with_its_cell_and_a_front_end_cannot_set_one():
     assert "(" not in ctx.prefix.split("\n")[0] and "edited" not in ctx.prefix and "never" not in ctx.prefix
 
 
-states = st.one_of(st.none(), st.builds(CellRun, st.sampled_from(["never", "earlier"])),
-                   st.builds(CellRun, st.sampled_from(["ran", "edited"]), st.integers(1, 30)))
+states = st.one_of(
+    st.none(),
+    st.builds(CellRun, st.sampled_from(["never", "earlier"])),
+    st.builds(CellRun, st.sampled_from(["ran", "edited"]), st.integers(1, 30)),
+)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.sampled_from(["code", "code", "markdown"]), st.text("abxyz=+1 \n", max_size=40),
-                          states), max_size=10),
-       st.data(), st.integers(0, 300), st.booleans())
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["code", "code", "markdown"]), st.text("abxyz=+1 \n", max_size=40), states),
+        max_size=10,
+    ),
+    st.data(),
+    st.integers(0, 300),
+    st.booleans(),
+)
 def test_marked_and_moved_contexts_always_fit_and_lose_no_cell_that_fits(page, data, budget, use_suffix):
-    cells = [{"cell_type": kind, "source": source, "execution_count": None, "outputs": []}
-             for kind, source, _ in page]
+    cells = [{"cell_type": kind, "source": source, "execution_count": None, "outputs": []} for kind, source, _ in page]
     runs = [run if kind == "code" else None for kind, _, run in page]
     current = data.draw(st.one_of(st.none(), st.integers(0, len(cells) - 1))) if cells else None
     context = notebook(cells, runs, current)
     ctx = build_context("x = ", "", context, budget=budget, count_tokens=approximate_tokens, use_suffix=use_suffix)
     assert approximate_tokens(ctx.prefix) + approximate_tokens(ctx.suffix) <= budget
-    assert ctx == build_context("x = ", "", context, budget=budget, count_tokens=approximate_tokens,
-                                use_suffix=use_suffix)
+    assert ctx == build_context(
+        "x = ", "", context, budget=budget, count_tokens=approximate_tokens, use_suffix=use_suffix
+    )
     roomy = build_context("x = ", "", context, budget=100_000, count_tokens=approximate_tokens)
     shown = [i for i, cell in enumerate(cells) if i != current and cell["source"].strip()]
     assert sorted(int(i.label.split()[1]) - 1 for i in roomy.report.included if i.kind == "cell") == shown
@@ -197,10 +222,20 @@ def test_the_log_tells_unchanged_edited_never_run_and_another_kernels_cells():
     ran(log, 1, "a")
     ran(log, 2, "b")
     shell = FakeShell("x = 1", "y = x + 1")
-    cells = [code("x = 1\n", 1, "a"), code("y = x + 2", 2, "b"), code("z = 3", None, "c"),
-             code("w = 4", 7, "d"), {"cell_type": "markdown", "source": "# Notes"}]
-    assert log.states(cells, shell) == [CellRun("ran", 1), CellRun("edited", 2), CellRun("never"),
-                                        CellRun("earlier"), None]
+    cells = [
+        code("x = 1\n", 1, "a"),
+        code("y = x + 2", 2, "b"),
+        code("z = 3", None, "c"),
+        code("w = 4", 7, "d"),
+        {"cell_type": "markdown", "source": "# Notes"},
+    ]
+    assert log.states(cells, shell) == [
+        CellRun("ran", 1),
+        CellRun("edited", 2),
+        CellRun("never"),
+        CellRun("earlier"),
+        None,
+    ]
 
 
 def test_the_kernels_count_wins_over_the_pages():
@@ -258,7 +293,9 @@ def test_the_log_stays_bounded(monkeypatch):
     assert len(log._cell_of_count) == 3 and len(log._count_of_cell) == 3
     shell = FakeShell(*[f"v = {n}" for n in range(1, 8)])
     assert log.states([code("v = 7", 7, "cell7"), code("v = 1", 1, "cell1")], shell) == [
-        CellRun("ran", 7), CellRun("ran", 1)]
+        CellRun("ran", 7),
+        CellRun("ran", 1),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,8 +304,14 @@ def test_the_log_stays_bounded(monkeypatch):
 
 def run_cell(kernel, source: str, cell_id: str) -> dict:
     """Run ``source`` as the cell ``cell_id``: JupyterLab sends the id in the request's metadata."""
-    content = {"code": source, "silent": False, "store_history": True, "user_expressions": {},
-               "allow_stdin": False, "stop_on_error": True}
+    content = {
+        "code": source,
+        "silent": False,
+        "store_history": True,
+        "user_expressions": {},
+        "allow_stdin": False,
+        "stop_on_error": True,
+    }
     msg = kernel.kc.session.msg("execute_request", content, metadata={"cellId": cell_id})
     kernel.kc.shell_channel.send(msg)
     reply = kernel.cell_reply(msg["header"]["msg_id"])
@@ -278,13 +321,28 @@ def run_cell(kernel, source: str, cell_id: str) -> dict:
 
 def page_cell(source: str, count: int | None, cell_id: str) -> dict:
     """A cell as JupyterLab's ``cell.model.toJSON()`` sends it."""
-    return {"id": cell_id, "cell_type": "code", "source": source, "metadata": {}, "execution_count": count,
-            "outputs": []}
+    return {
+        "id": cell_id,
+        "cell_type": "code",
+        "source": source,
+        "metadata": {},
+        "execution_count": count,
+        "outputs": [],
+    }
 
 
 def preview(kernel, comm_id: str, cells: list[dict], current: int, request_id: str) -> dict:
-    kernel.send(comm_id, {"type": "context-preview", "request_id": request_id, "for": "chat", "cells": cells,
-                          "current": current, "messages": [{"role": "user", "content": "What is wrong here?"}]})
+    kernel.send(
+        comm_id,
+        {
+            "type": "context-preview",
+            "request_id": request_id,
+            "for": "chat",
+            "cells": cells,
+            "current": current,
+            "messages": [{"role": "user", "content": "What is wrong here?"}],
+        },
+    )
     reply = kernel.wait_terminal(comm_id, request_id, timeout=120)
     assert reply["type"] == "done", reply
     return reply["preview"]
@@ -309,8 +367,11 @@ def kernel():
 @pytest.mark.slow
 def test_a_real_kernel_marks_stale_never_run_and_out_of_order_cells_in_the_preview(kernel):
     counts = {}
-    for cell_id, source in (("load", "radius = 2.0"), ("area", "area = 3.14 * radius ** 2"),
-                            ("report", "summary = f'{area:.1f}'")):
+    for cell_id, source in (
+        ("load", "radius = 2.0"),
+        ("area", "area = 3.14 * radius ** 2"),
+        ("report", "summary = f'{area:.1f}'"),
+    ):
         counts[cell_id] = run_cell(kernel, source, cell_id)["execution_count"]
     comm_id = open_with_model(kernel)
     # The page: the report above the area (they ran the other way round); the area's source
@@ -344,8 +405,17 @@ def test_a_real_kernel_marks_stale_never_run_and_out_of_order_cells_in_the_previ
 
     # Inline completion sends sources only (no ids, no counts): nothing is judged, nothing marked.
     sources_only = [{"cell_type": "code", "source": c["source"], "metadata": {}} for c in cells]
-    kernel.send(comm_id, {"type": "context-preview", "request_id": "p3", "for": "complete", "prefix": "volume = ",
-                          "cells": sources_only, "current": 4})
+    kernel.send(
+        comm_id,
+        {
+            "type": "context-preview",
+            "request_id": "p3",
+            "for": "complete",
+            "prefix": "volume = ",
+            "cells": sources_only,
+            "current": 4,
+        },
+    )
     reply = kernel.wait_terminal(comm_id, "p3", timeout=120)
     assert "height = 5" in reply["preview"]["text"] and "never run" not in reply["preview"]["text"]
 
@@ -363,8 +433,11 @@ def test_after_a_kernel_restart_the_old_counts_are_marked_as_not_run_here(kernel
         source = f"after_restart = {fresh}"
         fresh = run_cell(kernel, source, "new")["execution_count"]
     comm_id = open_with_model(kernel)
-    cells = [page_cell("before_restart = 1", first, "old"), page_cell(source, fresh, "new"),
-             page_cell("after_restart + 1", None, "asked")]
+    cells = [
+        page_cell("before_restart = 1", first, "old"),
+        page_cell(source, fresh, "new"),
+        page_cell("after_restart + 1", None, "asked"),
+    ]
     text = preview(kernel, comm_id, cells, current=2, request_id="p4")["text"]
     assert "# In[ ]:  (not run since the kernel started)\nbefore_restart = 1" in text
     assert f"# In[{fresh}]:\n{source}" in text

@@ -1,4 +1,5 @@
 """The engine with real models: streaming, cancellation, reuse, scheduling, errors."""
+
 import threading
 import time
 
@@ -44,8 +45,9 @@ def test_max_new_tokens_and_stop_strings_end_generation(embedded_engine):
 
 
 def test_time_limit_ends_generation_with_reason_time(embedded_engine):
-    r = embedded_engine.generate(long_prompt(embedded_engine, 100), max_new_tokens=500,
-                                 max_time=0.5, use_prefix_cache=False)
+    r = embedded_engine.generate(
+        long_prompt(embedded_engine, 100), max_new_tokens=500, max_time=0.5, use_prefix_cache=False
+    )
     assert r.stop_reason == "time"
     assert len(r.tokens) < 500
     assert r.timings["total_s"] < 0.5 + 15  # loose: a loaded 2-core machine is slow per step
@@ -130,11 +132,14 @@ def test_chat_jobs_queue_in_order_and_report_queue_wait(embedded_engine):
     assert results[2].timings["queue_s"] > results[0].timings["queue_s"]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"max_new_tokens": 0}, "max_new_tokens"),
-    ({"temperature": -1.0}, "temperature"),
-    ({"top_p": 0.0}, "top_p"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+    ],
+)
 def test_bad_generation_arguments_are_errors_and_the_engine_keeps_working(embedded_engine, kwargs, message):
     with pytest.raises(EngineError, match=message) as info:
         embedded_engine.generate("x = 1", **kwargs)
@@ -169,6 +174,7 @@ def test_sampling_with_a_seed_is_reproducible(embedded_engine):
 
 
 # -- the Code Llama path: real tokenizer, Code Llama shapes, random weights --------------------
+
 
 def test_codellama_shaped_model_loads_through_the_same_path_with_infilling(shaped_engine):
     status = shaped_engine.status()
@@ -206,6 +212,7 @@ def test_codellama_shaped_model_loads_in_nf4_on_the_cpu_when_asked_by_name(shape
 
 
 # -- loading through the engine: progress, errors, survival -----------------------------------
+
 
 def test_load_reports_progress_then_ready(shaped_model_dir):
     engine = Engine(CodeLlama())

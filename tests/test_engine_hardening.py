@@ -1,5 +1,6 @@
 """The engine's promises under faults: every job ends, the engine never stays stuck, the
 tokenizer is never used from two threads at once (real embedded model)."""
+
 import threading
 import time
 
@@ -103,8 +104,14 @@ def test_a_preview_beside_engine_work_always_has_the_right_token_ids(embedded_en
     # Content that spells special tokens: it must stay text, while the template's own are ids.
     cells = [{"cell_type": "code", "source": f"x_{i} = '</s><|im_end|>' * {i}\n"} for i in range(8)]
     messages = [{"role": "user", "content": "What does <|im_start|> mean here?"}]
-    request = {"type": "context-preview", "for": "chat", "cells": cells, "current": 7, "variables": False,
-               "messages": messages}
+    request = {
+        "type": "context-preview",
+        "for": "chat",
+        "cells": cells,
+        "current": 7,
+        "variables": False,
+        "messages": messages,
+    }
     session.handle({**request, "request_id": "reference"})
     reference = _wait_reply(sent, "reference")["preview"]["ids"]
     stop = threading.Event()

@@ -1,4 +1,5 @@
 """HumanEval and the single-line infilling problems derived from it: data, prompts, programs."""
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -74,8 +75,7 @@ def test_infill_masks_exactly_one_nonblank_line_and_the_parts_rebuild_the_progra
         assert item.prefix + item.middle + item.suffix == original
         assert item.middle.strip() and item.middle.count("\n") == 1 and item.middle.endswith("\n")
         assert item.prefix.endswith("\n") and item.prefix.startswith(item.problem.prompt)
-    per_problem = {p.task_id: sum(1 for line in p.canonical_solution.splitlines() if line.strip())
-                   for p in problems}
+    per_problem = {p.task_id: sum(1 for line in p.canonical_solution.splitlines() if line.strip()) for p in problems}
     counts: dict[str, int] = {}
     for item in infill:
         counts[item.problem.task_id] = counts.get(item.problem.task_id, 0) + 1
@@ -86,8 +86,9 @@ def test_infill_masks_exactly_one_nonblank_line_and_the_parts_rebuild_the_progra
 def test_infill_with_the_true_line_passes_and_with_a_wrong_line_fails(infill):
     sample = select(infill, 12)
     assert all(r.ok for r in check_all([(i.problem, infill_program(i, i.middle)) for i in sample]))
-    wrong = [(i.problem, infill_program(i, i.middle[: len(i.middle) - len(i.middle.lstrip())] + "pass\n"))
-             for i in sample]
+    wrong = [
+        (i.problem, infill_program(i, i.middle[: len(i.middle) - len(i.middle.lstrip())] + "pass\n")) for i in sample
+    ]
     assert sum(r.ok for r in check_all(wrong)) <= 2  # a few lines are not needed by the tests
 
 
@@ -108,8 +109,9 @@ def test_infill_prompts_carry_prefix_and_suffix_unchanged_through_the_fim_path(c
 
 def test_models_without_fim_get_the_prefix_to_continue(embedded_tokenizer, infill):
     item = infill[0]
-    prompt = build_infill_prompt(embedded_tokenizer, resolve_model("embedded"), item.prefix, item.suffix,
-                                 max_new_tokens=128)
+    prompt = build_infill_prompt(
+        embedded_tokenizer, resolve_model("embedded"), item.prefix, item.suffix, max_new_tokens=128
+    )
     assert prompt.kind == "continuation" and prompt.text == item.prefix
 
 
@@ -127,8 +129,8 @@ def test_completion_prompt_is_the_problem_as_is_after_bos(codellama_tokenizer, p
 
 # -- chat models: ask for the function ----------------------------------------------------------
 
-HAS_CLOSE = '''def has_close_elements(numbers: List[float], threshold: float) -> bool:
-    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])'''
+HAS_CLOSE = """def has_close_elements(numbers: List[float], threshold: float) -> bool:
+    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])"""
 
 
 def test_an_answer_without_the_prompts_imports_still_runs(by_id):
@@ -153,8 +155,10 @@ def test_an_answer_may_use_the_helpers_the_prompt_defines(by_id):
 
 
 def test_python_tags_of_code_llama_instruct_are_understood(by_id):
-    answer = (f" [PYTHON]\nfrom typing import List\n{HAS_CLOSE}\n[/PYTHON]\n"
-              "[TESTS]\n# Test case 1:\nassert has_close_elements([], 1) == False\n[/TESTS]\n")
+    answer = (
+        f" [PYTHON]\nfrom typing import List\n{HAS_CLOSE}\n[/PYTHON]\n"
+        "[TESTS]\n# Test case 1:\nassert has_close_elements([], 1) == False\n[/TESTS]\n"
+    )
     code, source = answer_code(answer)
     assert source == "python-tags" and "TESTS" not in code
     assert by_id["HumanEval/0"].check(chat_program(by_id["HumanEval/0"], code)).ok

@@ -1,9 +1,10 @@
 """The checker: right code passes, wrong code fails, runaway code is stopped."""
+
 from jupyter_codellama.eval.tasks import TASKS
 
 MERGE = TASKS[0]
 
-CORRECT = '''
+CORRECT = """
 def merge_alternately(word1, word2):
     out = []
     for i in range(max(len(word1), len(word2))):
@@ -12,7 +13,7 @@ def merge_alternately(word1, word2):
         if i < len(word2):
             out.append(word2[i])
     return "".join(out)
-'''
+"""
 
 
 def test_a_correct_solution_passes_every_case():
@@ -38,10 +39,12 @@ def test_an_infinite_loop_is_stopped_at_the_time_limit():
 
 
 def test_network_access_is_refused_inside_the_sandbox():
-    code = ("import socket\n"
-            "def merge_alternately(a, b):\n"
-            "    socket.create_connection(('127.0.0.1', 9))\n"
-            "    return 'apbqcr'\n")
+    code = (
+        "import socket\n"
+        "def merge_alternately(a, b):\n"
+        "    socket.create_connection(('127.0.0.1', 9))\n"
+        "    return 'apbqcr'\n"
+    )
     result = MERGE.check(code)
     assert result.passed == 0 and "network access is disabled" in str(result.failures)
 
@@ -79,16 +82,21 @@ def test_run_check_stops_an_infinite_loop():
 
 def test_writes_outside_the_temporary_directory_are_refused(tmp_path):
     target = tmp_path / "escaped.txt"
-    code = ("import os, pathlib\n"
-            "def square(x):\n"
-            "    pathlib.Path('inside.txt').write_text('ok')\n"   # the working directory: allowed
-            f"    open({str(target)!r}, 'w').write('no')\n"
-            "    return x * x\n")
+    code = (
+        "import os, pathlib\n"
+        "def square(x):\n"
+        "    pathlib.Path('inside.txt').write_text('ok')\n"  # the working directory: allowed
+        f"    open({str(target)!r}, 'w').write('no')\n"
+        "    return x * x\n"
+    )
     result = run_check(code, SQUARE_TEST, "square")
     assert not result.ok and "outside the sandbox's temporary directory" in result.summary()
     assert not target.exists()
-    for attack in (f"os.remove({str(tmp_path)!r})", f"shutil.rmtree({str(tmp_path)!r})",
-                   f"os.rename('a', {str(target)!r})"):
+    for attack in (
+        f"os.remove({str(tmp_path)!r})",
+        f"shutil.rmtree({str(tmp_path)!r})",
+        f"os.rename('a', {str(target)!r})",
+    ):
         result = run_tests(f"import os, shutil\ndef f():\n    {attack}\n", "f", [((), None)])
         assert "PermissionError" in result.failures[0]["error"], attack
     assert tmp_path.exists()
@@ -122,10 +130,14 @@ import pytest  # noqa: E402
 
 def test_writes_through_the_io_and_posix_layers_are_refused_too(tmp_path):
     target = tmp_path / "escaped.txt"
-    for attack in (f"io.FileIO({str(target)!r}, 'w')", f"_io.FileIO({str(target)!r}, 'wb')",
-                   f"_io.open({str(target)!r}, 'w')",
-                   f"posix.open({str(target)!r}, posix.O_WRONLY | posix.O_CREAT)",
-                   f"posix.mkdir({str(tmp_path / 'd')!r})", f"posix.remove({str(target)!r})"):
+    for attack in (
+        f"io.FileIO({str(target)!r}, 'w')",
+        f"_io.FileIO({str(target)!r}, 'wb')",
+        f"_io.open({str(target)!r}, 'w')",
+        f"posix.open({str(target)!r}, posix.O_WRONLY | posix.O_CREAT)",
+        f"posix.mkdir({str(tmp_path / 'd')!r})",
+        f"posix.remove({str(target)!r})",
+    ):
         result = run_tests(f"import io, _io, posix\ndef f():\n    {attack}\n", "f", [((), None)])
         assert "PermissionError" in result.failures[0].get("error", ""), (attack, result)
     assert list(tmp_path.iterdir()) == []
@@ -134,15 +146,17 @@ def test_writes_through_the_io_and_posix_layers_are_refused_too(tmp_path):
 
 
 def test_leaving_the_process_group_is_refused():
-    for attack in ("posix.fork()", "os.setsid()", "posix.setsid()", "os.setpgid(0, 0)",
-                   "_posixsubprocess.fork_exec"):
-        code = f"import os, posix, _posixsubprocess\ndef f():\n    {attack}()\n" if attack.endswith("exec") \
+    for attack in ("posix.fork()", "os.setsid()", "posix.setsid()", "os.setpgid(0, 0)", "_posixsubprocess.fork_exec"):
+        code = (
+            f"import os, posix, _posixsubprocess\ndef f():\n    {attack}()\n"
+            if attack.endswith("exec")
             else f"import os, posix\ndef f():\n    {attack}\n"
+        )
         result = run_tests(code, "f", [((), None)])
         assert "disabled in the sandbox" in result.failures[0].get("error", ""), (attack, result)
 
 
-ESCAPE = '''
+ESCAPE = """
 import ctypes, time
 libc = ctypes.CDLL(None)
 def f():
@@ -151,7 +165,7 @@ def f():
         libc.setsid()
         time.sleep(300)
     return pid
-'''
+"""
 
 
 def _alive(pid: int) -> bool:
@@ -182,12 +196,13 @@ FORGE = "import os\ndef merge_alternately(a, b):\n    os.write(3, {report!r})\n 
 def test_a_report_written_by_the_candidate_is_not_believed():
     forged = MERGE.check(FORGE.format(report=b'{"passed": 4, "failures": []}'))
     assert not forged.ok and forged.passed == 0 and "report" in forged.error
-    appended = MERGE.check("import os\nos.write(3, b'{\"passed\": 4, \"failures\": []}')\n" + CORRECT)
+    appended = MERGE.check('import os\nos.write(3, b\'{"passed": 4, "failures": []}\')\n' + CORRECT)
     assert not appended.ok and "report" in appended.error
 
 
-@pytest.mark.parametrize("report", [b"[1, 2]", b'{"passed": "all"}', b'{"failures": 5}', b"\xff\xfe",
-                                    b'{"passed": 1, "failures": [3]}'])
+@pytest.mark.parametrize(
+    "report", [b"[1, 2]", b'{"passed": "all"}', b'{"failures": 5}', b"\xff\xfe", b'{"passed": 1, "failures": [3]}']
+)
 def test_a_malformed_report_is_an_error_not_a_crash_of_the_harness(report):
     result = MERGE.check(FORGE.format(report=report))
     assert not result.ok and result.passed == 0 and "report" in result.error
@@ -200,8 +215,7 @@ def test_a_malformed_report_is_an_error_not_a_crash_of_the_harness(report):
 
 def test_output_on_the_report_channel_is_read_with_a_bound():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    flood = ("import os\ndef f():\n    chunk = b'x' * (1 << 20)\n"
-             "    for _ in range(300):\n        os.write(3, chunk)\n")
+    flood = "import os\ndef f():\n    chunk = b'x' * (1 << 20)\n    for _ in range(300):\n        os.write(3, chunk)\n"
     result = run_tests(flood, "f", [((), None)], timeout=30)
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert not result.ok and "report" in result.error and "MiB" in result.error
@@ -209,10 +223,15 @@ def test_output_on_the_report_channel_is_read_with_a_bound():
 
 
 def test_file_size_and_process_count_are_limited():
-    big = run_tests("def f():\n    open('big', 'wb').write(b'x' * (2 << 20))\n", "f", [((), None)],
-                    max_file_size=1 << 20)
+    big = run_tests(
+        "def f():\n    open('big', 'wb').write(b'x' * (2 << 20))\n", "f", [((), None)], max_file_size=1 << 20
+    )
     assert "File too large" in big.failures[0].get("error", ""), big
-    limits = run_tests("import resource\ndef f():\n    return [resource.getrlimit(r)[0] for r in "
-                       "(resource.RLIMIT_FSIZE, resource.RLIMIT_NPROC)]\n", "f", [((), None)])
+    limits = run_tests(
+        "import resource\ndef f():\n    return [resource.getrlimit(r)[0] for r in "
+        "(resource.RLIMIT_FSIZE, resource.RLIMIT_NPROC)]\n",
+        "f",
+        [((), None)],
+    )
     fsize, nproc = eval(limits.failures[0]["got"])
     assert fsize == 64 << 20 and nproc != resource.RLIM_INFINITY

@@ -3,6 +3,7 @@
 The 135M model's code is often wrong: correctness is reported by the notebooks, not asserted;
 what is asserted is what a reader must see (answers, checks, context, no secrets).
 """
+
 from pathlib import Path
 
 import nbformat
@@ -41,10 +42,16 @@ EXPECTED = {
 def test_example_notebook_runs_without_errors(path):
     nb = nbformat.read(path, as_version=4)
     # jupyter_client starts "python3" kernels with this interpreter (the project's venv).
-    NotebookClient(nb, timeout=1200, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
-    unexpected = [o for c in nb.cells if "raises-exception" not in c.metadata.get("tags", [])
-                  for o in c.get("outputs", []) if o.output_type == "error"]
+    NotebookClient(
+        nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
+    unexpected = [
+        o
+        for c in nb.cells
+        if "raises-exception" not in c.metadata.get("tags", [])
+        for o in c.get("outputs", [])
+        if o.output_type == "error"
+    ]
     assert not unexpected, unexpected[0].get("evalue")
     text = shown_text(nb)
     for needle in EXPECTED[path.stem]:

@@ -3,6 +3,7 @@ unload while answering, two notebooks on one kernel, a notebook closed mid-answe
 
 After each one, every request has ended exactly once and the kernel (and model) still answer.
 """
+
 import itertools
 import time
 
@@ -56,23 +57,27 @@ def wait_until(condition, timeout, what):
 
 def long_chat(kernel, comm_id, request_id=None):
     request_id = request_id or f"long-{next(_ids)}"
-    kernel.send(comm_id, {"type": "chat", "request_id": request_id, "max_new_tokens": 2000,
-                          "temperature": 0, "messages": LONG})
+    kernel.send(
+        comm_id, {"type": "chat", "request_id": request_id, "max_new_tokens": 2000, "temperature": 0, "messages": LONG}
+    )
     kernel.wait_for(comm_id, request_id, "chunk", timeout=120)
     return request_id
 
 
 def assert_answers(kernel, comm_id):
     assert kernel.alive()
-    request_id = ask(kernel, comm_id, {"type": "chat", "max_new_tokens": 4,
-                                       "messages": [{"role": "user", "content": "Say hi."}]})
+    request_id = ask(
+        kernel, comm_id, {"type": "chat", "max_new_tokens": 4, "messages": [{"role": "user", "content": "Say hi."}]}
+    )
     assert kernel.wait_terminal(comm_id, request_id)["type"] == "done"
 
 
 def test_an_interrupt_during_a_magic_answer_stops_it_and_the_comm_still_answers(kernel, comm):
     kernel.use_subshell(comm)  # the sidebar's status while the cell runs
-    cell = kernel.start_cell("%%codellama --max-new-tokens 2000 --temperature 0\n"
-                             "Explain Python's data model in great detail, with many examples.")
+    cell = kernel.start_cell(
+        "%%codellama --max-new-tokens 2000 --temperature 0\n"
+        "Explain Python's data model in great detail, with many examples."
+    )
     wait_until(lambda: status(kernel, comm)["busy"], 120, "the magic never started generating")
     kernel.interrupt()
     reply = kernel.cell_reply(cell, timeout=60)
@@ -97,7 +102,8 @@ def test_a_load_that_runs_out_of_memory_fails_clearly_and_a_retry_loads(kernel, 
         "def _oom_once(*args, **kwargs):\n"
         "    _w.load_model = _real_load\n"
         "    raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB')\n"
-        "_w.load_model = _oom_once\n")
+        "_w.load_model = _oom_once\n"
+    )
     failed = kernel.wait_terminal(comm, ask(kernel, comm, {"type": "load", "model": "embedded"}), timeout=120)
     assert failed["type"] == "error" and failed["code"] == "load_failed"
     assert "out of memory" in failed["message"]
@@ -121,8 +127,16 @@ def test_two_notebooks_on_one_kernel_get_their_own_answers(kernel, comm):
     other = kernel.open_comm()
     try:
         first = long_chat(kernel, comm, "same-id")
-        kernel.send(other, {"type": "chat", "request_id": "same-id", "max_new_tokens": 8, "temperature": 0,
-                            "messages": [{"role": "user", "content": "Say hi."}]})
+        kernel.send(
+            other,
+            {
+                "type": "chat",
+                "request_id": "same-id",
+                "max_new_tokens": 8,
+                "temperature": 0,
+                "messages": [{"role": "user", "content": "Say hi."}],
+            },
+        )
         kernel.send(comm, {"type": "cancel", "request_id": "c", "target_id": first})
         mine = kernel.wait_terminal(comm, "same-id", timeout=60)
         theirs = kernel.wait_terminal(other, "same-id", timeout=120)

@@ -4,6 +4,7 @@ A scripted decoder (no model), the PyTorch decoder of a tiny random Llama and th
 decoder of a tiny random GGUF go through the same ``generate_stream`` and must end for the same
 reasons: eos, stop string, length, time, cancel.
 """
+
 from __future__ import annotations
 
 import copy
@@ -86,8 +87,15 @@ def _tiny_llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -122,8 +130,7 @@ def _generate(model, *, eos=(), prefill_chunk=256, **fields):
     fields.setdefault("use_prefix_cache", False)
     kwargs = {k: fields.pop(k) for k in ("cancel", "on_text", "prefix_cache") if k in fields}
     request = GenerationRequest(prompt_ids=fields.pop("prompt_ids", PROMPT), **fields)
-    return generate_stream(model, CharTokenizer(), request, eos_token_ids=eos,
-                           prefill_chunk=prefill_chunk, **kwargs)
+    return generate_stream(model, CharTokenizer(), request, eos_token_ids=eos, prefill_chunk=prefill_chunk, **kwargs)
 
 
 def _first_at(items, value) -> int:

@@ -1,4 +1,5 @@
 """Streaming text: stop strings and incremental detokenisation (fast, no model weights)."""
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -34,12 +35,15 @@ def test_earliest_of_several_stop_strings_wins():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(alphabet="ab\n", max_size=40), st.lists(st.integers(1, 5), max_size=20),
-       st.sampled_from(["\n\n", "ab", "ba\n"]))
+@given(
+    st.text(alphabet="ab\n", max_size=40),
+    st.lists(st.integers(1, 5), max_size=20),
+    st.sampled_from(["\n\n", "ab", "ba\n"]),
+)
 def test_streamed_text_equals_text_before_first_stop(text, cuts, stop):
     deltas, i = [], 0
     for c in cuts:
-        deltas.append(text[i:i + c])
+        deltas.append(text[i : i + c])
         i += c
     deltas.append(text[i:])
     got, hit = stream(StopMatcher([stop]), deltas)
@@ -65,8 +69,10 @@ def test_incremental_detokenisation_reassembles_the_exact_text(request, which, s
     detok = IncrementalDetokenizer(tok, context)
     deltas = [detok.push(i) for i in ids] + [detok.flush()]
     expected = tok.decode(context + ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-    assert "".join(deltas) == expected[len(tok.decode(context, skip_special_tokens=True,
-                                                      clean_up_tokenization_spaces=False)):]
+    assert (
+        "".join(deltas)
+        == expected[len(tok.decode(context, skip_special_tokens=True, clean_up_tokenization_spaces=False)) :]
+    )
     assert not any("\ufffd" in d for d in deltas), "a partial character was streamed"
 
 

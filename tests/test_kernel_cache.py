@@ -1,5 +1,6 @@
 """The compiled kernel's cache: a private folder, and nothing loaded that another user could
 have written."""
+
 import os
 import stat
 
@@ -24,8 +25,7 @@ def test_the_cache_folder_is_created_private(built):
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
 
 
-@pytest.mark.parametrize("what, mode", [("folder", 0o777), ("folder", 0o770), ("library", 0o666),
-                                        ("library", 0o775)])
+@pytest.mark.parametrize("what, mode", [("folder", 0o777), ("folder", 0o770), ("library", 0o666), ("library", 0o775)])
 def test_a_library_others_can_write_is_refused(built, what, mode):
     cache, library = built
     target = library.parent if what == "folder" else library

@@ -1,5 +1,6 @@
 """The comm through a real ipykernel: %load_ext, comm_open, requests, and answers on a subshell
 while the main shell is busy running a cell."""
+
 import os
 import time
 import uuid
@@ -61,8 +62,10 @@ def test_load_ext_is_quick_and_imports_no_torch(kernel):
     kernel_output = []
     reply = kc.execute_interactive(
         "import sys, time\nt = time.perf_counter()\n%reload_ext jupyter_codellama\n"
-        "print('torch' in sys.modules, round(time.perf_counter() - t, 3))", timeout=60,
-        output_hook=lambda m: kernel_output.append(m))
+        "print('torch' in sys.modules, round(time.perf_counter() - t, 3))",
+        timeout=60,
+        output_hook=lambda m: kernel_output.append(m),
+    )
     assert reply["content"]["status"] == "ok"
     text = "".join(m["content"].get("text", "") for m in kernel_output if m["msg_type"] == "stream")
     imported, seconds = text.split()
@@ -79,8 +82,16 @@ def test_hello_load_and_chat_over_a_real_comm(kernel):
     request(kc, comm_id, {"type": "load", "request_id": "l", "model": "embedded"})
     assert comm_replies(kc, comm_id, "l")[-1]["status"]["state"] == "ready"
 
-    request(kc, comm_id, {"type": "chat", "request_id": "c", "max_new_tokens": 24,
-                          "messages": [{"role": "user", "content": "Say hello in Python."}]})
+    request(
+        kc,
+        comm_id,
+        {
+            "type": "chat",
+            "request_id": "c",
+            "max_new_tokens": 24,
+            "messages": [{"role": "user", "content": "Say hello in Python."}],
+        },
+    )
     replies = comm_replies(kc, comm_id, "c")
     assert replies[-1]["type"] == "done"
     assert "".join(r["text"] for r in replies if r["type"] == "chunk") == replies[-1]["text"]
@@ -122,9 +133,18 @@ def test_requests_stay_on_their_subshell_after_answers_sent_from_the_engine_thre
     kc.execute_interactive("pass", timeout=30)  # the main shell has opened the comm
     request(kc, comm_id, {"type": "load", "request_id": "l2", "model": "embedded"}, subshell_id=subshell)
     assert comm_replies(kc, comm_id, "l2")[-1]["status"]["state"] == "ready"
-    request(kc, comm_id, {"type": "chat", "request_id": "c2", "max_new_tokens": 64, "temperature": 0,
-                          "messages": [{"role": "user", "content": "Count from 1 to 30."}]},
-            subshell_id=subshell)
+    request(
+        kc,
+        comm_id,
+        {
+            "type": "chat",
+            "request_id": "c2",
+            "max_new_tokens": 64,
+            "temperature": 0,
+            "messages": [{"role": "user", "content": "Count from 1 to 30."}],
+        },
+        subshell_id=subshell,
+    )
     # While the answer streams from the engine thread, the main shell handles a message: the
     # kernel's "current parent", as the engine thread sees it, is now a main-shell one.
     assert kc.execute_interactive("x = 1", timeout=30)["content"]["status"] == "ok"
@@ -145,10 +165,15 @@ def test_cell_magic_in_a_real_kernel_streams_markdown_and_asks_for_a_new_cell(ke
     outputs = []
     reply = kc.execute_interactive(
         "%%codellama --max-new-tokens 60 --temperature 0\nWrite a Python function that returns 42.",
-        timeout=180, output_hook=outputs.append)
+        timeout=180,
+        output_hook=outputs.append,
+    )
     assert reply["content"]["status"] == "ok"
-    markdown = [m for m in outputs if m["msg_type"] in ("display_data", "update_display_data")
-                and "text/markdown" in m["content"]["data"]]
+    markdown = [
+        m
+        for m in outputs
+        if m["msg_type"] in ("display_data", "update_display_data") and "text/markdown" in m["content"]["data"]
+    ]
     assert len(markdown) >= 2, "the answer should be shown, then updated in place"
     final = markdown[-1]["content"]
     meta = final["metadata"]["jupyter_codellama"]

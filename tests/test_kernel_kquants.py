@@ -4,6 +4,7 @@ close to a float64 reference, and the AVX2 and generic builds in agreement.
 Mostly kquants.c is compiled alone (its two functions are exported), so these tests do not
 depend on the rest of the kernel; one test goes through quants.c's dispatch when it exists.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -21,16 +22,20 @@ from jupyter_codellama.engine.kernels.layout import Q4_K, Q5_K, Q6_K, Wt, interl
 from kquants_ref import quantize_q4_k, quantize_q5_k, quantize_q6_k  # noqa: E402
 
 KERNELS = Path(kernels.__file__).resolve().parent
-QUANT = {Q4_K: (quantize_q4_k, gguf.GGMLQuantizationType.Q4_K),
-         Q5_K: (quantize_q5_k, gguf.GGMLQuantizationType.Q5_K),
-         Q6_K: (quantize_q6_k, gguf.GGMLQuantizationType.Q6_K)}
+QUANT = {
+    Q4_K: (quantize_q4_k, gguf.GGMLQuantizationType.Q4_K),
+    Q5_K: (quantize_q5_k, gguf.GGMLQuantizationType.Q5_K),
+    Q6_K: (quantize_q6_k, gguf.GGMLQuantizationType.Q6_K),
+}
 # Round-trip RMS error of the reference quantizers, as a fraction of the weights' std.
 RT_RMS = {Q4_K: 0.12, Q5_K: 0.06, Q6_K: 0.03}
 # |kernel - float64 reference| <= DOT_TOL * sum|w*x| (fp32 products and sums of K terms).
 DOT_TOL = 1e-5
 SHAPES = [(7, 256), (262, 512)]
-VARIANTS = ["generic", pytest.param("avx2", marks=pytest.mark.skipif(
-    not cpu_has_avx2(), reason="no AVX2/FMA/F16C on this CPU"))]
+VARIANTS = [
+    "generic",
+    pytest.param("avx2", marks=pytest.mark.skipif(not cpu_has_avx2(), reason="no AVX2/FMA/F16C on this CPU")),
+]
 
 f32p = ctypes.POINTER(ctypes.c_float)
 
@@ -67,8 +72,9 @@ def weights():
             # Rows of different magnitudes and offsets, so scales and mins vary across blocks.
             a = rng.standard_normal((N, K)).astype(np.float32)
             a *= rng.uniform(0.005, 0.05, (N, 1)).astype(np.float32)
-            a += rng.uniform(-0.02, 0.02, (N, K // 32, 1)).repeat(32, 1).reshape(N, K).astype(
-                np.float32) * (kind != Q6_K)
+            a += rng.uniform(-0.02, 0.02, (N, K // 32, 1)).repeat(32, 1).reshape(N, K).astype(np.float32) * (
+                kind != Q6_K
+            )
             quantize, qtype = QUANT[kind]
             blocks = quantize(a)
             cache[key] = (blocks, dequantize(blocks, qtype).astype(np.float32), a)
@@ -111,8 +117,7 @@ def _kernel_matvec(lib, kind, blocks, N, K, x):
 def test_reference_quantizer_round_trip(weights, kind):
     for N, K in SHAPES:
         blocks, deq, a = weights(kind, N, K)
-        assert blocks.dtype == np.uint8 and blocks.shape == (N, K // 256 * {Q4_K: 144, Q5_K: 176,
-                                                                          Q6_K: 210}[kind])
+        assert blocks.dtype == np.uint8 and blocks.shape == (N, K // 256 * {Q4_K: 144, Q5_K: 176, Q6_K: 210}[kind])
         rms = np.sqrt(np.mean((deq - a) ** 2))
         assert rms < RT_RMS[kind] * a.std(), (rms, a.std())
 
@@ -131,8 +136,7 @@ def test_dequant_row_fp16_edge_cases(libs):
     """Subnormal, zero, negative and large fp16 scales convert exactly (the plain-C fp16 path)."""
     lib = libs("generic")
     blocks = quantize_q4_k(np.ones((4, 256), np.float32))
-    for r, (d, dmin) in enumerate([(0x0001, 0x03FF), (0x8000, 0x0000), (0xBC00, 0x8001),
-                                   (0x7BFF, 0x0400)]):
+    for r, (d, dmin) in enumerate([(0x0001, 0x03FF), (0x8000, 0x0000), (0xBC00, 0x8001), (0x7BFF, 0x0400)]):
         blocks[r, 0:2] = np.frombuffer(np.uint16(d).tobytes(), np.uint8)
         blocks[r, 2:4] = np.frombuffer(np.uint16(dmin).tobytes(), np.uint8)
     blocks[:, 4:16] = np.arange(12, dtype=np.uint8) * 21  # every scale/min bit pattern differs
@@ -177,8 +181,7 @@ def test_avx2_agrees_with_generic(libs, weights, kind):
 def test_through_quants_c_dispatch(tmp_path_factory, weights, variant):
     """jcl_dequant_row and jcl_test_dot_rows of quants.c (its x_aux, its dispatch) reach these
     K-quant kernels with the same results."""
-    lib = load_library(variant, cache_dir=tmp_path_factory.mktemp("kq_full"),
-                       sources=("quants.c", "kquants.c"))
+    lib = load_library(variant, cache_dir=tmp_path_factory.mktemp("kq_full"), sources=("quants.c", "kquants.c"))
     lib.jcl_dequant_row.argtypes = [ctypes.POINTER(Wt), ctypes.c_int, f32p]
     lib.jcl_test_dot_rows.argtypes = [ctypes.POINTER(Wt), f32p, f32p]
     rng = np.random.default_rng(7)

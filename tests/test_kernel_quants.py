@@ -1,5 +1,6 @@
 """The C kernel's F32/F16/Q4_0/Q4_1/Q8_0 code (kernels/quants.c), against gguf's own quantizer
 and dequantizer, in both builds (avx2 where the CPU has it, generic always)."""
+
 from __future__ import annotations
 
 import ctypes
@@ -13,13 +14,20 @@ from jupyter_codellama.engine import kernels
 from jupyter_codellama.engine.kernels import layout
 
 SOURCES = ("quants.c", "kquants.c")
-TYPES = {"F32": (GT.F32, layout.F32), "F16": (GT.F16, layout.F16), "Q4_0": (GT.Q4_0, layout.Q4_0),
-         "Q4_1": (GT.Q4_1, layout.Q4_1), "Q8_0": (GT.Q8_0, layout.Q8_0)}
+TYPES = {
+    "F32": (GT.F32, layout.F32),
+    "F16": (GT.F16, layout.F16),
+    "Q4_0": (GT.Q4_0, layout.Q4_0),
+    "Q4_1": (GT.Q4_1, layout.Q4_1),
+    "Q8_0": (GT.Q8_0, layout.Q8_0),
+}
 SHAPES = [(7, 64), (262, 256), (4, 32), (1, 256)]
 #: |kernel - float64 reference| <= RTOL * sum_k |w_k x_k| (float32 sums over at most 256 terms)
 RTOL = 1e-5
-VARIANTS = ["generic", pytest.param("avx2", marks=pytest.mark.skipif(
-    not kernels.cpu_has_avx2(), reason="this CPU has no AVX2/FMA/F16C"))]
+VARIANTS = [
+    "generic",
+    pytest.param("avx2", marks=pytest.mark.skipif(not kernels.cpu_has_avx2(), reason="this CPU has no AVX2/FMA/F16C")),
+]
 
 F32P = ctypes.POINTER(ctypes.c_float)
 

@@ -1,4 +1,5 @@
 """Loading: options, memory strings, offload plans, the embedded cache, hub errors."""
+
 import gc
 import re
 import time
@@ -18,10 +19,18 @@ from jupyter_codellama.engine.loading import (
 )
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("6GiB", 6 * 2**30), ("6GB", 6 * 10**9), ("6 gb", 6 * 10**9), ("500MiB", 500 * 2**20),
-    ("1.5G", int(1.5e9)), ("2TiB", 2 * 2**40), (1024, 1024),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("6GiB", 6 * 2**30),
+        ("6GB", 6 * 10**9),
+        ("6 gb", 6 * 10**9),
+        ("500MiB", 500 * 2**20),
+        ("1.5G", int(1.5e9)),
+        ("2TiB", 2 * 2**40),
+        (1024, 1024),
+    ],
+)
 def test_memory_strings(text, expected):
     assert parse_memory(text) == expected
 
@@ -59,6 +68,7 @@ def test_unknown_load_option_is_rejected():
 
 # -- offload plans (a 7B-shaped model on the meta device: no memory, no GPU needed) ------------
 
+
 @pytest.fixture(scope="module")
 def config_7b():
     from jupyter_codellama.testing.random_model import codellama_config
@@ -69,8 +79,12 @@ def config_7b():
 def _plan(config, **max_memory):
     import torch
 
-    return plan_device_map(config, quantization="4bit", dtype=torch.bfloat16,
-                           max_memory={0 if k == "gpu" else k: v for k, v in max_memory.items()})
+    return plan_device_map(
+        config,
+        quantization="4bit",
+        dtype=torch.bfloat16,
+        max_memory={0 if k == "gpu" else k: v for k, v in max_memory.items()},
+    )
 
 
 def test_7b_nf4_fits_a_big_gpu_without_offload(config_7b):
@@ -94,8 +108,7 @@ def test_tiny_limits_that_would_put_everything_on_disk_are_refused(config_7b):
 def _cpu_plan(config, cpu: str):
     import torch
 
-    return plan_device_map(config, quantization="none", dtype=torch.bfloat16,
-                           max_memory={"cpu": parse_memory(cpu)})
+    return plan_device_map(config, quantization="none", dtype=torch.bfloat16, max_memory={"cpu": parse_memory(cpu)})
 
 
 def test_cpu_only_limit_puts_the_layers_that_do_not_fit_on_disk_and_says_how_many(config_7b):
@@ -112,6 +125,7 @@ def test_cpu_only_limit_with_room_for_nothing_is_refused(config_7b):
 
 
 # -- the embedded model ------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_embedded_model_is_converted_once_then_loads_from_the_cache_fast(embedded_engine, cache_dir):
@@ -139,8 +153,15 @@ def _greedy_tokens(loaded, n: int = 16) -> list[int]:
 def test_cpu_memory_limit_puts_layers_on_disk_and_generates_the_same_tokens(cache_dir, tmp_path):
     """The PyTorch path (quantization='none'; the CPU kernel takes 'auto'). fp32 ≈540 MB; 200 MB
     keeps the embedding and a few layers in memory, the rest on disk."""
-    limited = load_model(LoadOptions(model="embedded", quantization="none", cache_dir=str(cache_dir),
-                                     cpu_memory="200MB", offload_folder=str(tmp_path / "offload")))
+    limited = load_model(
+        LoadOptions(
+            model="embedded",
+            quantization="none",
+            cache_dir=str(cache_dir),
+            cpu_memory="200MB",
+            offload_folder=str(tmp_path / "offload"),
+        )
+    )
     on_disk = [k for k, v in limited.model.hf_device_map.items() if v == "disk" and re.search(r"layers\.\d+$", k)]
     assert 0 < len(on_disk) < 30
     assert "disk" in limited.device_map_summary and "disk" in limited.info()["device_map"]
@@ -168,8 +189,7 @@ def test_cpu_memory_limit_with_room_for_nothing_is_refused_before_loading_weight
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_weights)
     started = time.perf_counter()
     with pytest.raises(OffloadPlanError, match="none of the model.*cpu_memory"):
-        load_model(LoadOptions(model="embedded", quantization="none", cache_dir=str(cache_dir),
-                               cpu_memory="50MB"))
+        load_model(LoadOptions(model="embedded", quantization="none", cache_dir=str(cache_dir), cpu_memory="50MB"))
     assert time.perf_counter() - started < 10.0  # config, tokenizer, a meta-model plan: ≈2 s here
 
 
@@ -181,6 +201,7 @@ def test_missing_embedded_package_says_how_to_install_it(monkeypatch):
 
 # -- hub models while offline ------------------------------------------------------------------
 
+
 def test_uncached_hub_model_offline_is_one_clear_message(monkeypatch, tmp_path):
     import huggingface_hub.constants as hf_constants
 
@@ -188,8 +209,12 @@ def test_uncached_hub_model_offline_is_one_clear_message(monkeypatch, tmp_path):
     with pytest.raises(ModelNotAvailableError) as info:
         load_model(LoadOptions(model="7b-instruct", device="cpu"))
     message = str(info.value)
-    for needle in ("codellama/CodeLlama-7b-Instruct-hf", "HF_HUB_OFFLINE", hf_constants.HF_HUB_CACHE,
-                   "%codellama load embedded"):
+    for needle in (
+        "codellama/CodeLlama-7b-Instruct-hf",
+        "HF_HUB_OFFLINE",
+        hf_constants.HF_HUB_CACHE,
+        "%codellama load embedded",
+    ):
         assert needle in message
 
 
@@ -201,8 +226,10 @@ def test_unreachable_hub_is_the_same_clear_message(monkeypatch):
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
 
     def unreachable(*args, **kwargs):
-        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files, and "
-                      "couldn't find them in the cached files.")
+        raise OSError(
+            "We couldn't connect to 'https://huggingface.co' to load the files, and "
+            "couldn't find them in the cached files."
+        )
 
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", unreachable)
     with pytest.raises(ModelNotAvailableError, match="embedded"):
@@ -224,7 +251,7 @@ def test_trust_remote_code_is_never_switched_on(monkeypatch, shaped_model_dir):
     assert seen == [False]
 
 
-_LOAD_WITHOUT_HUB = r'''
+_LOAD_WITHOUT_HUB = r"""
 import sys, time
 import torch, transformers  # imported first: the time measured is the load's, not the imports'
 from IPython.core.interactiveshell import InteractiveShell
@@ -235,7 +262,7 @@ for model in sys.argv[1:]:
     started = time.perf_counter()
     shell.run_cell(f"%codellama load {model}")
     print(f"SECONDS {time.perf_counter() - started:.2f}", flush=True)
-'''
+"""
 
 
 def test_a_hub_model_without_network_fails_at_once_with_one_quiet_message(tmp_path):
@@ -245,12 +272,16 @@ def test_a_hub_model_without_network_fails_at_once_with_one_quiet_message(tmp_pa
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") and "proxy" not in k.lower()}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") and "proxy" not in k.lower()
+    }
     env.update(HF_ENDPOINT="https://hub.invalid", HF_HOME=str(tmp_path / "hf"))
     models = ["7b-instruct", "7b-instruct --no-quant", "TheBloke/CodeLlama-7B-GGUF/codellama-7b.Q4_0.gguf"]
-    proc = subprocess.run([sys.executable, "-c", _LOAD_WITHOUT_HUB, *models], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOAD_WITHOUT_HUB, *models], env=env, capture_output=True, text=True, timeout=300
+    )
     output = proc.stdout + proc.stderr
     seconds = [float(s) for s in re.findall(r"SECONDS (\S+)", proc.stdout)]
     assert len(seconds) == len(models), output

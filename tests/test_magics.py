@@ -1,4 +1,5 @@
 """%%codellama and %codellama on a real InteractiveShell with the embedded model."""
+
 import _thread
 import threading
 import time
@@ -60,36 +61,55 @@ def cell_magic(ip, line, body):
 
 # -- help and usage errors -------------------------------------------------------------------
 
+
 def test_help_lists_every_subcommand(ip):
     out, _ = run(ip, "%codellama help")
-    for word in ("load", "status", "models", "unload", "explain", "fix", "complete", "chat",
-                 "config", "reset", "--interpolate", "--insert"):
+    for word in (
+        "load",
+        "status",
+        "models",
+        "unload",
+        "explain",
+        "fix",
+        "complete",
+        "chat",
+        "config",
+        "reset",
+        "--interpolate",
+        "--insert",
+    ):
         assert word in out
 
 
-@pytest.mark.parametrize("line, body, match", [
-    ("--temperature 5", "x", "temperature"),
-    ("--insert sideways", "x", "sideways"),
-    ("--max-new-tokens 0", "x", "at least 1"),
-    ("--context everything", "x", "everything"),
-    ("-o 1x", "x", "variable name"),
-    ("", "   ", "request in the cell body"),
-    ("--bogus", "x", "unrecognized"),
-])
+@pytest.mark.parametrize(
+    "line, body, match",
+    [
+        ("--temperature 5", "x", "temperature"),
+        ("--insert sideways", "x", "sideways"),
+        ("--max-new-tokens 0", "x", "at least 1"),
+        ("--context everything", "x", "everything"),
+        ("-o 1x", "x", "variable name"),
+        ("", "   ", "request in the cell body"),
+        ("--bogus", "x", "unrecognized"),
+    ],
+)
 def test_bad_cell_magic_arguments_are_usage_errors(ip, line, body, match):
     with pytest.raises(UsageError, match=match):
         cell_magic(ip, line, body)
 
 
-@pytest.mark.parametrize("line, match", [
-    ("bogus", "Unknown subcommand"),
-    ("status now", "takes no arguments"),
-    ("explain In[x]", "Cannot read cell reference"),
-    ("explain In[9999]", "no executed cell"),
-    ("load no-such-model-xyz", "Unknown model"),
-    ("load embedded --gpu-memory lots", "gpu-memory"),
-    ("load --4bit --8bit", "not allowed"),
-])
+@pytest.mark.parametrize(
+    "line, match",
+    [
+        ("bogus", "Unknown subcommand"),
+        ("status now", "takes no arguments"),
+        ("explain In[x]", "Cannot read cell reference"),
+        ("explain In[9999]", "no executed cell"),
+        ("load no-such-model-xyz", "Unknown model"),
+        ("load embedded --gpu-memory lots", "gpu-memory"),
+        ("load --4bit --8bit", "not allowed"),
+    ],
+)
 def test_bad_subcommands_are_usage_errors_and_nothing_breaks(ip, line, match):
     with pytest.raises(UsageError, match=match):
         ip.run_line_magic("codellama", line)
@@ -111,9 +131,13 @@ def test_status_and_config_show_what_is_in_force(ip):
 
 # -- %%codellama ------------------------------------------------------------------------------
 
+
 def test_cell_magic_streams_the_answer_and_puts_code_in_the_next_cell(ip):
-    out, result = run(ip, "%%codellama --max-new-tokens 80 --temperature 0 -o answer\n"
-                          "Write a Python function add(a, b) that returns a + b.")
+    out, result = run(
+        ip,
+        "%%codellama --max-new-tokens 80 --temperature 0 -o answer\n"
+        "Write a Python function add(a, b) that returns a + b.",
+    )
     assert result.success, result.error_in_exec
     assert "stop:" in out and "tok/s" in out
     code = ip.user_ns["answer"]
@@ -178,6 +202,7 @@ def test_ctrl_c_as_the_answer_starts_cancels_it_too(ip, monkeypatch):
 
 
 # -- %codellama subcommands -------------------------------------------------------------------
+
 
 def test_explain_works_on_the_previous_cell(ip, prompts):
     run(ip, "squares = [i * i for i in range(5)]")
@@ -252,6 +277,7 @@ def test_unload_and_load_with_the_codellama_shaped_model(shaped_model_dir):
 
 # -- the ipywidgets chat ----------------------------------------------------------------------
 
+
 def test_chat_widget_streams_answers_and_offers_run_and_insert(ip, embedded_engine):
     from jupyter_codellama.widgets import ChatWidget
 
@@ -323,8 +349,11 @@ def test_namespace_secrets_are_redacted_with_context_cell_or_none(ip, prompts):
 
 
 def test_a_long_output_is_redacted_before_it_is_cut(ip, prompts):
-    run(ip, "class Report:\n    def __repr__(self):\n"
-            "        return 'row\\n' * 495 + \"password='Sup3rS3cretPassw0rdValue!AndTheRest'\"\nReport()")
+    run(
+        ip,
+        "class Report:\n    def __repr__(self):\n"
+        "        return 'row\\n' * 495 + \"password='Sup3rS3cretPassw0rdValue!AndTheRest'\"\nReport()",
+    )
     run(ip, "%%codellama --max-new-tokens 4\nwhat is in the report?")
     assert "# row" in prompts[-1].text and "Sup3r" not in prompts[-1].text
 
@@ -355,14 +384,17 @@ def test_explain_fix_and_complete_preview_show_exactly_what_is_then_sent(ip, pro
         assert f"~~~~text\n{sent.text}\n~~~~" in shown and f"{sent.num_tokens} tokens" in shown
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("%load_ext jupyter_codellama", True),
-    ("# comment\n%codellama load embedded", True),
-    ("%%codellama\nwrite code", True),
-    ("x = 1\n%codellama status", False),
-    ("x = 1", False),
-    ("# only a comment", False),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("%load_ext jupyter_codellama", True),
+        ("# comment\n%codellama load embedded", True),
+        ("%%codellama\nwrite code", True),
+        ("x = 1\n%codellama status", False),
+        ("x = 1", False),
+        ("# only a comment", False),
+    ],
+)
 def test_assistant_cells_are_told_apart_from_notebook_code(source, expected):
     from jupyter_codellama.session import is_assistant_cell
 

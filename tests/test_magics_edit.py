@@ -1,6 +1,7 @@
 """``%codellama edit In[n] "instruction"`` on a real InteractiveShell: the diff, where the edited
 cell goes, the preview and the mistakes. The model's answer is set by the test where its wording
 matters (``answer``); one run uses the embedded model as it is."""
+
 import re
 
 import pytest
@@ -94,8 +95,7 @@ def test_edit_shows_the_diff_and_puts_the_edited_cell_below_without_running_it(i
     assert "use math.pi" in asked[0].text and "return 3.14 * r * r" in asked[0].text
 
 
-@pytest.mark.parametrize("where, expected", [("below", [(EDITED, False)]), ("replace", [(EDITED, True)]),
-                                             ("none", [])])
+@pytest.mark.parametrize("where, expected", [("below", [(EDITED, False)]), ("replace", [(EDITED, True)]), ("none", [])])
 def test_insert_below_replace_or_none(ip, engine, cell, monkeypatch, where, expected):
     answering(engine, monkeypatch, FENCED)
     inserted = []
@@ -123,7 +123,8 @@ def test_an_answer_without_code_inserts_nothing(ip, engine, cell, monkeypatch):
 
 
 def test_a_base_model_gets_a_rewrite_the_middle_prompt_and_its_middle_is_taken_as_written(
-        ip, cell, shaped_engine, monkeypatch):
+    ip, cell, shaped_engine, monkeypatch
+):
     from jupyter_codellama.models import resolve_model
 
     # The Code Llama-shaped model with its real tokenizer, as the 7B base model (no chat format).
@@ -149,19 +150,22 @@ def test_preview_shows_the_prompt_then_sends_exactly_it(ip, engine, cell, monkey
     assert f"~~~~text\n{asked[0].text}\n~~~~" in shown
 
 
-@pytest.mark.parametrize("line, match", [
-    ("", "required: CELL"),
-    ("In[9999] 'add type hints'", "no executed cell In\\[9999\\]"),
-    ("In[x] 'add type hints'", "Cannot read cell reference"),
-    ("{cell}", "needs an instruction.*%codellama edit In\\[n\\]"),
-    ("{cell} '   '", "needs an instruction"),
-    ("{cell} 'add type hints' --lines x", "--lines needs A-B"),
-    ("{cell} 'add type hints' --lines 3-2", "has 6 lines"),
-    ("{cell} 'add type hints' --lines 0-2", "has 6 lines"),
-    ("{cell} 'add type hints' --lines 2-99", "1 <= A <= B <= 6"),
-    ("{cell} 'add type hints' --max-new-tokens 0", "at least 1"),
-    ("{cell} 'add type hints' --insert sideways", "sideways"),
-])
+@pytest.mark.parametrize(
+    "line, match",
+    [
+        ("", "required: CELL"),
+        ("In[9999] 'add type hints'", "no executed cell In\\[9999\\]"),
+        ("In[x] 'add type hints'", "Cannot read cell reference"),
+        ("{cell}", "needs an instruction.*%codellama edit In\\[n\\]"),
+        ("{cell} '   '", "needs an instruction"),
+        ("{cell} 'add type hints' --lines x", "--lines needs A-B"),
+        ("{cell} 'add type hints' --lines 3-2", "has 6 lines"),
+        ("{cell} 'add type hints' --lines 0-2", "has 6 lines"),
+        ("{cell} 'add type hints' --lines 2-99", "1 <= A <= B <= 6"),
+        ("{cell} 'add type hints' --max-new-tokens 0", "at least 1"),
+        ("{cell} 'add type hints' --insert sideways", "sideways"),
+    ],
+)
 def test_mistakes_are_usage_errors_and_nothing_is_sent(ip, engine, cell, monkeypatch, line, match):
     asked = answering(engine, monkeypatch, FENCED)
     _, _, result = edit(ip, line.format(cell=cell))
@@ -171,8 +175,9 @@ def test_mistakes_are_usage_errors_and_nothing_is_sent(ip, engine, cell, monkeyp
 
 
 def test_a_real_edit_with_the_embedded_model(ip, engine, cell):
-    out, outputs, result = edit(ip, f'In[{cell}] "rename the function area to circle_area" '
-                                    "--max-new-tokens 80 --temperature 0")
+    out, outputs, result = edit(
+        ip, f'In[{cell}] "rename the function area to circle_area" --max-new-tokens 80 --temperature 0'
+    )
     assert result.success, result.error_in_exec
     assert "stop:" in out and "tok/s" in out and "edit_test_ran" not in ip.user_ns
     if ip.rl_next_input is None:

@@ -1,5 +1,6 @@
 """The magics' help, built from their parsers, and their generation options, checked by the
 protocol's schema. No model: every case here ends before one is needed."""
+
 import pytest
 from IPython.core.error import UsageError
 
@@ -49,12 +50,15 @@ def test_help_for_an_unknown_command_names_the_known_ones(magic):
         magic.codellama("help bogus")
 
 
-@pytest.mark.parametrize("line, message", [
-    ("--max-new-tokens 0", "--max-new-tokens must be at least 1, got 0."),
-    ("--max-new-tokens 8193", "--max-new-tokens must be at most 8192, got 8193."),
-    ("--temperature 2.5", "--temperature must be at most 2, got 2.5."),
-    ("--temperature -0.1", "--temperature must be at least 0, got -0.1."),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("--max-new-tokens 0", "--max-new-tokens must be at least 1, got 0."),
+        ("--max-new-tokens 8193", "--max-new-tokens must be at most 8192, got 8193."),
+        ("--temperature 2.5", "--temperature must be at most 2, got 2.5."),
+        ("--temperature -0.1", "--temperature must be at least 0, got -0.1."),
+    ],
+)
 def test_generation_options_follow_the_protocol_s_bounds(magic, line, message):
     with pytest.raises(UsageError, match=f"^{message}$".replace(".", r"\.")):
         magic.codellama(line, "write a function")
@@ -82,13 +86,16 @@ def test_a_bad_setting_is_named_as_the_setting(magic, monkeypatch):
         magic.codellama("", "write a function")
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"max_new_tokens": 0}, "'max_new_tokens' must be at least 1, not 0."),
-    ({"max_new_tokens": 5.0}, "'max_new_tokens' must be an integer, not 5.0."),
-    ({"temperature": "hot"}, "'temperature' must be a number, not 'hot'."),
-    ({"max_time_ms": 0}, "'max_time_ms' must be over 0, not 0."),
-    ({"stop": ["ok", 1]}, "'stop[1]' must be a string, not 1."),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"max_new_tokens": 0}, "'max_new_tokens' must be at least 1, not 0."),
+        ({"max_new_tokens": 5.0}, "'max_new_tokens' must be an integer, not 5.0."),
+        ({"temperature": "hot"}, "'temperature' must be a number, not 'hot'."),
+        ({"max_time_ms": 0}, "'max_time_ms' must be over 0, not 0."),
+        ({"stop": ["ok", 1]}, "'stop[1]' must be a string, not 1."),
+    ],
+)
 def test_check_generation_options_names_the_field_and_its_rule(options, message):
     from jupyter_codellama.protocol import BadOption, check_generation_options
 

@@ -16,9 +16,18 @@ def test_catalogue_has_all_twelve_codellama_checkpoints_and_the_embedded_model()
 
 @pytest.mark.parametrize(
     "name, infill",
-    [("7b", True), ("7b-instruct", True), ("13b", True), ("13b-instruct", True),
-     ("7b-python", False), ("13b-python", False), ("34b", False), ("34b-instruct", False),
-     ("70b", False), ("embedded", False)],
+    [
+        ("7b", True),
+        ("7b-instruct", True),
+        ("13b", True),
+        ("13b-instruct", True),
+        ("7b-python", False),
+        ("13b-python", False),
+        ("34b", False),
+        ("34b-instruct", False),
+        ("70b", False),
+        ("embedded", False),
+    ],
 )
 def test_infilling_capability_follows_the_paper(name, infill):
     assert resolve_model(name).supports_infill is infill
@@ -31,8 +40,9 @@ def test_chat_format_only_for_instruct_models():
     assert resolve_model("13b-python").chat_format is None
 
 
-@pytest.mark.parametrize("name", ["13b-python", "CodeLlama-13b-Python-hf",
-                                  "codellama/CodeLlama-13b-Python-hf", " 13B-PYTHON "])
+@pytest.mark.parametrize(
+    "name", ["13b-python", "CodeLlama-13b-Python-hf", "codellama/CodeLlama-13b-Python-hf", " 13B-PYTHON "]
+)
 def test_aliases_repo_ids_and_short_names_resolve_to_the_same_entry(name):
     assert resolve_model(name).repo_id == "codellama/CodeLlama-13b-Python-hf"
 

@@ -4,6 +4,7 @@ Small Llama models of Code Llama's head size (128) with GQA and random weights, 
 type the kernel reads, against a float64 forward on the weights the blocks dequantize to.
 No timing asserts: speed is measured by benchmarks/decode.py.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -144,8 +145,14 @@ def test_threads_do_not_change_the_answer(tiny):
 
 
 def _run(model, tokenizer_free_ids, *, cache=None, n=16, **kw):
-    return generate_stream(model, _NoTokenizer(), GenerationRequest(list(tokenizer_free_ids), max_new_tokens=n, **kw),
-                           eos_token_ids=(), prefix_cache=cache, prefill_chunk=8)
+    return generate_stream(
+        model,
+        _NoTokenizer(),
+        GenerationRequest(list(tokenizer_free_ids), max_new_tokens=n, **kw),
+        eos_token_ids=(),
+        prefix_cache=cache,
+        prefill_chunk=8,
+    )
 
 
 class _NoTokenizer:
@@ -193,8 +200,14 @@ def test_cancel_during_a_long_prefill_stops_between_chunks(tiny):
 
     model.forward = counting
     ids = (IDS * 40)[:400]  # 50 chunks of 8
-    result = generate_stream(model, _NoTokenizer(), GenerationRequest(ids, max_new_tokens=8),
-                             eos_token_ids=(), prefill_chunk=8, cancel=cancel)
+    result = generate_stream(
+        model,
+        _NoTokenizer(),
+        GenerationRequest(ids, max_new_tokens=8),
+        eos_token_ids=(),
+        prefill_chunk=8,
+        cancel=cancel,
+    )
     assert result.stop_reason == "cancelled" and not result.tokens
     assert len(calls) == 2  # the chunk running when cancelled finished; no other started
 
@@ -300,7 +313,7 @@ def test_no_compiler_gives_one_clear_error(tmp_path, monkeypatch):
 # -- the embedded model through the kernel ----------------------------------------------------
 
 PROMPTS = [
-    "def quicksort(items):\n    \"\"\"Sort a list.\"\"\"\n",
+    'def quicksort(items):\n    """Sort a list."""\n',
     "<|im_start|>user\nWhat is a Python decorator? Answer briefly.<|im_end|>\n<|im_start|>assistant\n",
 ]
 
@@ -337,8 +350,13 @@ d = m.decoder(m.new_cache()); logits = d.prefill(list(range(1, 200)))
 for _ in range(50): logits = d.step(int(logits.argmax()))
 print(rss() - before, m.pack_file.stat().st_size, d.cache.nbytes)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     grown, pack, kv = map(int, out.stdout.split()[-3:])
     margin = 32 << 20  # tokenizer-free: rope tables, scratch, allocator slack

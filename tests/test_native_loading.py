@@ -1,4 +1,5 @@
 """Loading for the CPU kernel: checkpoints quantized once to a cached GGUF, GGUF paths, hub names."""
+
 from __future__ import annotations
 
 import time
@@ -27,8 +28,9 @@ def _weights_of(gguf_path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 
 
 def _greedy(loaded, ids, n=24):
-    r = generate_stream(loaded.model, loaded.tokenizer, GenerationRequest(list(ids), max_new_tokens=n),
-                        eos_token_ids=())
+    r = generate_stream(
+        loaded.model, loaded.tokenizer, GenerationRequest(list(ids), max_new_tokens=n), eos_token_ids=()
+    )
     return r.tokens
 
 
@@ -45,9 +47,16 @@ def test_a_checkpoint_is_quantized_once_to_a_cached_4bit_gguf(shaped_model_dir, 
 
     # The tokens are a float64 forward's on exactly those 4-bit weights.
     cfg = AutoConfig.from_pretrained(shaped_model_dir)
-    shape = TinyShape(dim=cfg.hidden_size, n_layers=cfg.num_hidden_layers, n_heads=cfg.num_attention_heads,
-                      n_kv=cfg.num_key_value_heads, hidden=cfg.intermediate_size, vocab=cfg.vocab_size,
-                      rope_theta=cfg.rope_parameters["rope_theta"], eps=cfg.rms_norm_eps)
+    shape = TinyShape(
+        dim=cfg.hidden_size,
+        n_layers=cfg.num_hidden_layers,
+        n_heads=cfg.num_attention_heads,
+        n_kv=cfg.num_key_value_heads,
+        hidden=cfg.intermediate_size,
+        vocab=cfg.vocab_size,
+        rope_theta=cfg.rope_parameters["rope_theta"],
+        eps=cfg.rms_norm_eps,
+    )
     ids = loaded.tokenizer("def fibonacci(n):\n")["input_ids"]
     tokens = _greedy(loaded, ids)
     assert tokens == reference_greedy(weights, shape, ids, len(tokens))
@@ -87,8 +96,7 @@ def test_a_hub_gguf_offline_fails_fast_with_advice(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     started = time.perf_counter()
     with pytest.raises(ModelNotAvailableError, match="cannot be downloaded"):
-        load_model(LoadOptions(model="TheBloke/CodeLlama-7B-GGUF/codellama-7b.Q4_K_M.gguf",
-                               cache_dir=str(tmp_path)))
+        load_model(LoadOptions(model="TheBloke/CodeLlama-7B-GGUF/codellama-7b.Q4_K_M.gguf", cache_dir=str(tmp_path)))
     assert time.perf_counter() - started < 2
 
 
@@ -109,8 +117,12 @@ def test_a_codellama_gguf_carries_its_tokenizer_and_infilling_ids(tmp_path, cach
     from jupyter_codellama.testing.gguf_tokenizer import add_codellama_tokenizer
 
     path = tmp_path / "tiny-codellama.Q4_0.gguf"
-    write_tiny_gguf(path, "Q4_0", shape=TinyShape(n_layers=1, vocab=32016),
-                    add_tokenizer=lambda w: add_codellama_tokenizer(w, cache_dir / "test-assets"))
+    write_tiny_gguf(
+        path,
+        "Q4_0",
+        shape=TinyShape(n_layers=1, vocab=32016),
+        add_tokenizer=lambda w: add_codellama_tokenizer(w, cache_dir / "test-assets"),
+    )
     loaded = load_model(LoadOptions(model=str(path), cache_dir=str(tmp_path)))
     assert loaded.backend == "kernel" and loaded.spec.supports_infill
     tok = loaded.tokenizer
@@ -120,6 +132,7 @@ def test_a_codellama_gguf_carries_its_tokenizer_and_infilling_ids(tmp_path, cach
         29901, 13, 1678, 9995, 29871, 32008, 13, 1678, 736, 1121, 13, 32009]  # fmt: skip
     assert 32010 in loaded.eos_token_ids
     ids = infill_ids(tok, prefix, suffix)
-    result = generate_stream(loaded.model, tok, GenerationRequest(ids, max_new_tokens=8),
-                             eos_token_ids=loaded.eos_token_ids)
+    result = generate_stream(
+        loaded.model, tok, GenerationRequest(ids, max_new_tokens=8), eos_token_ids=loaded.eos_token_ids
+    )
     assert result.stop_reason in ("length", "eos") and result.tokens

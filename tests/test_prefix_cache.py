@@ -1,4 +1,5 @@
 """The prefix cache's bookkeeping, on synthetic KV tensors (no model needed)."""
+
 import torch
 from transformers import DynamicCache
 

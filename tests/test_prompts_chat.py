@@ -1,4 +1,5 @@
 """Chat prompts: Meta's Instruct format to the character and the id, templates for other models."""
+
 from __future__ import annotations
 
 import pytest
@@ -88,9 +89,13 @@ def test_roles_must_alternate_and_end_with_the_user(tok):
 
 def test_oldest_exchanges_are_dropped_to_fit(tok):
     long_answer = "x = 1\n" * 200
-    messages = [{"role": "user", "content": "first"}, {"role": "assistant", "content": long_answer},
-                {"role": "user", "content": "second"}, {"role": "assistant", "content": "ok"},
-                {"role": "user", "content": "third"}]
+    messages = [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": long_answer},
+        {"role": "user", "content": "second"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "third"},
+    ]
     prompt = build_chat_prompt(tok, INSTRUCT, messages, system="S", max_prompt_tokens=200)
     assert prompt.text == "<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nsecond [/INST] ok </s><s>[INST] third [/INST]"
     assert prompt.report.notes == ("dropped the 1 oldest exchange(s) to fit the window",)
@@ -102,8 +107,7 @@ def test_base_model_gets_a_code_comment_prompt(tok):
     prompt = build_chat_prompt(tok, resolve_model("7b-python"), CONVERSATION)
     assert prompt.kind == "completion"
     assert prompt.text == (
-        "# In[ ]:\n# Task: Write hello world.\nprint('hello world')\n\n"
-        "# In[ ]:\n# Task: Now in C.\n"
+        "# In[ ]:\n# Task: Write hello world.\nprint('hello world')\n\n# In[ ]:\n# Task: Now in C.\n"
     )
     assert prompt.ids[0] == 1 and prompt.stop == ("\n# In[",)
     multiline = build_chat_prompt(
@@ -134,9 +138,19 @@ def test_embedded_model_uses_its_own_template(embedded_tok):
 def test_notebook_context_goes_into_the_last_request(tok):
     cells = [
         {"cell_type": "code", "source": "import math\nr = math.pi", "execution_count": 1, "outputs": []},
-        {"cell_type": "code", "source": "print(r / 0)", "execution_count": 2, "outputs": [
-            {"output_type": "error", "ename": "ZeroDivisionError", "evalue": "float division by zero",
-             "traceback": ["Traceback (most recent call last)", "ZeroDivisionError: float division by zero"]}]},
+        {
+            "cell_type": "code",
+            "source": "print(r / 0)",
+            "execution_count": 2,
+            "outputs": [
+                {
+                    "output_type": "error",
+                    "ename": "ZeroDivisionError",
+                    "evalue": "float division by zero",
+                    "traceback": ["Traceback (most recent call last)", "ZeroDivisionError: float division by zero"],
+                }
+            ],
+        },
     ]
     context = NotebookContext(cells=cells, current=1, namespace={"r": 3.14})
     prompt = build_chat_prompt(tok, INSTRUCT, CONVERSATION, system="S", context=context)
@@ -164,8 +178,14 @@ def test_notebook_context_goes_into_the_last_request(tok):
 def test_context_preview_is_what_is_sent(tok):
     cells = [{"cell_type": "code", "source": f"v{i} = {i}", "execution_count": i} for i in range(300)]
     context = NotebookContext(cells=cells, current=299)
-    prompt = build_chat_prompt(tok, INSTRUCT, [{"role": "user", "content": "sum them"}], context=context,
-                               max_new_tokens=256, max_prompt_tokens=600)
+    prompt = build_chat_prompt(
+        tok,
+        INSTRUCT,
+        [{"role": "user", "content": "sum them"}],
+        context=context,
+        max_new_tokens=256,
+        max_prompt_tokens=600,
+    )
     preview = context_preview(prompt)
     assert preview["ids"] == prompt.ids and preview["text"] == prompt.text
     assert preview["tokens"] == len(prompt.ids) <= 600

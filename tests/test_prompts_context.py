@@ -1,4 +1,5 @@
 """The notebook as context: what goes in, in which order, within the budget, and what never does."""
+
 from __future__ import annotations
 
 import json
@@ -53,15 +54,33 @@ def sales_notebook() -> tuple[list[Cell], dict]:
     cells: list[Cell] = [
         {"cell_type": "markdown", "source": "# Sales\nWhich city sells most?"},
         {"cell_type": "code", "execution_count": 1, "source": "import pandas as pd\nimport numpy as np", "outputs": []},
-        {"cell_type": "code", "execution_count": 2, "source": f'api_key = "{SECRET}"\nprint("using", api_key)',
-         "outputs": [{"output_type": "stream", "name": "stdout", "text": f"using {SECRET}\n"}]},
-        {"cell_type": "code", "execution_count": 3,
-         "source": "df = pd.read_csv('sales.csv')\ndf.head(2)",
-         "outputs": [{"output_type": "execute_result", "execution_count": 3,
-                      "data": {"text/plain": "    city  price  sold\n0  Paris   9.5     3\n1  Lyon    4.0     7",
-                               "text/html": "<table>…</table>"}}]},
-        {"cell_type": "code", "execution_count": 4, "source": "df['revenue'].sum()",
-         "outputs": [{"output_type": "error", "ename": "KeyError", "evalue": "'revenue'", "traceback": TRACEBACK}]},
+        {
+            "cell_type": "code",
+            "execution_count": 2,
+            "source": f'api_key = "{SECRET}"\nprint("using", api_key)',
+            "outputs": [{"output_type": "stream", "name": "stdout", "text": f"using {SECRET}\n"}],
+        },
+        {
+            "cell_type": "code",
+            "execution_count": 3,
+            "source": "df = pd.read_csv('sales.csv')\ndf.head(2)",
+            "outputs": [
+                {
+                    "output_type": "execute_result",
+                    "execution_count": 3,
+                    "data": {
+                        "text/plain": "    city  price  sold\n0  Paris   9.5     3\n1  Lyon    4.0     7",
+                        "text/html": "<table>…</table>",
+                    },
+                }
+            ],
+        },
+        {
+            "cell_type": "code",
+            "execution_count": 4,
+            "source": "df['revenue'].sum()",
+            "outputs": [{"output_type": "error", "ename": "KeyError", "evalue": "'revenue'", "traceback": TRACEBACK}],
+        },
         {"cell_type": "code", "execution_count": None, "source": "df.groupby('city')['price'].", "outputs": []},
         {"cell_type": "code", "execution_count": None, "source": "plt.show()", "outputs": []},
     ]
@@ -70,8 +89,15 @@ def sales_notebook() -> tuple[list[Cell], dict]:
     source = 'def top_cities(frame, n: int = 3) -> list:\n    """Cities by units sold."""\n'
     exec(compile(source, "<cell>", "exec", dont_inherit=True), kernel)
     namespace = {
-        "In": ["", "import pandas as pd"], "Out": {3: "…"}, "_": None, "_i1": "import pandas", "_3": None,
-        "exit": object(), "get_ipython": lambda: None, "np": math, "_private": 1,
+        "In": ["", "import pandas as pd"],
+        "Out": {3: "…"},
+        "_": None,
+        "_i1": "import pandas",
+        "_3": None,
+        "exit": object(),
+        "get_ipython": lambda: None,
+        "np": math,
+        "_private": 1,
         "api_key": SECRET,
         "df": FakeDataFrame({"city": "object", "price": "float64", "sold": "int64"}, rows=1200),
         "top_cities": kernel["top_cities"],
@@ -130,8 +156,9 @@ def test_secrets_never_reach_any_prompt():
 
 def test_secrets_never_reach_real_prompts(tok):
     infill = build_infill_prompt(tok, resolve_model("7b"), "df.groupby('city')['price'].", "", context=sales_context())
-    chat = build_chat_prompt(tok, resolve_model("7b-instruct"), [{"role": "user", "content": "Fix the error"}],
-                             context=sales_context())
+    chat = build_chat_prompt(
+        tok, resolve_model("7b-instruct"), [{"role": "user", "content": "Fix the error"}], context=sales_context()
+    )
     for prompt in (infill, chat):
         assert SECRET not in prompt.text
         assert "4f9Qz8" not in tok.decode(prompt.ids)
@@ -139,13 +166,19 @@ def test_secrets_never_reach_real_prompts(tok):
 
 
 def test_secret_literals_are_redacted_even_without_a_namespace():
-    cells = [{"cell_type": "code", "execution_count": 1, "source": (
-        'os.environ["OPENAI_API_KEY"] = "abc123def456"\n'
-        'client = Client(auth_token="tok-998877")\n'
-        'config = {"db_password": "hunter22", "host": "db"}\n'
-        'hf = "hf_' + "a" * 30 + '"\n'
-        'max_tokens == "keep"  # a comparison, not an assignment'
-    )}]
+    cells = [
+        {
+            "cell_type": "code",
+            "execution_count": 1,
+            "source": (
+                'os.environ["OPENAI_API_KEY"] = "abc123def456"\n'
+                'client = Client(auth_token="tok-998877")\n'
+                'config = {"db_password": "hunter22", "host": "db"}\n'
+                'hf = "hf_' + "a" * 30 + '"\n'
+                'max_tokens == "keep"  # a comparison, not an assignment'
+            ),
+        }
+    ]
     ctx = build_context("", "", NotebookContext(cells=cells), budget=1000, count_tokens=approximate_tokens)
     for leaked in ("abc123def456", "tok-998877", "hunter22", "hf_aaaa"):
         assert leaked not in ctx.prefix
@@ -183,9 +216,17 @@ def test_layout_markdown_outputs_and_the_last_traceback():
 
 def test_long_outputs_keep_head_and_tail():
     lines = [f"epoch {i}: loss {1 / (i + 1):.4f}" for i in range(1000)]
-    cells = [{"cell_type": "code", "execution_count": 7, "source": "train()",
-              "outputs": [{"output_type": "stream", "name": "stdout", "text": "\n".join(lines)},
-                          {"output_type": "display_data", "data": {"image/png": "iVBOR..."}}]}]
+    cells = [
+        {
+            "cell_type": "code",
+            "execution_count": 7,
+            "source": "train()",
+            "outputs": [
+                {"output_type": "stream", "name": "stdout", "text": "\n".join(lines)},
+                {"output_type": "display_data", "data": {"image/png": "iVBOR..."}},
+            ],
+        }
+    ]
     ctx = build_context("", "", NotebookContext(cells=cells), budget=2000, count_tokens=approximate_tokens)
     assert "# epoch 0: loss 1.0000" in ctx.prefix and "# epoch 999: loss 0.0010" in ctx.prefix
     assert "lines cut) …" in ctx.prefix and "epoch 500:" not in ctx.prefix
@@ -200,11 +241,20 @@ def test_priority_current_then_error_then_near_then_variables_then_far():
     ctx = build_context("step_6 = ", "6", context, budget=10_000, count_tokens=approximate_tokens)
     order = [i.label for i in ctx.report.included]
     assert order == [
-        "current cell, before the cursor", "current cell, after the cursor",
-        "cell 2", "outputs of cell 2",  # the most recent error
-        "cell 6", "cell 8", "cell 5", "cell 9",  # nearest, above first
-        "beta", "alpha",  # newest first
-        "cell 4", "cell 10", "cell 3", "cell 1",  # the rest by distance
+        "current cell, before the cursor",
+        "current cell, after the cursor",
+        "cell 2",
+        "outputs of cell 2",  # the most recent error
+        "cell 6",
+        "cell 8",
+        "cell 5",
+        "cell 9",  # nearest, above first
+        "beta",
+        "alpha",  # newest first
+        "cell 4",
+        "cell 10",
+        "cell 3",
+        "cell 1",  # the rest by distance
     ]
     costs = {i.label: i.tokens for i in ctx.report.included}
     tight_budget = sum(costs[label] for label in order[:8])
@@ -242,17 +292,22 @@ outputs = st.one_of(
     st.builds(lambda t: {"output_type": "execute_result", "data": {"text/plain": t}}, sources),
     st.builds(lambda t: {"output_type": "error", "ename": "ValueError", "evalue": t, "traceback": [t, t]}, sources),
 )
-cells = st.fixed_dictionaries({
-    "cell_type": st.sampled_from(["code", "code", "markdown"]),
-    "source": sources,
-    "execution_count": st.one_of(st.none(), st.integers(1, 40)),
-    "outputs": st.lists(outputs, max_size=2),
-})
-namespaces = st.one_of(st.none(), st.dictionaries(
-    st.from_regex(r"[abcdegijlmnoqruvwz]{1,6}", fullmatch=True),
-    st.one_of(st.integers(), st.text(ALPHABET, max_size=30), st.lists(st.integers(), max_size=40)),
-    max_size=6,
-))
+cells = st.fixed_dictionaries(
+    {
+        "cell_type": st.sampled_from(["code", "code", "markdown"]),
+        "source": sources,
+        "execution_count": st.one_of(st.none(), st.integers(1, 40)),
+        "outputs": st.lists(outputs, max_size=2),
+    }
+)
+namespaces = st.one_of(
+    st.none(),
+    st.dictionaries(
+        st.from_regex(r"[abcdegijlmnoqruvwz]{1,6}", fullmatch=True),
+        st.one_of(st.integers(), st.text(ALPHABET, max_size=30), st.lists(st.integers(), max_size=40)),
+        max_size=6,
+    ),
+)
 
 
 def _words(text: str) -> int:
@@ -269,8 +324,12 @@ def notebooks(draw):
     current = draw(st.one_of(st.none(), st.integers(0, len(notebook) - 1))) if notebook else None
     source = notebook[current]["source"] if current is not None else draw(sources)
     cursor = draw(st.integers(0, len(source)))
-    context = NotebookContext(cells=notebook, current=current, namespace=draw(namespaces),
-                              settings=ContextSettings(near_cells=draw(st.integers(0, 3))))
+    context = NotebookContext(
+        cells=notebook,
+        current=current,
+        namespace=draw(namespaces),
+        settings=ContextSettings(near_cells=draw(st.integers(0, 3))),
+    )
     return context, source[:cursor], source[cursor:]
 
 
@@ -280,7 +339,7 @@ def _reference_tail(text: str, budget: int) -> str:
     for start in starts:
         if len(text) - start <= budget:
             return text[start:]
-    return text[len(text) - budget:] if budget > 0 else ""
+    return text[len(text) - budget :] if budget > 0 else ""
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

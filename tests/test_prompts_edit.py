@@ -1,4 +1,5 @@
 """Edit by instruction: the selection, the answer turned back into the cell, the diff."""
+
 import pytest
 
 from jupyter_codellama.prompts.edit import edited_source, fim_parts, split_selection, unified_diff
@@ -69,8 +70,10 @@ def test_code_llama_instruct_gets_the_cell_and_the_instruction_in_its_chat_forma
     prompt = _built(codellama_tokenizer, "7b-instruct")
     assert prompt.kind == "chat" and prompt.stop_token_ids == (2,)
     assert prompt.text.startswith("<s>[INST] <<SYS>>\n") and prompt.text.endswith(" [/INST]")
-    assert ("Rewrite this notebook cell (In[3]) as follows: use math.pi\n\n"
-            f"```python\n{CELL.rstrip()}\n```\n\nAnswer with the whole rewritten cell") in prompt.text
+    assert (
+        "Rewrite this notebook cell (In[3]) as follows: use math.pi\n\n"
+        f"```python\n{CELL.rstrip()}\n```\n\nAnswer with the whole rewritten cell"
+    ) in prompt.text
     assert prompt.ids == codellama_tokenizer(prompt.text, add_special_tokens=False)["input_ids"]
     assert prompt.ids[:4] == [1, 518, 25580, 29962]  # "<s>" "▁[" "INST" "]"
 
@@ -88,25 +91,28 @@ def test_a_base_model_that_infills_gets_rewrite_the_middle(codellama_tokenizer):
     assert prompt.kind == "psm" and EOT in prompt.stop_token_ids
     ids = prompt.ids
     assert ids[:2] == [1, PRE] and ids[-1] == MID and ids.count(SUF) == 1
-    prefix = codellama_tokenizer.decode(ids[2:ids.index(SUF)])
-    suffix = codellama_tokenizer.decode(ids[ids.index(SUF) + 1:-1])
+    prefix = codellama_tokenizer.decode(ids[2 : ids.index(SUF)])
+    suffix = codellama_tokenizer.decode(ids[ids.index(SUF) + 1 : -1])
     assert prefix.startswith("import math") and prefix.endswith(
-        "def area(r):\n    # Before:\n    # return 3.14 * r * r\n    # After (use math.pi):\n")
+        "def area(r):\n    # Before:\n    # return 3.14 * r * r\n    # After (use math.pi):\n"
+    )
     assert suffix == "\nprint(area(2))\n", "the code after the selection is the suffix, as it is"
 
 
 @pytest.mark.parametrize("model", ["7b-instruct", "7b"])
 def test_the_instruction_is_redacted_in_both_forms(codellama_tokenizer, model):
     secret = "Zq8vLx3pRt7wNs2kMm4"
-    prompt = _built(codellama_tokenizer, model, instruction=f"use the key {secret}",
-                    namespace={"api_token": secret})
+    prompt = _built(codellama_tokenizer, model, instruction=f"use the key {secret}", namespace={"api_token": secret})
     assert "use the key" in prompt.text and secret not in prompt.text
 
 
 def test_only_the_first_code_block_of_an_answer_becomes_the_cell():
-    answer = ("```python\nimport math\n\ndef area(r):\n    return math.pi * r * r\n```\n\nUsage:\n"
-              "```python\nprint(area(3))\n```\n")
+    answer = (
+        "```python\nimport math\n\ndef area(r):\n    return math.pi * r * r\n```\n\nUsage:\n"
+        "```python\nprint(area(3))\n```\n"
+    )
     assert edited_source(split_selection(CELL, None), answer, fenced=True) == (
-        "import math\n\ndef area(r):\n    return math.pi * r * r\n")
+        "import math\n\ndef area(r):\n    return math.pi * r * r\n"
+    )
     streaming = "```python\nimport math\n\ndef area(r):\n    return math."
     assert edited_source(split_selection(CELL, None), streaming, fenced=True).endswith("return math.\n")

@@ -1,4 +1,5 @@
 """The token-count cache: counts are remembered, the texts are not."""
+
 import gc
 import tracemalloc
 

@@ -1,4 +1,5 @@
 """Code Llama infilling prompts: exact ids (the model only fills what it was trained to read)."""
+
 from __future__ import annotations
 
 import pytest
@@ -130,12 +131,14 @@ def test_notebook_context_goes_around_the_cursor(tok):
 
 
 def test_prompt_never_exceeds_the_window(tok):
-    cells = [{"cell_type": "code", "source": f"x{i} = [{i}] * {i}\nprint(x{i})", "execution_count": i}
-             for i in range(400)]
+    cells = [
+        {"cell_type": "code", "source": f"x{i} = [{i}] * {i}\nprint(x{i})", "execution_count": i} for i in range(400)
+    ]
     cells.append({"cell_type": "code", "source": "total = sum(", "execution_count": None})
     context = NotebookContext(cells=cells, current=len(cells) - 1)
-    prompt = build_infill_prompt(tok, resolve_model("7b"), "total = sum(", "", context=context,
-                                 max_new_tokens=64, max_prompt_tokens=300)
+    prompt = build_infill_prompt(
+        tok, resolve_model("7b"), "total = sum(", "", context=context, max_new_tokens=64, max_prompt_tokens=300
+    )
     assert len(prompt.ids) <= 300
     assert prompt.text.split(" <SUF>")[0].endswith("total = sum(")
     preview = context_preview(prompt)
@@ -182,14 +185,17 @@ def test_encoders_do_not_keep_unloaded_tokenizers_alive(tok, tmp_path):
     assert ref() is None
 
 
-@pytest.mark.parametrize("text, body, lead", [
-    ("def f(r):\n    ", "def f(r):", "\n    "),
-    ("y = ", "y =", " "),
-    ("y = 1\n", "y = 1", "\n"),
-    ("a\n\n  ", "a\n", "\n  "),
-    ("abc", "abc", ""),
-    ("\n   ", "\n   ", ""),  # nothing but whitespace: nothing to heal against
-])
+@pytest.mark.parametrize(
+    "text, body, lead",
+    [
+        ("def f(r):\n    ", "def f(r):", "\n    "),
+        ("y = ", "y =", " "),
+        ("y = 1\n", "y = 1", "\n"),
+        ("a\n\n  ", "a\n", "\n  "),
+        ("abc", "abc", ""),
+        ("\n   ", "\n   ", ""),  # nothing but whitespace: nothing to heal against
+    ],
+)
 def test_trailing_whitespace_is_left_for_the_answer_to_start_with(text, body, lead):
     from jupyter_codellama.prompts.infill import split_lead
 

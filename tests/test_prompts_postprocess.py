@@ -1,4 +1,5 @@
 """From model text to notebook text: code out of chat answers, clean inline suggestions."""
+
 from __future__ import annotations
 
 import pytest
@@ -54,8 +55,12 @@ def test_no_fence_drops_prose_around_code():
         ("for i in range(10):\n", "", "    print(i)\n    total += i\nprint(total)", "    print(i)\n    total += i"),
         ("def f(x):", "", "\n    return x\n\ndef g(): pass", "\n    return x"),
         # Top level: statements until two blank lines.
-        ("import numpy as np\n", "", "import pandas as pd\nimport matplotlib.pyplot as plt\n\n\ndf = 1",
-         "import pandas as pd\nimport matplotlib.pyplot as plt"),
+        (
+            "import numpy as np\n",
+            "",
+            "import pandas as pd\nimport matplotlib.pyplot as plt\n\n\ndf = 1",
+            "import pandas as pd\nimport matplotlib.pyplot as plt",
+        ),
         # else/except continue a block.
         ("", "", "if x:\n    a = 1\nelse:\n    a = 2\nprint(a)", "if x:\n    a = 1\nelse:\n    a = 2"),
         # Mid-statement: finish the statement only.
@@ -63,9 +68,12 @@ def test_no_fence_drops_prose_around_code():
         # Brackets spanning lines are one statement.
         ("y = foo(", ")\n", "\n    a,\n    b,\n)", "\n    a,\n    b,"),
         # A docstring just opened: write it and the body.
-        ('def remove_non_ascii(s: str) -> str:\n    """ ', "\n    return result\n",
-         'Remove non-ASCII characters."""\n    result = "".join(c for c in s if ord(c) < 128)\n    return result\n',
-         'Remove non-ASCII characters."""\n    result = "".join(c for c in s if ord(c) < 128)'),
+        (
+            'def remove_non_ascii(s: str) -> str:\n    """ ',
+            "\n    return result\n",
+            'Remove non-ASCII characters."""\n    result = "".join(c for c in s if ord(c) < 128)\n    return result\n',
+            'Remove non-ASCII characters."""\n    result = "".join(c for c in s if ord(c) < 128)',
+        ),
     ],
 )
 def test_stops_at_the_end_of_the_block_or_statement(prefix, suffix, completion, expected):

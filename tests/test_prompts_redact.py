@@ -1,4 +1,5 @@
 """Redaction: every deny-listed name, form and token shape; linear time; bounded memory."""
+
 from __future__ import annotations
 
 import gc
@@ -39,15 +40,22 @@ LEAKS = [
     ('headers = {"Authorization": "Bearer Hunter2Hunter2xyz"}', "Hunter2Hunter2xyz"),
     ("curl -H 'X-Trace: 1' -H 'Accept: */*' # Authorization: Bearer Hunter2Hunter2xyz", "Hunter2Hunter2xyz"),
     # token shapes, under names that are not deny-listed
-    ('s3 = boto3.client("s3", "us-east-1", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")',
-     "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+    (
+        's3 = boto3.client("s3", "us-east-1", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")',
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    ),
     ("session id ASIAIOSFODNN7EXAMPLE expired", "ASIAIOSFODNN7EXAMPLE"),
-    ("jwt = 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9P'",
-     "eyJzdWIiOiIxMjM0NTY3ODkwIn0"),
+    (
+        "jwt = 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9P'",
+        "eyJzdWIiOiIxMjM0NTY3ODkwIn0",
+    ),
     ("stripe.api = 'sk_live_4eC39HqLyjWDarjtT1zdp7dc'", "4eC39HqLyjWDarjtT1zdp7dc"),
     ("gl = Gitlab(url, 'glpat-Hunter2Hunter2Hunter2x')", "Hunter2Hunter2Hunter2x"),
-    ('pem = """-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAHunter2\nHunter2Hunter2==\n'
-     '-----END RSA PRIVATE KEY-----"""', "Hunter2"),
+    (
+        'pem = """-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAHunter2\nHunter2Hunter2==\n'
+        '-----END RSA PRIVATE KEY-----"""',
+        "Hunter2",
+    ),
     ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAHunter2 (output cut here)", "Hunter2"),
 ]
 
@@ -59,16 +67,19 @@ def test_deny_listed_names_forms_and_token_shapes_are_redacted(text, secret):
     assert REDACTED in redacted
 
 
-@pytest.mark.parametrize("text", [
-    "passengers = df['pclass']",
-    "author = 'Ada Lovelace'",
-    "max_tokens == 100",
-    "KeyError: 'password'",
-    "commit 0123456789abcdef0123456789abcdef01234567",  # a git SHA is not an AWS secret
-    "token=tokenizer(text)",  # a call, not a value
-    "out = model.generate(\n    ids,\n    max_new_tokens=max_new_tokens,\n    max_tokens=256,\n)",
-    "url = 'https://example.com/data.csv'",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "passengers = df['pclass']",
+        "author = 'Ada Lovelace'",
+        "max_tokens == 100",
+        "KeyError: 'password'",
+        "commit 0123456789abcdef0123456789abcdef01234567",  # a git SHA is not an AWS secret
+        "token=tokenizer(text)",  # a call, not a value
+        "out = model.generate(\n    ids,\n    max_new_tokens=max_new_tokens,\n    max_tokens=256,\n)",
+        "url = 'https://example.com/data.csv'",
+    ],
+)
 def test_ordinary_code_is_left_alone(text):
     assert Redactor()(text) == text
 
@@ -80,17 +91,20 @@ def test_deny_list_names():
         assert not is_denied(name), name
 
 
-@pytest.mark.parametrize("cell", [
-    "token_" + "x" * 100_000,  # one word run: the literal regex was quadratic in it
-    'api_key = "' + "\\" * 100_000,  # an unterminated literal of backslashes: exponential
-    "x: " + " " * 100_000,  # an annotation of spaces
-    "'" + "a" * 199 + "'" * 100_000,
-    "eyJ" + "a" * 100_000,
-    "://" + ":" * 100_000,
-    "%env API_KEY " + " x" * 50_000,
-    "-----BEGIN PRIVATE KEY-----" * 4_000,
-    ("aZ9/" * 10 + " ") * 2_000,
-])
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "token_" + "x" * 100_000,  # one word run: the literal regex was quadratic in it
+        'api_key = "' + "\\" * 100_000,  # an unterminated literal of backslashes: exponential
+        "x: " + " " * 100_000,  # an annotation of spaces
+        "'" + "a" * 199 + "'" * 100_000,
+        "eyJ" + "a" * 100_000,
+        "://" + ":" * 100_000,
+        "%env API_KEY " + " x" * 50_000,
+        "-----BEGIN PRIVATE KEY-----" * 4_000,
+        ("aZ9/" * 10 + " ") * 2_000,
+    ],
+)
 def test_pathological_cells_are_redacted_in_linear_time(cell):
     redact = Redactor(namespace={"api_key": "not-in-the-cell"})
     start = time.perf_counter()
@@ -136,18 +150,22 @@ def test_a_key_typed_into_a_chat_message_is_redacted(codellama_tokenizer):
 
 
 def test_every_turn_and_the_system_prompt_are_redacted(codellama_tokenizer):
-    messages = [{"role": "system", "content": f"The user's key is {KEY}."},
-                {"role": "user", "content": "Make a client."},
-                {"role": "assistant", "content": f"client = OpenAI(api_key='{KEY}')"},
-                {"role": "user", "content": "Now stream."}]
+    messages = [
+        {"role": "system", "content": f"The user's key is {KEY}."},
+        {"role": "user", "content": "Make a client."},
+        {"role": "assistant", "content": f"client = OpenAI(api_key='{KEY}')"},
+        {"role": "user", "content": "Now stream."},
+    ]
     assert not leaks(build_chat_prompt(codellama_tokenizer, INSTRUCT, messages), codellama_tokenizer)
 
 
 def test_generate_from_comment_sends_the_cell_redacted(codellama_tokenizer):
     """The lab's "Generate Code from the Cell's Comment" quotes the cell in the message."""
     source = f"# list my models\nclient = OpenAI('{KEY}')"
-    question = ("Write the Python code that the comment in the active cell asks for. Answer with one "
-                f"code block that can replace the cell.\n\n```python\n{source}\n```")
+    question = (
+        "Write the Python code that the comment in the active cell asks for. Answer with one "
+        f"code block that can replace the cell.\n\n```python\n{source}\n```"
+    )
     context = NotebookContext(cells=[{"cell_type": "code", "source": source}], current=0)
     prompt = chat(codellama_tokenizer, question, context=context)
     assert not leaks(prompt, codellama_tokenizer) and "# list my models" in prompt.text
@@ -156,9 +174,19 @@ def test_generate_from_comment_sends_the_cell_redacted(codellama_tokenizer):
 def test_fix_error_sends_the_error_line_and_traceback_redacted(codellama_tokenizer):
     """The lab's "Fix Error" puts the error's last line in the message, the traceback in the cell."""
     error = f"AuthenticationError: Incorrect API key provided: {KEY}"
-    cell = {"cell_type": "code", "execution_count": 3, "source": "client.models.list()",
-            "outputs": [{"output_type": "error", "ename": "AuthenticationError", "evalue": error,
-                         "traceback": ["Traceback (most recent call last)", error]}]}
+    cell = {
+        "cell_type": "code",
+        "execution_count": 3,
+        "source": "client.models.list()",
+        "outputs": [
+            {
+                "output_type": "error",
+                "ename": "AuthenticationError",
+                "evalue": error,
+                "traceback": ["Traceback (most recent call last)", error],
+            }
+        ],
+    }
     question = f"The active cell raised `{error}`. Explain the cause briefly and give the corrected cell."
     prompt = chat(codellama_tokenizer, question, context=NotebookContext(cells=[cell], current=0))
     assert not leaks(prompt, codellama_tokenizer) and "Incorrect API key provided" in prompt.text
@@ -177,8 +205,12 @@ def test_namespace_values_are_redacted_from_messages_without_a_context(codellama
 
 
 def test_infill_prompts_get_the_namespace_too(codellama_tokenizer):
-    prompt = build_infill_prompt(codellama_tokenizer, resolve_model("7b"), "print('correct horse battery staple')\n",
-                                 namespace={"db_password": "correct horse battery staple"})
+    prompt = build_infill_prompt(
+        codellama_tokenizer,
+        resolve_model("7b"),
+        "print('correct horse battery staple')\n",
+        namespace={"db_password": "correct horse battery staple"},
+    )
     assert "horse" not in prompt.text
 
 
@@ -190,8 +222,9 @@ LONG_SECRET = "Sup3rS3cretPassw0rdValue!AndTheRest"
 
 def test_a_cut_variable_summary_never_shows_the_start_of_a_secret():
     settings = {"host": "db.internal.example.com", "password": LONG_SECRET}  # the repr is cut in the value
-    ctx = build_context("settings", "", NotebookContext(namespace={"settings": settings}), budget=2000,
-                        count_tokens=approximate_tokens)
+    ctx = build_context(
+        "settings", "", NotebookContext(namespace={"settings": settings}), budget=2000, count_tokens=approximate_tokens
+    )
     assert "# settings: dict (len 2) = {'host': 'db.internal.example.com', 'password': '<redacted>'" in ctx.prefix
     assert "Sup3r" not in ctx.prefix
 
@@ -199,8 +232,12 @@ def test_a_cut_variable_summary_never_shows_the_start_of_a_secret():
 def test_a_cut_output_line_never_shows_the_start_of_a_secret():
     line = "connecting with " + "x" * 160 + f" password='{LONG_SECRET}' to the database"
     text = line + "".join(f"\nstep {i}: ok" for i in range(60))  # long output: long lines are cut
-    cell = {"cell_type": "code", "execution_count": 1, "source": "connect()",
-            "outputs": [{"output_type": "stream", "name": "stdout", "text": text}]}
+    cell = {
+        "cell_type": "code",
+        "execution_count": 1,
+        "source": "connect()",
+        "outputs": [{"output_type": "stream", "name": "stdout", "text": text}],
+    }
     ctx = build_context("", "", NotebookContext(cells=[cell]), budget=2000, count_tokens=approximate_tokens)
     assert "connecting with" in ctx.prefix and "Sup3r" not in ctx.prefix
 

@@ -1,4 +1,5 @@
 """Live-variable summaries: informative, bounded, and safe to compute on anything."""
+
 from __future__ import annotations
 
 import inspect
@@ -53,9 +54,17 @@ def test_big_values_are_bounded_and_fast():
 def test_arrays_functions_and_classes():
     assert describe_value(Tensorish()) == "Tensorish shape (2, 3) dtype torch.float16"
     kernel = {"__name__": "__main__"}
-    exec(compile("class Point:\n    def __init__(self, x: float, y: float = 0.0): ...\n"
-                 "class Point3(Point):\n    pass\n"
-                 "norm = lambda p: (p.x ** 2 + p.y ** 2) ** 0.5\n", "<cell>", "exec", dont_inherit=True), kernel)
+    exec(
+        compile(
+            "class Point:\n    def __init__(self, x: float, y: float = 0.0): ...\n"
+            "class Point3(Point):\n    pass\n"
+            "norm = lambda p: (p.x ** 2 + p.y ** 2) ** 0.5\n",
+            "<cell>",
+            "exec",
+            dont_inherit=True,
+        ),
+        kernel,
+    )
     assert describe_value(kernel["Point"]) == "class Point, construct as Point(x: float, y: float = 0.0)"
     assert describe_value(kernel["Point3"]).startswith("class Point3(Point), construct as Point3(x: float")
     assert describe_value(kernel["norm"]) == "def <lambda>(p)"
@@ -68,8 +77,20 @@ def test_broken_objects_never_raise_nor_trigger_instance_hooks():
 
 
 def test_namespace_order_and_filters():
-    namespace = {"In": [], "Out": {}, "_": 1, "_i3": "x", "__builtins__": {}, "exit": None, "get_ipython": print,
-                 "time": time, "first": 1, "api_key": "sk-xxxxxxxxxxxxxxxxxxxxxxxx", "second": 2, "third": 3}
+    namespace = {
+        "In": [],
+        "Out": {},
+        "_": 1,
+        "_i3": "x",
+        "__builtins__": {},
+        "exit": None,
+        "get_ipython": print,
+        "time": time,
+        "first": 1,
+        "api_key": "sk-xxxxxxxxxxxxxxxxxxxxxxxx",
+        "second": 2,
+        "third": 3,
+    }
     summaries, withheld = summarize_namespace(namespace, mentioned={"first"})
     assert [s.name for s in summaries] == ["first", "third", "second"]
     assert summaries[0].line == "first: int = 1"
@@ -128,7 +149,9 @@ def test_lazy_frames_and_arrays_are_never_asked_for_their_shape():
     summaries, _ = summarize_namespace({"big": LazyFrame(), "arr": LazyArray()})
     assert LazyFrame.queries == 0
     assert [s.line for s in summaries] == [
-        f"arr: {LazyArray.__module__}.LazyArray", "big: modin.pandas.dataframe.DataFrame"]
+        f"arr: {LazyArray.__module__}.LazyArray",
+        "big: modin.pandas.dataframe.DataFrame",
+    ]
 
 
 def test_describing_the_namespace_is_bounded_in_time():

@@ -1,6 +1,7 @@
 """The protocol's one definition (``protocol.schema.json``): the kernel checks requests with it,
 its replies follow it, the front end's types are generated from it, and the kernel alone
 decides whether a suggestion may span several lines."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -24,7 +25,8 @@ ROOT = protocol.SCHEMA_PATH.parents[1]
 def _reference_validator(definition: str):
     """jsonschema, the reference implementation, with JSON's integers only (as the kernel)."""
     checker = Draft202012Validator.TYPE_CHECKER.redefine(
-        "integer", lambda _c, v: isinstance(v, int) and not isinstance(v, bool))
+        "integer", lambda _c, v: isinstance(v, int) and not isinstance(v, bool)
+    )
     cls = validators.extend(Draft202012Validator, type_checker=checker)
     return cls({"$ref": f"#/$defs/{definition}", "$defs": SCHEMA["$defs"]})
 
@@ -32,8 +34,13 @@ def _reference_validator(definition: str):
 def reply_errors(reply: dict, request_type: str) -> list[str]:
     """What is wrong with a reply to a ``request_type`` request; a ``done`` also against the
     result that ``x-requests`` promises."""
-    name = {"hello": "IHelloReply", "status": "IStatusReply", "chunk": "IChunkReply",
-            "done": "IDoneReply", "error": "IErrorReply"}[reply["type"]]
+    name = {
+        "hello": "IHelloReply",
+        "status": "IStatusReply",
+        "chunk": "IChunkReply",
+        "done": "IDoneReply",
+        "error": "IErrorReply",
+    }[reply["type"]]
     errors = [e.message for e in _reference_validator(name).iter_errors(reply)]
     if reply["type"] == "done":
         result = {k: v for k, v in reply.items() if k not in ("type", "request_id")}
@@ -52,6 +59,7 @@ def stub():
 
 # -- the schema itself ------------------------------------------------------------------------
 
+
 def test_the_schema_is_valid_draft_2020_12_and_names_every_type_and_code_the_comm_uses():
     Draft202012Validator.check_schema(SCHEMA)
     assert comm.REQUEST_TYPES == tuple(SCHEMA["$defs"]["RequestType"]["enum"]) == REQUEST_TYPES
@@ -63,21 +71,25 @@ def test_the_schema_is_valid_draft_2020_12_and_names_every_type_and_code_the_com
 
 # -- requests: checked before any work, errors name the field ---------------------------------
 
-@pytest.mark.parametrize("message, named", [
-    ({"type": "chat", "messages": [{"role": "robot", "content": "hi"}]}, "'messages[0].role' must be"),
-    ({"type": "chat", "messages": CHAT, "temperature": "hot"}, "'temperature' must be a number"),
-    ({"type": "chat", "messages": CHAT, "max_new_tokens": 0}, "'max_new_tokens' is out of range: 1..8192"),
-    ({"type": "chat", "messages": CHAT, "max_new_tokens": 2.0}, "'max_new_tokens' must be an integer"),
-    ({"type": "chat", "messages": []}, "'messages' must hold at least 1 item"),
-    ({"type": "complete", "prefix": "x", "extra": [{"label": "a"}]}, "'extra[0].text' is required"),
-    ({"type": "complete", "prefix": "x", "cells": [{"source": 3}]}, "'cells[0].source' must be a string or a list"),
-    ({"type": "complete", "prefix": "x", "mode": "xyz"}, "'mode' must be 'psm' or 'spm', not 'xyz'"),
-    ({"type": "complete", "prefix": "x", "multiline": "yes"}, "'multiline' must be a boolean"),
-    ({"type": "complete", "prefix": "x", "max_time_ms": 0}, "'max_time_ms' is out of range"),
-    ({"type": "cancel"}, "'target_id' is required"),
-    ({"type": "load", "model": 7}, "'model' must be a string"),
-    ({"type": "context-preview", "for": "complete", "messages": CHAT}, "'prefix' is required"),
-])
+
+@pytest.mark.parametrize(
+    "message, named",
+    [
+        ({"type": "chat", "messages": [{"role": "robot", "content": "hi"}]}, "'messages[0].role' must be"),
+        ({"type": "chat", "messages": CHAT, "temperature": "hot"}, "'temperature' must be a number"),
+        ({"type": "chat", "messages": CHAT, "max_new_tokens": 0}, "'max_new_tokens' is out of range: 1..8192"),
+        ({"type": "chat", "messages": CHAT, "max_new_tokens": 2.0}, "'max_new_tokens' must be an integer"),
+        ({"type": "chat", "messages": []}, "'messages' must hold at least 1 item"),
+        ({"type": "complete", "prefix": "x", "extra": [{"label": "a"}]}, "'extra[0].text' is required"),
+        ({"type": "complete", "prefix": "x", "cells": [{"source": 3}]}, "'cells[0].source' must be a string or a list"),
+        ({"type": "complete", "prefix": "x", "mode": "xyz"}, "'mode' must be 'psm' or 'spm', not 'xyz'"),
+        ({"type": "complete", "prefix": "x", "multiline": "yes"}, "'multiline' must be a boolean"),
+        ({"type": "complete", "prefix": "x", "max_time_ms": 0}, "'max_time_ms' is out of range"),
+        ({"type": "cancel"}, "'target_id' is required"),
+        ({"type": "load", "model": 7}, "'model' must be a string"),
+        ({"type": "context-preview", "for": "complete", "messages": CHAT}, "'prefix' is required"),
+    ],
+)
 def test_a_request_against_the_schema_is_a_bad_request_that_names_the_field(stub, message, named):
     session, engine, sent = stub
     session.handle({**message, "request_id": "r"})
@@ -92,7 +104,7 @@ def test_the_schema_is_checked_before_any_work(stub):
     assert sent[0]["code"] == "bad_request" and "'for' must be 'chat' or 'complete'" in sent[0]["message"]
 
 
-@pytest.mark.parametrize("value", ["v" * 4000, 10 ** 4000, [[[[["deep"]]]]]])
+@pytest.mark.parametrize("value", ["v" * 4000, 10**4000, [[[[["deep"]]]]]])
 def test_a_schema_error_never_repeats_a_large_value(stub, value):
     session, _engine, sent = stub
     session.handle({"type": "complete", "request_id": "k", "prefix": "x", "mode": value})
@@ -110,11 +122,21 @@ def test_a_list_nested_thousands_deep_where_the_schema_looks_is_refused_not_a_cr
 
 
 def test_validating_a_completion_request_takes_well_under_a_millisecond():
-    cells = [{"cell_type": "code", "source": f"x{i} = {i}\nprint(x{i})", "metadata": {}, "outputs": []}
-             for i in range(30)]
-    message = {"type": "complete", "request_id": "k", "prefix": "import pandas as pd\ndf = pd.", "suffix": "\n",
-               "max_new_tokens": 64, "max_time_ms": 3000, "temperature": 0, "variables": True,
-               "cells": cells, "current": 3}
+    cells = [
+        {"cell_type": "code", "source": f"x{i} = {i}\nprint(x{i})", "metadata": {}, "outputs": []} for i in range(30)
+    ]
+    message = {
+        "type": "complete",
+        "request_id": "k",
+        "prefix": "import pandas as pd\ndf = pd.",
+        "suffix": "\n",
+        "max_new_tokens": 64,
+        "max_time_ms": 3000,
+        "temperature": 0,
+        "variables": True,
+        "cells": cells,
+        "current": 3,
+    }
     validate_request("complete", message)  # compiles once
     runs = []
     for _ in range(200):
@@ -137,8 +159,7 @@ def _schema_checked(message) -> bool:
     return True
 
 
-@settings(max_examples=300, deadline=None, database=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=300, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(message=message_strategy().filter(_schema_checked))
 def test_the_compiled_validator_agrees_with_the_reference_implementation(message):
     kind = message["type"]
@@ -152,6 +173,7 @@ def test_the_compiled_validator_agrees_with_the_reference_implementation(message
 
 
 # -- replies follow the schema ----------------------------------------------------------------
+
 
 def test_the_replies_of_a_stub_engine_follow_the_schema(stub):
     session, engine, sent = stub
@@ -203,24 +225,31 @@ def test_the_replies_of_a_real_model_follow_the_schema(embedded_engine):
 
 # -- single- or multi-line: the kernel decides, and says so -----------------------------------
 
-@pytest.mark.parametrize("prefix, expected", [
-    ("", True),
-    ("import pandas as pd\n", True),
-    ("def area(r):", True),
-    ("# plot the sales by month", True),
-    ("df = pd.read_", False),
-    ('x = {"a": 1, "b":', False),
-])
+
+@pytest.mark.parametrize(
+    "prefix, expected",
+    [
+        ("", True),
+        ("import pandas as pd\n", True),
+        ("def area(r):", True),
+        ("# plot the sales by month", True),
+        ("df = pd.read_", False),
+        ('x = {"a": 1, "b":', False),
+    ],
+)
 def test_the_kernel_decides_single_or_multi_line_from_the_prefix(prefix, expected):
     assert wants_multiline(prefix) is expected
 
 
-@pytest.mark.parametrize("prefix, asked, told, stop", [
-    ("df = pd.read_", None, False, ("\n",)),
-    ("def area(r):\n    ", None, True, comm.MULTILINE_STOPS),
-    ("df = pd.read_", True, True, comm.MULTILINE_STOPS),      # the user's setting "always", or Alt+\
-    ("def area(r):\n    ", False, False, ("\n",)),         # the user's setting "never"
-])
+@pytest.mark.parametrize(
+    "prefix, asked, told, stop",
+    [
+        ("df = pd.read_", None, False, ("\n",)),
+        ("def area(r):\n    ", None, True, comm.MULTILINE_STOPS),
+        ("df = pd.read_", True, True, comm.MULTILINE_STOPS),  # the user's setting "always", or Alt+\
+        ("def area(r):\n    ", False, False, ("\n",)),  # the user's setting "never"
+    ],
+)
 def test_every_chunk_and_the_done_of_a_completion_say_what_the_kernel_decided(stub, prefix, asked, told, stop):
     session, engine, sent = stub
     request = {"type": "complete", "request_id": "k", "prefix": prefix}
@@ -244,6 +273,7 @@ def test_a_typed_through_suggestion_says_it_too(stub):
 
 
 # -- the TypeScript types are generated from the schema ---------------------------------------
+
 
 def _generator():
     spec = importlib.util.spec_from_file_location("gen_protocol_ts", ROOT / "scripts" / "gen_protocol_ts.py")

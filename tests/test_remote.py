@@ -1,4 +1,5 @@
 """The remote backend against a tiny fake OpenAI server: streaming, cancel, limits, each failure."""
+
 import json
 import logging
 import threading
@@ -41,8 +42,9 @@ def remote_for(server, *, key=None, model=None, read_timeout=10.0):
 def ask(remote, tokenizer, *, cancel=None, chunks=None, **request):
     ids = tokenizer("def add(a, b):")["input_ids"]
     req = GenerationRequest(prompt_ids=ids, max_new_tokens=16, **request)
-    return remote.generate_stream(None, tokenizer, req, cancel=cancel,
-                                  on_text=(chunks.append if chunks is not None else None))
+    return remote.generate_stream(
+        None, tokenizer, req, cancel=cancel, on_text=(chunks.append if chunks is not None else None)
+    )
 
 
 def test_the_raw_prompt_streams_back_and_stop_strings_cut_it_as_in_the_kernel(server, tokenizer):
@@ -87,19 +89,24 @@ def test_the_time_limit_ends_a_slow_stream(server, tokenizer):
     assert result.stop_reason == "time" and time.perf_counter() - started < 0.9
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("wrong key", "refused the API key (HTTP 401)"),
-    ("unknown model", "has no model 'no-such-model'"),
-    ("429", "overloaded (HTTP 429); retry after 7 s"),
-    ("malformed", "malformed stream"),
-    ("die", "ended the stream before the answer was complete"),
-    ("down", "Cannot reach the server at http://127.0.0.1:"),
-    ("timeout", "sent nothing for 0.5 s (timed out)"),
-])
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("wrong key", "refused the API key (HTTP 401)"),
+        ("unknown model", "has no model 'no-such-model'"),
+        ("429", "overloaded (HTTP 429); retry after 7 s"),
+        ("malformed", "malformed stream"),
+        ("die", "ended the stream before the answer was complete"),
+        ("down", "Cannot reach the server at http://127.0.0.1:"),
+        ("timeout", "sent nothing for 0.5 s (timed out)"),
+    ],
+)
 def test_each_failure_is_one_clear_line_without_the_key(model_dir, tokenizer, case, expected):
     with FakeOpenAIServer(model_dir, api_key=KEY) as server:
-        key, model = ("wrong-key-0000" if case == "wrong key" else KEY), (
-            "no-such-model" if case == "unknown model" else None)
+        key, model = (
+            ("wrong-key-0000" if case == "wrong key" else KEY),
+            ("no-such-model" if case == "unknown model" else None),
+        )
         server.mode = case if case in ("429", "malformed", "die") else "ok"
         server.reply, server.delay = ["a", "b", "c"], (3.0 if case == "timeout" else 0.0)
         remote = remote_for(server, key=key, model=model, read_timeout=0.5)
@@ -128,6 +135,7 @@ def test_endpoint_urls_are_checked_before_anything_is_unloaded(url):
 
 # -- through the engine ------------------------------------------------------------------------
 
+
 @pytest.fixture
 def keyed_engine(model_dir, tmp_path):
     (tmp_path / "key").write_text(KEY)
@@ -145,8 +153,9 @@ def test_a_keyed_server_answers_and_the_key_shows_nowhere(keyed_engine, caplog):
     engine, server = keyed_engine
     caplog.set_level(logging.DEBUG)
     chunks = []
-    result = engine.generate(messages=[{"role": "user", "content": "hi"}], kind="chat",
-                             max_new_tokens=8, on_chunk=chunks.append)
+    result = engine.generate(
+        messages=[{"role": "user", "content": "hi"}], kind="chat", max_new_tokens=8, on_chunk=chunks.append
+    )
     assert "".join(chunks) == result.text == "Hello world"
     assert server.headers_seen[-1]["Authorization"] == f"Bearer {KEY}"
     status = engine.status()
@@ -193,7 +202,7 @@ def test_code_llama_chat_and_infill_go_out_as_metas_text_without_the_bos(codella
     chat = build_chat_prompt(codellama_tokenizer, spec, [{"role": "user", "content": "Hi there"}])
     for prompt in (infill, chat):
         assert prompt.text.startswith("<s>")
-        assert prompt_text(codellama_tokenizer, prompt.ids) == prompt.text[len("<s>"):]
+        assert prompt_text(codellama_tokenizer, prompt.ids) == prompt.text[len("<s>") :]
     assert prompt_text(codellama_tokenizer, infill.ids) == "<PRE> def f(x):\n     <SUF>\n    return y\n <MID>"
 
 
@@ -209,9 +218,28 @@ def test_tls_is_verified_unless_the_configured_ca_signed_the_certificate(model_d
     import subprocess
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     with FakeOpenAIServer(model_dir, ssl_context=context) as server:
@@ -247,8 +275,7 @@ def test_a_served_name_that_names_no_tokenizer_asks_for_endpoint_tokenizer_up_fr
             other.shutdown()
 
 
-def test_what_text_cannot_carry_goes_as_token_ids_and_as_text_where_only_text_is_taken(
-        server, codellama_tokenizer):
+def test_what_text_cannot_carry_goes_as_token_ids_and_as_text_where_only_text_is_taken(server, codellama_tokenizer):
     """In the kernel, content never becomes control ids, and infilling uses the FIM ids. The
     server tokenizes text again: '<PRE>' in text is no FIM token, and a cell's literal '</s>'
     would end the prompt. Such prompts go as our token ids, unless the server takes text only."""
@@ -258,11 +285,12 @@ def test_what_text_cannot_carry_goes_as_token_ids_and_as_text_where_only_text_is
     tok, spec = codellama_tokenizer, resolve_model("7b-instruct")
     remote = remote_for(server)
     ask_with = lambda prompt: remote.generate_stream(  # noqa: E731
-        None, tok, GenerationRequest(prompt_ids=prompt.ids, max_new_tokens=4))
+        None, tok, GenerationRequest(prompt_ids=prompt.ids, max_new_tokens=4)
+    )
     chat = build_chat_prompt(tok, spec, [{"role": "user", "content": "Hi there"}])
     infill = build_infill_prompt(tok, spec, 'end = "</s>"  # <s>\n', "\nprint(end)\n")
     ask_with(chat)
-    assert server.requests[-1]["prompt"] == chat.text[len("<s>"):]  # text reads back exactly
+    assert server.requests[-1]["prompt"] == chat.text[len("<s>") :]  # text reads back exactly
     ask_with(infill)
     assert server.requests[-1]["prompt"] == infill.ids
     server.text_only = True

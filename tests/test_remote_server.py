@@ -3,6 +3,7 @@ from its local folder, 127.0.0.1), started by the fixture: magics, the comm, and
 
 Answers are kept to a few tokens: a CPU server with continuous batching is slow here.
 """
+
 import re
 import time
 
@@ -79,11 +80,15 @@ def test_a_chat_answer_streams_into_the_cell(ip, engine, monkeypatch):
         def both(text):
             chunks.append(text)
             on_chunk(text)
+
         return submit(kind, prompt, on_chunk=both if on_chunk else None, **kwargs)
 
     monkeypatch.setattr(engine, "submit", spy)
-    out, result = run(ip, "%%codellama --format markdown --max-new-tokens 6 --temperature 0 --context none "
-                          "-o note\nWrite a Python function that adds two numbers.")
+    out, result = run(
+        ip,
+        "%%codellama --format markdown --max-new-tokens 6 --temperature 0 --context none "
+        "-o note\nWrite a Python function that adds two numbers.",
+    )
     assert result.success, result.error_in_exec
     assert len(chunks) >= 2, "the answer arrived in one piece, not streamed"
     assert "".join(chunks).strip() and "".join(chunks) in out
@@ -92,14 +97,14 @@ def test_a_chat_answer_streams_into_the_cell(ip, engine, monkeypatch):
 
 def test_a_completion_gives_ghost_text_and_a_superseding_one_cancels_the_first(session, engine):
     prefix = "def add(a, b):\n    return "
-    session.handle({"type": "complete", "request_id": "k1", "prefix": prefix, "suffix": "\n",
-                    "max_new_tokens": 40})
+    session.handle({"type": "complete", "request_id": "k1", "prefix": prefix, "suffix": "\n", "max_new_tokens": 40})
     deadline = time.monotonic() + 10
     while not engine.status()["busy"]:
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    session.handle({"type": "complete", "request_id": "k2", "prefix": prefix + "a", "suffix": "\n",
-                    "max_new_tokens": 4})
+    session.handle(
+        {"type": "complete", "request_id": "k2", "prefix": prefix + "a", "suffix": "\n", "max_new_tokens": 4}
+    )
     first = session.sent.wait_for("k1", timeout=5)
     assert first["type"] == "done" and first["stop_reason"] == "cancelled", first
     second = session.sent.wait_for("k2", timeout=60)
@@ -147,8 +152,14 @@ def test_with_an_endpoint_configured_the_sidebars_picker_lists_the_servers_model
 
 def test_stopping_the_server_mid_answer_is_one_line_and_the_kernel_keeps_working(ip, session, server):
     """Last in this module: it stops the server."""
-    session.handle({"type": "chat", "request_id": "c1", "max_new_tokens": 60,
-                    "messages": [{"role": "user", "content": "Explain Python generators."}]})
+    session.handle(
+        {
+            "type": "chat",
+            "request_id": "c1",
+            "max_new_tokens": 60,
+            "messages": [{"role": "user", "content": "Explain Python generators."}],
+        }
+    )
     deadline = time.monotonic() + 60
     while not any(m["type"] == "chunk" for m in session.sent.of("c1")):
         assert time.monotonic() < deadline, session.sent.of("c1")

@@ -3,6 +3,7 @@
 The comm's ``explain`` and ``fix`` requests carry the notebook; the kernel words the question
 (``prompts.requests``), exactly as ``%codellama explain`` / ``fix`` do.
 """
+
 import pytest
 
 from jupyter_codellama.comm import CommSession
@@ -23,10 +24,18 @@ pytestmark = pytest.mark.slow
 SECRET = "Zq8vLx3pRt7wNs2kMm4"
 CELLS = [
     {"cell_type": "code", "source": "import pandas as pd\ndf = pd.DataFrame({'a': [1]})", "outputs": []},
-    {"cell_type": "code", "source": "values = [3, 1, 2]\nvalues.sortt()  # key: " + SECRET, "outputs": [
-        {"output_type": "error", "ename": "AttributeError",
-         "evalue": "'list' object has no attribute 'sortt'",
-         "traceback": ["\x1b[0;31mAttributeError\x1b[0m: 'list' object has no attribute 'sortt'"]}]},
+    {
+        "cell_type": "code",
+        "source": "values = [3, 1, 2]\nvalues.sortt()  # key: " + SECRET,
+        "outputs": [
+            {
+                "output_type": "error",
+                "ename": "AttributeError",
+                "evalue": "'list' object has no attribute 'sortt'",
+                "traceback": ["\x1b[0;31mAttributeError\x1b[0m: 'list' object has no attribute 'sortt'"],
+            }
+        ],
+    },
 ]
 
 
@@ -63,11 +72,14 @@ def test_an_explain_request_streams_an_answer(session):
     assert done["type"] == "done" and done["generated_tokens"] >= 1, done
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"cells": CELLS}, "current"),
-    ({"cells": CELLS[:1], "current": 0}, "no error"),
-    ({"cells": CELLS, "current": 1, "messages": [{"role": "user", "content": "hi"}]}, "end with an answer"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"cells": CELLS}, "current"),
+        ({"cells": CELLS[:1], "current": 0}, "no error"),
+        ({"cells": CELLS, "current": 1, "messages": [{"role": "user", "content": "hi"}]}, "end with an answer"),
+    ],
+)
 def test_a_fix_without_its_cell_or_error_is_a_clear_bad_request(session, fields, message):
     session.handle({"type": "fix", "request_id": "f1", **fields})
     reply = session.sent.wait_for("f1")

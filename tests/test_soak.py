@@ -1,6 +1,7 @@
 """A short soak in a real kernel (the full one is ``benchmarks/soak.py``): two notebooks send
 keystroke completions with random cancels and chats at once; every request ends exactly once,
 no thread is left behind, the prefix cache stays within its budget and memory stays flat."""
+
 import pytest
 
 from jupyter_codellama.testing.kernel_comm import KernelComm

@@ -1,4 +1,5 @@
 """Suggestions answered without the model: typed through, and prefetched after an acceptance."""
+
 import time
 
 import pytest
@@ -9,8 +10,16 @@ from test_comm import Recorder
 from test_comm_hardening import StubEngine, terminal
 
 CELLS = [{"cell_type": "code", "source": "import math"}, {"cell_type": "code", "source": "r = 2\nx = "}]
-REQUEST = {"prefix": "r = 2\nx = ", "suffix": "", "multiline": False, "max_new_tokens": 16,
-           "temperature": 0, "variables": False, "cells": CELLS, "current": 1}
+REQUEST = {
+    "prefix": "r = 2\nx = ",
+    "suffix": "",
+    "multiline": False,
+    "max_new_tokens": 16,
+    "temperature": 0,
+    "variables": False,
+    "cells": CELLS,
+    "current": 1,
+}
 
 
 # -- the key ------------------------------------------------------------------------------------
@@ -18,12 +27,23 @@ REQUEST = {"prefix": "r = 2\nx = ", "suffix": "", "multiline": False, "max_new_t
 
 def test_the_key_is_what_shapes_the_answer_and_nothing_else():
     key = request_key(REQUEST)
-    same = {"type": "complete", "request_id": "other", "prefetch": True, "stream": False,
-            **dict(reversed(list(REQUEST.items())))}
+    same = {
+        "type": "complete",
+        "request_id": "other",
+        "prefetch": True,
+        "stream": False,
+        **dict(reversed(list(REQUEST.items()))),
+    }
     assert request_key(same) == key
-    for field, value in [("prefix", "r = 2\nx ="), ("suffix", "\n"), ("multiline", True),
-                         ("max_new_tokens", 17), ("variables", True), ("current", 0),
-                         ("cells", [CELLS[0], {"cell_type": "code", "source": "r = 3\nx = "}])]:
+    for field, value in [
+        ("prefix", "r = 2\nx ="),
+        ("suffix", "\n"),
+        ("multiline", True),
+        ("max_new_tokens", 17),
+        ("variables", True),
+        ("current", 0),
+        ("cells", [CELLS[0], {"cell_type": "code", "source": "r = 3\nx = "}]),
+    ]:
         assert request_key({**REQUEST, field: value}) != key, field
 
 
@@ -184,8 +204,16 @@ SOURCE = "import math\n\n\ndef circle_area(radius):\n    return math.pi * radius
 
 def fields(prefix):
     cells = [{"cell_type": "code", "source": prefix}]
-    return {"prefix": prefix, "suffix": "", "multiline": True, "max_new_tokens": 24, "temperature": 0,
-            "variables": False, "cells": cells, "current": 0}
+    return {
+        "prefix": prefix,
+        "suffix": "",
+        "multiline": True,
+        "max_new_tokens": 24,
+        "temperature": 0,
+        "variables": False,
+        "cells": cells,
+        "current": 0,
+    }
 
 
 @slow

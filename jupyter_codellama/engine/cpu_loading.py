@@ -1,12 +1,13 @@
 """Loading a model for the CPU kernel: find or make its GGUF, map it, load its tokenizer.
 
-    load_native
-      ├─ gguf_source          the embedded model's GGUF · a .gguf path · a hub GGUF file ·
-      │                       an HF checkpoint quantized once into a cached GGUF (hf_to_gguf)
-      ├─ NativeModel.open     pack once into the kernel's layout, then memory-map
-      └─ gguf_tokenizer       the tokenizer, chat template and special tokens from the file
-                              (converted once and cached; later loads read the cache)
+load_native
+  ├─ gguf_source          the embedded model's GGUF · a .gguf path · a hub GGUF file ·
+  │                       an HF checkpoint quantized once into a cached GGUF (hf_to_gguf)
+  ├─ NativeModel.open     pack once into the kernel's layout, then memory-map
+  └─ gguf_tokenizer       the tokenizer, chat template and special tokens from the file
+                          (converted once and cached; later loads read the cache)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -89,8 +90,9 @@ def gguf_source(spec: ModelSpec, options: LoadOptions, report: ProgressCallback)
     if not os.path.isdir(spec.repo_id):  # a hub id: fail at once when it can be neither read nor fetched
         check_hub_available(spec.repo_id, local_files_only=options.local_files_only)
     kind = HF_QUANT[(options.quantization or "auto").lower()]
-    return hf_to_gguf(spec.repo_id, kind, cache_root=_cache_root(options),
-                      local_files_only=options.local_files_only, progress=report)
+    return hf_to_gguf(
+        spec.repo_id, kind, cache_root=_cache_root(options), local_files_only=options.local_files_only, progress=report
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,8 +152,9 @@ def _capabilities(spec: ModelSpec, tokenizer, context_length: int) -> ModelSpec:
 # The load
 
 
-def load_native(options: LoadOptions, spec: ModelSpec, report: ProgressCallback,
-                *, n_threads: int | None = None) -> LoadedModel:
+def load_native(
+    options: LoadOptions, spec: ModelSpec, report: ProgressCallback, *, n_threads: int | None = None
+) -> LoadedModel:
     """Load ``spec`` for the CPU kernel; raise :class:`ModelLoadError` with advice."""
     from .kernels import KernelUnavailable
     from .native import NativeModel, UnsupportedModelError
@@ -160,8 +163,12 @@ def load_native(options: LoadOptions, spec: ModelSpec, report: ProgressCallback,
     gguf = gguf_source(spec, options, report)
     report("preparing the weights for the CPU kernel", 0.4)
     try:
-        model = NativeModel.open(gguf, n_threads=n_threads, cache_dir=options.cache_dir or None,
-                                 progress=lambda f: report("packing the weights (first use only)", 0.4 + 0.4 * f))
+        model = NativeModel.open(
+            gguf,
+            n_threads=n_threads,
+            cache_dir=options.cache_dir or None,
+            progress=lambda f: report("packing the weights (first use only)", 0.4 + 0.4 * f),
+        )
     except (UnsupportedModelError, KernelUnavailable) as exc:
         raise ModelLoadError(str(exc)) from exc
     report("loading the tokenizer", 0.85)
@@ -170,9 +177,15 @@ def load_native(options: LoadOptions, spec: ModelSpec, report: ProgressCallback,
     spec = _capabilities(spec, tokenizer, model.max_positions)
     report("ready", 1.0)
     return LoadedModel(
-        model=model, tokenizer=tokenizer, spec=spec, quantization=model.weight_summary,
-        dtype="float32", device="cpu", device_map_summary=f"cpu (mapped: {gguf.name})",
-        eos_token_ids=_eos_ids(tokenizer, model.info), load_seconds=time.perf_counter() - started,
+        model=model,
+        tokenizer=tokenizer,
+        spec=spec,
+        quantization=model.weight_summary,
+        dtype="float32",
+        device="cpu",
+        device_map_summary=f"cpu (mapped: {gguf.name})",
+        eos_token_ids=_eos_ids(tokenizer, model.info),
+        load_seconds=time.perf_counter() - started,
         backend="kernel",
     )
 

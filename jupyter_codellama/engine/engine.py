@@ -11,6 +11,7 @@ back; text arrives through ``on_chunk`` from the worker thread. Scheduling rules
   ``busy`` error, because a completion that arrives late is worse than none;
 * chat/generation jobs are never cancelled by anything but their own ``cancel()``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -120,11 +121,14 @@ class Engine:
         done = threading.Event()
         self._queue.put((_UNLOAD, done))
         if not done.wait(timeout):
-            raise TimeoutError(f"The engine did not get to the unload within {timeout} s (it is busy); "
-                               "the model is freed as soon as it does.")
+            raise TimeoutError(
+                f"The engine did not get to the unload within {timeout} s (it is busy); "
+                "the model is freed as soon as it does."
+            )
 
-    def run_with_model(self, fn: Callable[[LoadedModel], Any], *,
-                       on_done: Callable[[ModelCall], None] | None = None) -> ModelCall:
+    def run_with_model(
+        self, fn: Callable[[LoadedModel], Any], *, on_done: Callable[[ModelCall], None] | None = None
+    ) -> ModelCall:
         """Run ``fn(loaded_model)`` on the engine thread, after the work queued before it."""
         call = ModelCall(fn, on_done)
         self._queue.put(call)
@@ -255,8 +259,7 @@ class Engine:
             # Let go of the job before it reports done: whoever wakes up sees an idle engine.
             self._running = None
             if job.kind == "completion" and job.record_latency and "first_token_s" in result.timings:
-                self._completion_ms = [*self._completion_ms[-49:],
-                                       (queue_s + result.timings["first_token_s"]) * 1000]
+                self._completion_ms = [*self._completion_ms[-49:], (queue_s + result.timings["first_token_s"]) * 1000]
         job._finish(result, code)
 
     def _do_call(self, call: ModelCall) -> None:
@@ -354,14 +357,17 @@ def get_engine(config: CodeLlama | None = None) -> Engine:
         return _engine
 
 
-def run_job(job: Job, loaded: LoadedModel, prefix_cache: PrefixCache,
-            prefill_chunk: int) -> tuple[GenerationResult, str | None]:
+def run_job(
+    job: Job, loaded: LoadedModel, prefix_cache: PrefixCache, prefill_chunk: int
+) -> tuple[GenerationResult, str | None]:
     """Build the job's prompt and generate; errors become results with a code, never raise."""
     try:
         request = prepare(job, loaded)
         run = loaded.generate or generate_stream  # a remote model brings its own loop
         return run(
-            loaded.model, loaded.tokenizer, request,
+            loaded.model,
+            loaded.tokenizer,
+            request,
             eos_token_ids=loaded.eos_token_ids,
             prefix_cache=prefix_cache,
             prefill_chunk=prefill_chunk,
@@ -378,9 +384,11 @@ def run_job(job: Job, loaded: LoadedModel, prefix_cache: PrefixCache,
 
 def _percentiles(values: list[float]) -> dict[str, float]:
     recent = sorted(values)
-    return {"p50": round(recent[len(recent) // 2], 1),
-            "p95": round(recent[min(len(recent) - 1, int(len(recent) * 0.95))], 1),
-            "n": len(recent)}
+    return {
+        "p50": round(recent[len(recent) // 2], 1),
+        "p95": round(recent[min(len(recent) - 1, int(len(recent) * 0.95))], 1),
+        "n": len(recent),
+    }
 
 
 def _busy_reason(work: list, state: State) -> str | None:
@@ -396,8 +404,13 @@ def _busy_reason(work: list, state: State) -> str | None:
 
 
 def _cache_status(cache: PrefixCache) -> dict[str, int]:
-    return {"entries": len(cache), "hits": cache.hits, "misses": cache.misses, "bytes": cache.nbytes,
-            "max_bytes": cache.max_bytes}
+    return {
+        "entries": len(cache),
+        "hits": cache.hits,
+        "misses": cache.misses,
+        "bytes": cache.nbytes,
+        "max_bytes": cache.max_bytes,
+    }
 
 
 def _worth_telling(last_stage: str, stage: str, fraction: float, since_last_s: float) -> bool:
@@ -422,5 +435,6 @@ def prepare(job: Job, loaded: LoadedModel) -> GenerationRequest:
     if not all(isinstance(i, int) and 0 <= i < vocab for i in ids):
         raise ValueError(f"Token ids must be integers in [0, {vocab}).")
     options = job.options
-    return replace(options, prompt_ids=ids, stop=options.stop + stop,
-                   stop_token_ids=options.stop_token_ids + stop_ids, lead=lead)
+    return replace(
+        options, prompt_ids=ids, stop=options.stop + stop, stop_token_ids=options.stop_token_ids + stop_ids, lead=lead
+    )

@@ -13,6 +13,7 @@ detokenisation for streaming, and handing the KV cache back for reuse by the nex
       │    └─ decode_n_tokens     pick → detokenise → stop rules → decoder.step
       └─ PrefixCache.store        prompt + answer's KV, for the next request to reuse
 """
+
 from __future__ import annotations
 
 import copy
@@ -104,9 +105,7 @@ class IncrementalDetokenizer:
         self._read_offset = len(self._ids)
 
     def _decode(self, ids: Sequence[int]) -> str:
-        return self._tokenizer.decode(
-            ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )
+        return self._tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
     def push(self, token_id: int) -> str:
         self._ids.append(token_id)
@@ -178,8 +177,9 @@ def token_texts(tokenizer) -> list[str]:
     base = tokenizer.decode([anchor])
     special = set(getattr(tokenizer, "all_special_ids", ()) or ())
     decoded = tokenizer.batch_decode([[anchor, i] for i in range(len(tokenizer))])
-    texts = ["" if i in special else text[len(base):] if text.startswith(base) else ""
-             for i, text in enumerate(decoded)]
+    texts = [
+        "" if i in special else text[len(base) :] if text.startswith(base) else "" for i, text in enumerate(decoded)
+    ]
     try:
         tokenizer._jupyter_codellama_token_texts = texts
     except AttributeError:  # pragma: no cover - a tokenizer that refuses attributes
@@ -233,7 +233,7 @@ class LeadHealer:
 
     def advance(self, token: int) -> None:
         text = self._texts[token] if token < len(self._texts) else ""
-        self._left = self._left[len(text):] if self._left.startswith(text) else ""
+        self._left = self._left[len(text) :] if self._left.startswith(text) else ""
 
     def strip(self, text: str) -> str:
         """The part of newly decoded ``text`` past the lead."""
@@ -496,8 +496,14 @@ class Limits:
 class TextStream:
     """Generated tokens → shown text: detokenise, hide the healed lead, cut at a stop string."""
 
-    def __init__(self, tokenizer, prompt_ids: Sequence[int], healer: LeadHealer,
-                 stops: Sequence[str], on_text: TextCallback | None) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        prompt_ids: Sequence[int],
+        healer: LeadHealer,
+        stops: Sequence[str],
+        on_text: TextCallback | None,
+    ) -> None:
         self._detok = IncrementalDetokenizer(tokenizer, prompt_ids)
         self._healer = healer
         self._stops = StopMatcher(stops)
@@ -556,12 +562,24 @@ class DecodeRun:
     timings: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, tokenizer, request: GenerationRequest, *, eos_token_ids: Sequence[int],
-              cancel: threading.Event | None, on_text: TextCallback | None) -> "DecodeRun":
+    def start(
+        cls,
+        tokenizer,
+        request: GenerationRequest,
+        *,
+        eos_token_ids: Sequence[int],
+        cancel: threading.Event | None,
+        on_text: TextCallback | None,
+    ) -> "DecodeRun":
         stop_ids = frozenset(eos_token_ids) | frozenset(request.stop_token_ids)
         healer = LeadHealer(tokenizer, request.lead, sorted(stop_ids))
-        return cls(request, Limits(cancel, request.max_time), TokenPicker(request, healer),
-                   TextStream(tokenizer, request.prompt_ids, healer, request.stop, on_text), stop_ids)
+        return cls(
+            request,
+            Limits(cancel, request.max_time),
+            TokenPicker(request, healer),
+            TextStream(tokenizer, request.prompt_ids, healer, request.stop, on_text),
+            stop_ids,
+        )
 
     def take(self, logits: torch.Tensor) -> int:
         token = self.pick(logits)
@@ -585,9 +603,14 @@ class DecodeRun:
         self.timings["total_s"] = total
         decode_time = total - self.timings.get("first_token_s", total)
         self.timings["tokens_per_s"] = (len(self.generated) - 1) / decode_time if decode_time > 0 else 0.0
-        return GenerationResult(text="".join(self.text.pieces), stop_reason=reason, tokens=self.generated,
-                                prompt_tokens=len(self.request.prompt_ids), cached_tokens=n_cached,
-                                timings=self.timings)
+        return GenerationResult(
+            text="".join(self.text.pieces),
+            stop_reason=reason,
+            tokens=self.generated,
+            prompt_tokens=len(self.request.prompt_ids),
+            cached_tokens=n_cached,
+            timings=self.timings,
+        )
 
 
 def decode_n_tokens(decoder: Decoder, logits: torch.Tensor, run: DecodeRun) -> StopReason:

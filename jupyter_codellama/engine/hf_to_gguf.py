@@ -7,6 +7,7 @@ tokenizer stays the checkpoint's own (recorded next to the file).
 
     hf_to_gguf(source, "Q4_0")   → Path of the cached GGUF
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,10 +24,17 @@ from .loading import ModelLoadError, ModelNotAvailableError, _not_available_mess
 
 log = logging.getLogger(__name__)
 
-_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-          "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-          "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
-          "post_attention_layernorm": "ffn_norm"}
+_NAMES = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
 
 
 def checkpoint_folder(source: str, *, local_files_only: bool) -> Path:
@@ -65,8 +73,7 @@ def gguf_name(hf_name: str) -> str | None:
 
 def permute_rotary(w: np.ndarray, n_head: int) -> np.ndarray:
     """HF's q/k rows (rotary halves) → llama.cpp's (rotary pairs), as llama.cpp's converter."""
-    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
-            .swapaxes(1, 2).reshape(w.shape))
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 def _fingerprint(folder: Path, kind: str) -> str:
@@ -200,8 +207,14 @@ def _shapes(where, todo, kind: str, cfg: dict):
     return out
 
 
-def hf_to_gguf(source: str, kind: str, *, cache_root: Path, local_files_only: bool = False,
-               progress: Callable[[str, float], None] | None = None) -> Path:
+def hf_to_gguf(
+    source: str,
+    kind: str,
+    *,
+    cache_root: Path,
+    local_files_only: bool = False,
+    progress: Callable[[str, float], None] | None = None,
+) -> Path:
     """The cached GGUF of checkpoint ``source`` quantized to ``kind`` (made on first use)."""
     report = progress or (lambda _s, _f: None)
     folder = checkpoint_folder(source, local_files_only=local_files_only)

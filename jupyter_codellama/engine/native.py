@@ -12,6 +12,7 @@ file).
     model.decoder(cache)                   one request: prefill(ids) → logits, step(token) →
                                            logits, close()
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -127,10 +128,14 @@ def read_info(reader, path: Path) -> GGUFInfo:
     if embd is None:
         raise UnsupportedModelError(f"{path.name}: no token_embd.weight")
     hyper = Hyper(
-        n_layers=int(_field(reader, a + "block_count")), dim=dim,
-        hidden=int(_field(reader, a + "feed_forward_length")), n_heads=n_heads,
-        n_kv=int(_field(reader, a + "attention.head_count_kv", n_heads)), head_dim=head_dim,
-        vocab=embd.N, eps=float(_field(reader, a + "attention.layer_norm_rms_epsilon", 1e-5)),
+        n_layers=int(_field(reader, a + "block_count")),
+        dim=dim,
+        hidden=int(_field(reader, a + "feed_forward_length")),
+        n_heads=n_heads,
+        n_kv=int(_field(reader, a + "attention.head_count_kv", n_heads)),
+        head_dim=head_dim,
+        vocab=embd.N,
+        eps=float(_field(reader, a + "attention.layer_norm_rms_epsilon", 1e-5)),
         rope_theta=float(_field(reader, a + "rope.freq_base", 10000.0)),
         context_length=int(_field(reader, a + "context_length", 4096)),
     )
@@ -139,16 +144,33 @@ def read_info(reader, path: Path) -> GGUFInfo:
 
 
 def _layer_names(i: int) -> dict[str, str]:
-    return {f: f"blk.{i}.{n}.weight" for f, n in (
-        ("attn_norm", "attn_norm"), ("ffn_norm", "ffn_norm"), ("q", "attn_q"), ("k", "attn_k"),
-        ("v", "attn_v"), ("o", "attn_output"), ("gate", "ffn_gate"), ("up", "ffn_up"),
-        ("down", "ffn_down"))}
+    return {
+        f: f"blk.{i}.{n}.weight"
+        for f, n in (
+            ("attn_norm", "attn_norm"),
+            ("ffn_norm", "ffn_norm"),
+            ("q", "attn_q"),
+            ("k", "attn_k"),
+            ("v", "attn_v"),
+            ("o", "attn_output"),
+            ("gate", "ffn_gate"),
+            ("up", "ffn_up"),
+            ("down", "ffn_down"),
+        )
+    }
 
 
 def _check_tensors(h: Hyper, tensors: dict[str, TensorInfo], path: Path) -> None:
     q, kv = h.n_heads * h.head_dim, h.n_kv * h.head_dim
-    want = {"q": (q, h.dim), "k": (kv, h.dim), "v": (kv, h.dim), "o": (h.dim, q),
-            "gate": (h.hidden, h.dim), "up": (h.hidden, h.dim), "down": (h.dim, h.hidden)}
+    want = {
+        "q": (q, h.dim),
+        "k": (kv, h.dim),
+        "v": (kv, h.dim),
+        "o": (h.dim, q),
+        "gate": (h.hidden, h.dim),
+        "up": (h.hidden, h.dim),
+        "down": (h.dim, h.hidden),
+    }
     for i in range(h.n_layers):
         for part, name in _layer_names(i).items():
             t = tensors.get(name)
@@ -198,8 +220,11 @@ def write_pack(reader, info: GGUFInfo, target: Path, progress: Callable[[float],
                 progress((i + 1) / len(info.tensors))
         out.flush()
         del out
-        index = {"version": PACK_VERSION, "hyper": info.hyper.__dict__,
-                 "tensors": {n: [t.kind, t.N, t.K, t.offset] for n, t in info.tensors.items()}}
+        index = {
+            "version": PACK_VERSION,
+            "hyper": info.hyper.__dict__,
+            "tensors": {n: [t.kind, t.N, t.K, t.offset] for n, t in info.tensors.items()},
+        }
         Path(tmp + ".json").write_text(json.dumps(index))
         os.replace(tmp + ".json", str(target) + ".json")
         os.replace(tmp, target)
@@ -240,37 +265,63 @@ def open_pack(gguf: Path, cache_dir=None, progress=None) -> tuple[GGUFInfo, Path
 
 
 class _Layer(ctypes.Structure):
-    _fields_ = [("attn_norm", ctypes.c_void_p), ("ffn_norm", ctypes.c_void_p),
-                *[(n, layout.Wt) for n in ("q", "k", "v", "o", "gate", "up", "down")]]
+    _fields_ = [
+        ("attn_norm", ctypes.c_void_p),
+        ("ffn_norm", ctypes.c_void_p),
+        *[(n, layout.Wt) for n in ("q", "k", "v", "o", "gate", "up", "down")],
+    ]
 
 
 class _Model(ctypes.Structure):
-    _fields_ = [*[(n, ctypes.c_int32) for n in ("n_layers", "dim", "hidden", "n_heads", "n_kv",
-                                                 "head_dim", "vocab", "n_threads")],
-                ("eps", ctypes.c_float), ("attn_scale", ctypes.c_float),
-                ("rope_pairs", ctypes.c_int32), ("max_pos", ctypes.c_int32),
-                ("embed", layout.Wt), ("lm_head", layout.Wt), ("out_norm", ctypes.c_void_p),
-                ("cos_t", ctypes.c_void_p), ("sin_t", ctypes.c_void_p),
-                ("layers", ctypes.POINTER(_Layer))]
+    _fields_ = [
+        *[
+            (n, ctypes.c_int32)
+            for n in ("n_layers", "dim", "hidden", "n_heads", "n_kv", "head_dim", "vocab", "n_threads")
+        ],
+        ("eps", ctypes.c_float),
+        ("attn_scale", ctypes.c_float),
+        ("rope_pairs", ctypes.c_int32),
+        ("max_pos", ctypes.c_int32),
+        ("embed", layout.Wt),
+        ("lm_head", layout.Wt),
+        ("out_norm", ctypes.c_void_p),
+        ("cos_t", ctypes.c_void_p),
+        ("sin_t", ctypes.c_void_p),
+        ("layers", ctypes.POINTER(_Layer)),
+    ]
 
 
 class _KV(ctypes.Structure):
-    _fields_ = [("k", ctypes.c_void_p), ("v", ctypes.c_void_p), ("cap", ctypes.c_int32),
-                ("pad", ctypes.c_int32)]
+    _fields_ = [("k", ctypes.c_void_p), ("v", ctypes.c_void_p), ("cap", ctypes.c_int32), ("pad", ctypes.c_int32)]
 
 
 def _bind(lib) -> None:
-    for name, struct in (("jcl_model_size", _Model), ("jcl_layer_size", _Layer), ("jcl_kv_size", _KV),
-                         ("jcl_wt_size", layout.Wt)):
+    for name, struct in (
+        ("jcl_model_size", _Model),
+        ("jcl_layer_size", _Layer),
+        ("jcl_kv_size", _KV),
+        ("jcl_wt_size", layout.Wt),
+    ):
         size = getattr(lib, name)()
         if size != ctypes.sizeof(struct):
             raise kernels.KernelUnavailable(f"kernel struct mismatch: {name} {size} != {ctypes.sizeof(struct)}")
     lib.jcl_forward.restype = ctypes.c_int
-    lib.jcl_forward.argtypes = [ctypes.POINTER(_Model), ctypes.POINTER(_KV), ctypes.c_void_p,
-                                ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+    lib.jcl_forward.argtypes = [
+        ctypes.POINTER(_Model),
+        ctypes.POINTER(_KV),
+        ctypes.c_void_p,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_void_p,
+    ]
     lib.jcl_dequant_rows.restype = None
-    lib.jcl_dequant_rows.argtypes = [ctypes.POINTER(layout.Wt), ctypes.c_int, ctypes.c_int,
-                                     ctypes.c_void_p, ctypes.c_int]
+    lib.jcl_dequant_rows.argtypes = [
+        ctypes.POINTER(layout.Wt),
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_int,
+    ]
     lib.jcl_dequant_row.restype = None
     lib.jcl_dequant_row.argtypes = [ctypes.POINTER(layout.Wt), ctypes.c_int, ctypes.c_void_p]
     lib.jcl_matvec.restype = None
@@ -311,8 +362,16 @@ def rope_tables(head_dim: int, theta: float, max_pos: int) -> tuple[torch.Tensor
 class NativeModel:
     """A memory-mapped GGUF Llama model and the kernel that runs it."""
 
-    def __init__(self, info: GGUFInfo, pack: Path, *, n_threads: int | None = None,
-                 variant: str | None = None, cache_dir=None, max_positions: int | None = None) -> None:
+    def __init__(
+        self,
+        info: GGUFInfo,
+        pack: Path,
+        *,
+        n_threads: int | None = None,
+        variant: str | None = None,
+        cache_dir=None,
+        max_positions: int | None = None,
+    ) -> None:
         self.info, self.hyper, self.pack_file = info, info.hyper, pack
         self.variant = variant or kernels.best_variant()
         self.lib = kernels.load_library(self.variant, cache_dir)
@@ -330,19 +389,32 @@ class NativeModel:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, path: str | os.PathLike, *, n_threads: int | None = None, variant: str | None = None,
-             cache_dir=None, progress=None, max_positions: int | None = None) -> "NativeModel":
+    def open(
+        cls,
+        path: str | os.PathLike,
+        *,
+        n_threads: int | None = None,
+        variant: str | None = None,
+        cache_dir=None,
+        progress=None,
+        max_positions: int | None = None,
+    ) -> "NativeModel":
         gguf = Path(path).expanduser().resolve()
         if not gguf.is_file():
             raise FileNotFoundError(f"no GGUF file at {gguf}")
         info, pack = open_pack(gguf, cache_dir, progress)
-        return cls(info, pack, n_threads=n_threads, variant=variant, cache_dir=cache_dir,
-                   max_positions=max_positions)
+        return cls(info, pack, n_threads=n_threads, variant=variant, cache_dir=cache_dir, max_positions=max_positions)
 
     def _wt(self, name: str) -> layout.Wt:
         t = self.info.tensors[name]
-        return layout.Wt(data=self._map.ctypes.data + t.offset, type=t.kind, N=t.N, K=t.K, pad=0,
-                         row_bytes=layout.row_bytes(t.kind, t.K))
+        return layout.Wt(
+            data=self._map.ctypes.data + t.offset,
+            type=t.kind,
+            N=t.N,
+            K=t.K,
+            pad=0,
+            row_bytes=layout.row_bytes(t.kind, t.K),
+        )
 
     def _f32(self, name: str) -> int:
         t = self.info.tensors[name]
@@ -365,12 +437,25 @@ class NativeModel:
         self.cos, self.sin = rope_tables(h.head_dim, h.rope_theta, self.max_positions)
         head = "output.weight" if "output.weight" in self.info.tensors else "token_embd.weight"
         return _Model(
-            n_layers=h.n_layers, dim=h.dim, hidden=h.hidden, n_heads=h.n_heads, n_kv=h.n_kv,
-            head_dim=h.head_dim, vocab=h.vocab, n_threads=self.n_threads, eps=h.eps,
-            attn_scale=float(h.head_dim ** -0.5), rope_pairs=1, max_pos=self.max_positions,
-            embed=self._wt("token_embd.weight"), lm_head=self._wt(head),
-            out_norm=self._f32("output_norm.weight"), cos_t=self.cos.data_ptr(),
-            sin_t=self.sin.data_ptr(), layers=self.layers)
+            n_layers=h.n_layers,
+            dim=h.dim,
+            hidden=h.hidden,
+            n_heads=h.n_heads,
+            n_kv=h.n_kv,
+            head_dim=h.head_dim,
+            vocab=h.vocab,
+            n_threads=self.n_threads,
+            eps=h.eps,
+            attn_scale=float(h.head_dim**-0.5),
+            rope_pairs=1,
+            max_pos=self.max_positions,
+            embed=self._wt("token_embd.weight"),
+            lm_head=self._wt(head),
+            out_norm=self._f32("output_norm.weight"),
+            cos_t=self.cos.data_ptr(),
+            sin_t=self.sin.data_ptr(),
+            layers=self.layers,
+        )
 
     @property
     def weight_summary(self) -> str:
@@ -411,12 +496,18 @@ class NativeModel:
     def new_cache(self) -> "KVCache":
         return KVCache(self.hyper)
 
-    def decoder(self, cache: "KVCache", *, chunk: int = PREFILL_CHUNK_TOKENS,
-                should_stop: Callable[[], bool] | None = None) -> "KernelDecoder":
+    def decoder(
+        self, cache: "KVCache", *, chunk: int = PREFILL_CHUNK_TOKENS, should_stop: Callable[[], bool] | None = None
+    ) -> "KernelDecoder":
         return KernelDecoder(self, cache, chunk=chunk, should_stop=should_stop)
 
-    def forward(self, cache: "KVCache", tokens: Sequence[int], logits: torch.Tensor | None,
-                should_stop: Callable[[], bool] | None = None) -> None:
+    def forward(
+        self,
+        cache: "KVCache",
+        tokens: Sequence[int],
+        logits: torch.Tensor | None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
         """Run ``tokens`` at the cache's next positions: a short run in one kernel call, a long
         prompt chunk through BLAS matmuls on dequantized weight blocks (:class:`ChunkForward`)."""
         n = len(tokens)
@@ -474,8 +565,7 @@ class ChunkForward:
     """One prompt chunk: the kernel's forward pass in torch ops, each weight matrix dequantized
     by the kernel in row blocks and multiplied by BLAS (each block decoded once per chunk)."""
 
-    def __init__(self, model: "NativeModel", cache: "KVCache",
-                 should_stop: Callable[[], bool] | None = None) -> None:
+    def __init__(self, model: "NativeModel", cache: "KVCache", should_stop: Callable[[], bool] | None = None) -> None:
         self.m, self.cache, self.h = model, cache, model.hyper
         # Checked between layers: a long chunk of a 7B model runs far longer than a cancel may wait.
         self.should_stop = should_stop or (lambda: False)
@@ -520,7 +610,7 @@ class ChunkForward:
         keys, values = self.cache.k[l, :, :end], self.cache.v[l, :, :end]  # [n_kv, T, hd]
         group = h.n_heads // h.n_kv
         qh = q.transpose(0, 1).reshape(h.n_kv, group * n, h.head_dim)  # heads of a KV head together
-        scores = torch.bmm(qh, keys.transpose(1, 2)) * (h.head_dim ** -0.5)  # [n_kv, group*n, T]
+        scores = torch.bmm(qh, keys.transpose(1, 2)) * (h.head_dim**-0.5)  # [n_kv, group*n, T]
         visible = torch.arange(end)[None, :] <= (pos0 + torch.arange(n))[:, None]  # [n, T]
         scores = scores.view(h.n_kv, group, n, end).masked_fill(~visible, float("-inf"))
         probs = scores.softmax(-1).view(h.n_kv, group * n, end)
@@ -561,8 +651,7 @@ class ChunkForward:
             x = self.layer(l, x, pos0)
         if logits is not None:
             last = self.rms(x[-1:], self.m.struct.out_norm)[0].contiguous()
-            self.lib.jcl_matvec(ctypes.byref(self.m.struct.lm_head), last.data_ptr(), logits.data_ptr(),
-                                self.threads)
+            self.lib.jcl_matvec(ctypes.byref(self.m.struct.lm_head), last.data_ptr(), logits.data_ptr(), self.threads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -630,8 +719,14 @@ class KVCache:
 class KernelDecoder:
     """One request on a NativeModel: prefill in chunks, then one token at a time."""
 
-    def __init__(self, model: NativeModel, cache: KVCache, *, chunk: int = PREFILL_CHUNK_TOKENS,
-                 should_stop: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        model: NativeModel,
+        cache: KVCache,
+        *,
+        chunk: int = PREFILL_CHUNK_TOKENS,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
         self.model, self.cache = model, cache
         self.chunk = max(1, int(chunk))
         self.should_stop = should_stop or (lambda: False)

@@ -10,6 +10,7 @@ worker calls :meth:`RemoteModel.generate_stream` where it would run the in-kerne
       ├─ _StreamReader.events       worker waits on its events, so a cancel or a time limit ends
       └─ StopMatcher                the answer at once and closes the connection under the reader.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,10 @@ def check_endpoint(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"Not an endpoint URL: {url!r}; use http(s)://host:port/v1.")
     if parts.username or parts.password:
-        raise ValueError("Put no credentials in the endpoint URL: set the API key through "
-                         "CodeLlama.api_key_env or CodeLlama.api_key_file.")
+        raise ValueError(
+            "Put no credentials in the endpoint URL: set the API key through "
+            "CodeLlama.api_key_env or CodeLlama.api_key_file."
+        )
     return url.strip().rstrip("/")
 
 
@@ -99,7 +102,9 @@ class RemoteModel:
             except (OSError, ssl.SSLError) as exc:
                 raise RemoteError(f"Cannot use the CA bundle {settings.verify}: {exc}.") from None
         self._client = httpx.Client(
-            base_url=settings.endpoint, headers=headers, verify=verify,
+            base_url=settings.endpoint,
+            headers=headers,
+            verify=verify,
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
         )
         self.latency_ms: float | None = None
@@ -130,15 +135,23 @@ class RemoteModel:
         try:
             return [str(m["id"]) for m in response.json().get("data", [])]
         except (ValueError, KeyError, TypeError, AttributeError):
-            raise RemoteError(f"{self.settings.host}/models did not answer as an OpenAI-compatible "
-                              "server does (check the endpoint ends in /v1).") from None
+            raise RemoteError(
+                f"{self.settings.host}/models did not answer as an OpenAI-compatible "
+                "server does (check the endpoint ends in /v1)."
+            ) from None
 
     # -- generation ------------------------------------------------------------------------------
 
-    def generate_stream(self, _model, tokenizer, request: GenerationRequest, *,
-                        cancel: threading.Event | None = None,
-                        on_text: Callable[[str], None] | None = None,
-                        **_in_kernel_only: Any) -> GenerationResult:
+    def generate_stream(
+        self,
+        _model,
+        tokenizer,
+        request: GenerationRequest,
+        *,
+        cancel: threading.Event | None = None,
+        on_text: Callable[[str], None] | None = None,
+        **_in_kernel_only: Any,
+    ) -> GenerationResult:
         """Same contract as the in-kernel ``generate_stream``; errors end with stop_reason 'error'."""
         request.validate()
         cancel = cancel or threading.Event()
@@ -181,8 +194,9 @@ class RemoteModel:
             if tail:
                 pieces.append(tail)
                 emit(tail)
-        return self._result("".join(pieces), reason, error, usage, timings, started, tokenizer, reader,
-                            len(request.prompt_ids))
+        return self._result(
+            "".join(pieces), reason, error, usage, timings, started, tokenizer, reader, len(request.prompt_ids)
+        )
 
     def _body(self, tokenizer, request: GenerationRequest) -> tuple[dict[str, Any], str]:
         """The request, and the prompt as text for a server that refuses token ids.
@@ -209,9 +223,18 @@ class RemoteModel:
             body["seed"] = request.seed
         return body, text + request.lead
 
-    def _result(self, text: str, reason: StopReason, error: str | None, usage: dict,
-                timings: dict[str, float], started: float, tokenizer, reader: "_StreamReader",
-                n_prompt: int) -> GenerationResult:
+    def _result(
+        self,
+        text: str,
+        reason: StopReason,
+        error: str | None,
+        usage: dict,
+        timings: dict[str, float],
+        started: float,
+        tokenizer,
+        reader: "_StreamReader",
+        n_prompt: int,
+    ) -> GenerationResult:
         """The in-kernel result's fields, from the server's usage where it reports them."""
         total = time.perf_counter() - started
         timings["total_s"] = total
@@ -222,10 +245,15 @@ class RemoteModel:
         generated = int(usage.get("completion_tokens") or len(tokens))
         decode_time = total - timings.get("first_token_s", total)
         timings.setdefault("tokens_per_s", (generated - 1) / decode_time if decode_time > 0 else 0.0)
-        return GenerationResult(text=text, stop_reason=reason, tokens=tokens,
-                                prompt_tokens=int(usage.get("prompt_tokens") or n_prompt),
-                                cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
-                                timings=timings, error=error)
+        return GenerationResult(
+            text=text,
+            stop_reason=reason,
+            tokens=tokens,
+            prompt_tokens=int(usage.get("prompt_tokens") or n_prompt),
+            cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
+            timings=timings,
+            error=error,
+        )
 
     # -- messages --------------------------------------------------------------------------------
 
@@ -239,12 +267,16 @@ class RemoteModel:
         host, model = self.settings.host, self.settings.model
         detail = self._redact(_error_detail(text))
         if status in (401, 403):
-            return (f"The server at {host} refused the API key (HTTP {status}): set the right key in "
-                    "the variable named by CodeLlama.api_key_env or the file CodeLlama.api_key_file.")
+            return (
+                f"The server at {host} refused the API key (HTTP {status}): set the right key in "
+                "the variable named by CodeLlama.api_key_env or the file CodeLlama.api_key_file."
+            )
         if status == 404:
-            return (f"The server at {host} has no model {model!r}, or the endpoint is not its /v1 "
-                    f"API (HTTP 404{': ' + detail if detail else ''}). `%codellama models` lists the catalogue; "
-                    "GET /v1/models lists the server's.")
+            return (
+                f"The server at {host} has no model {model!r}, or the endpoint is not its /v1 "
+                f"API (HTTP 404{': ' + detail if detail else ''}). `%codellama models` lists the catalogue; "
+                "GET /v1/models lists the server's."
+            )
         if status == 429:
             after = headers.get("retry-after")
             wait = f"; retry after {after} s" if after else "; retry in a moment"
@@ -261,8 +293,10 @@ class RemoteModel:
             return f"The server at {host} sent nothing for {self.settings.read_timeout:g} s (timed out)."
         if isinstance(exc, httpx.ConnectError):
             if "CERTIFICATE" in str(exc).upper():
-                return (f"The TLS certificate of {host} could not be verified; point "
-                        "CodeLlama.endpoint_ca_file at the CA bundle that signed it.")
+                return (
+                    f"The TLS certificate of {host} could not be verified; point "
+                    "CodeLlama.endpoint_ca_file at the CA bundle that signed it."
+                )
             return f"Cannot reach the server at {host} ({self._redact(exc) or 'connection failed'}): is it running?"
         if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
             return f"The server at {host} closed the connection before the answer ended."
@@ -366,8 +400,12 @@ class _StreamReader:
                     return
                 finished = finished or event[0] == "finish"
         if not finished and not self._closed.is_set():
-            self._events.put(("error", f"The server at {self._remote.settings.host} ended the stream "
-                                       "before the answer was complete."))
+            self._events.put(
+                (
+                    "error",
+                    f"The server at {self._remote.settings.host} ended the stream before the answer was complete.",
+                )
+            )
 
 
 def _parse_chunk(data: str, remote: RemoteModel) -> list[tuple[str, Any]]:
@@ -431,7 +469,7 @@ def prompt_text(tokenizer, ids) -> str:
     ids = list(ids)
     bos = list(prompt_encoder(tokenizer).bos_ids)
     if bos and ids[: len(bos)] == bos:
-        ids = ids[len(bos):]
+        ids = ids[len(bos) :]
     return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
@@ -459,8 +497,10 @@ def _settings_of(options: LoadOptions):
 def settings_from(options: LoadOptions) -> RemoteSettings:
     config = _settings_of(options)
     if not options.model:
-        raise ValueError("A remote model needs the name the server serves it under, "
-                         "e.g. %codellama load --endpoint http://host:8000/v1 codellama/CodeLlama-34b-Instruct-hf")
+        raise ValueError(
+            "A remote model needs the name the server serves it under, "
+            "e.g. %codellama load --endpoint http://host:8000/v1 codellama/CodeLlama-34b-Instruct-hf"
+        )
     ca_file = str(getattr(config, "endpoint_ca_file", "") or "")
     return RemoteSettings(
         endpoint=check_endpoint(options.endpoint or ""),
@@ -495,8 +535,7 @@ def served_model_choices(config) -> list[dict[str, Any]]:
     configured = [config.model] if config.model else []
     try:
         options = LoadOptions.from_config(config, model=config.model or "-")
-        settings = replace(settings_from(options), connect_timeout=PICKER_TIMEOUT,
-                           read_timeout=PICKER_TIMEOUT)
+        settings = replace(settings_from(options), connect_timeout=PICKER_TIMEOUT, read_timeout=PICKER_TIMEOUT)
         remote = RemoteModel(settings)
     except ValueError:  # a malformed endpoint: the load says why
         return [_choice(name, None, "") for name in configured]
@@ -517,10 +556,19 @@ def served_model_choices(config) -> list[dict[str, Any]]:
 
 
 def _choice(name: str, spec, host: str) -> dict[str, Any]:
-    known = spec.to_dict() if spec is not None else {
-        "repo_id": name, "family": "custom", "params_b": 0, "context_length": 0,
-        "supports_infill": False, "chat_format": None, "aliases": [],
-    }
+    known = (
+        spec.to_dict()
+        if spec is not None
+        else {
+            "repo_id": name,
+            "family": "custom",
+            "params_b": 0,
+            "context_length": 0,
+            "supports_infill": False,
+            "chat_format": None,
+            "aliases": [],
+        }
+    )
     # nf4_gb: the size the picker shows for a model loaded here, not one on a server
     return {**known, "name": name, "nf4_gb": None, "description": f"served by {host}" if host else name}
 
@@ -548,9 +596,17 @@ def load_remote(options: LoadOptions, report: ProgressCallback) -> LoadedModel:
         raise
     report("ready", 1.0)
     return LoadedModel(
-        model=remote, tokenizer=tokenizer, spec=spec, quantization="(server)", dtype="(server)",
-        device=settings.host, device_map_summary="remote", eos_token_ids=_eos(tokenizer),
-        load_seconds=time.perf_counter() - started, backend="remote", generate=remote.generate_stream,
+        model=remote,
+        tokenizer=tokenizer,
+        spec=spec,
+        quantization="(server)",
+        dtype="(server)",
+        device=settings.host,
+        device_map_summary="remote",
+        eos_token_ids=_eos(tokenizer),
+        load_seconds=time.perf_counter() - started,
+        backend="remote",
+        generate=remote.generate_stream,
     )
 
 
@@ -566,9 +622,11 @@ def _specs(options: LoadOptions, config):
     try:
         source_spec = resolve_model(source_name)
     except UnknownModelError:
-        raise RemoteError(f"The prompts are built here and need the tokenizer of {options.model!r}, which is "
-                          "no catalogue name, folder or hub id: set CodeLlama.endpoint_tokenizer to a folder "
-                          "or hub id that has it.") from None
+        raise RemoteError(
+            f"The prompts are built here and need the tokenizer of {options.model!r}, which is "
+            "no catalogue name, folder or hub id: set CodeLlama.endpoint_tokenizer to a folder "
+            "or hub id that has it."
+        ) from None
     try:
         return resolve_model(options.model), source_spec
     except UnknownModelError:
@@ -594,9 +652,11 @@ def _spec_and_tokenizer(options: LoadOptions, config):
         with _quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=options.local_files_only)
     except OSError as exc:
-        raise RemoteError(f"The prompts need {options.model}'s tokenizer and it could not be read from "
-                          f"{source!r} ({exc.__class__.__name__}); set CodeLlama.endpoint_tokenizer to a "
-                          "folder or hub id that has it.") from None
+        raise RemoteError(
+            f"The prompts need {options.model}'s tokenizer and it could not be read from "
+            f"{source!r} ({exc.__class__.__name__}); set CodeLlama.endpoint_tokenizer to a "
+            "folder or hub id that has it."
+        ) from None
     _repair_codellama_tokenizer(tokenizer)
     return _with_tokenizer_capabilities(spec, tokenizer, _model_config(source)), tokenizer
 

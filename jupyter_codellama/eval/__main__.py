@@ -1,4 +1,5 @@
 """``python -m jupyter_codellama.eval``: see :mod:`jupyter_codellama.eval.cli`."""
+
 import sys
 
 from .cli import main

@@ -9,6 +9,7 @@ stop honest mistakes, not code written to escape (ctypes gets past all of them).
 to the parent on a private copy of stdout, framed by a nonce from the spec that the candidate
 is not given. Only the standard library is imported here.
 """
+
 from __future__ import annotations
 
 import _io
@@ -26,13 +27,49 @@ import traceback
 from typing import Any, Callable
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-_PATH_FUNCTIONS = ("remove", "unlink", "rmdir", "mkdir", "chmod", "chown", "truncate", "utime",
-                   "mkfifo", "mknod", "lchown")
+_PATH_FUNCTIONS = (
+    "remove",
+    "unlink",
+    "rmdir",
+    "mkdir",
+    "chmod",
+    "chown",
+    "truncate",
+    "utime",
+    "mkfifo",
+    "mknod",
+    "lchown",
+)
 _TWO_PATH_FUNCTIONS = ("rename", "replace", "link", "symlink")
-_PROCESS_FUNCTIONS = ("system", "popen", "fork", "forkpty", "execv", "execve", "execl", "execle",
-                      "execlp", "execlpe", "execvp", "execvpe", "spawnl", "spawnle", "spawnlp",
-                      "spawnlpe", "spawnv", "spawnve", "spawnvp", "spawnvpe", "posix_spawn",
-                      "posix_spawnp", "kill", "killpg", "setsid", "setpgid", "setpgrp")
+_PROCESS_FUNCTIONS = (
+    "system",
+    "popen",
+    "fork",
+    "forkpty",
+    "execv",
+    "execve",
+    "execl",
+    "execle",
+    "execlp",
+    "execlpe",
+    "execvp",
+    "execvpe",
+    "spawnl",
+    "spawnle",
+    "spawnlp",
+    "spawnlpe",
+    "spawnv",
+    "spawnve",
+    "spawnvp",
+    "spawnvpe",
+    "posix_spawn",
+    "posix_spawnp",
+    "kill",
+    "killpg",
+    "setsid",
+    "setpgid",
+    "setpgrp",
+)
 #: A few more processes or threads than the user has when the candidate starts (the limit counts
 #: all of the user's; a fork bomb stops there).
 _SPARE_PROCESSES = 32
@@ -246,8 +283,9 @@ def _run_check(spec: dict) -> dict:
         exec(compile(test, "<test>", "exec", dont_inherit=True), namespace)
         namespace["check"](namespace[spec["entry_point"]])
     except BaseException as exc:  # noqa: BLE001
-        report["failures"].append({"error": _describe(exc) if str(exc) else type(exc).__name__,
-                                   "line": _test_line(exc, test)})
+        report["failures"].append(
+            {"error": _describe(exc) if str(exc) else type(exc).__name__, "line": _test_line(exc, test)}
+        )
     else:
         report["passed"] = 1
     return report

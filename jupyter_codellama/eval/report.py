@@ -3,6 +3,7 @@
 An :class:`EvalReport` is also a display object: a notebook cell that ends with one shows the
 table (``_repr_markdown_``).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,19 @@ __all__ = ["PAPER_PASS1", "EvalReport", "ProblemResult", "machine_info", "paper_
 #: Greedy pass@1 (%) from the Code Llama paper, keyed by (suite, catalogue name): HumanEval,
 #: and HumanEval single-line infilling (PSM / SPM) for the released 7B and 13B.
 PAPER_PASS1: dict[tuple[str, str], float] = {
-    ("humaneval", "7b"): 33.5, ("humaneval", "7b-python"): 38.4, ("humaneval", "7b-instruct"): 34.8,
-    ("humaneval", "13b"): 36.0, ("humaneval", "13b-python"): 43.3, ("humaneval", "13b-instruct"): 42.7,
-    ("humaneval", "34b"): 48.8, ("humaneval", "34b-python"): 53.7, ("humaneval", "34b-instruct"): 41.5,
-    ("infill-psm", "7b"): 74.1, ("infill-spm", "7b"): 83.3,
-    ("infill-psm", "13b"): 75.9, ("infill-spm", "13b"): 85.6,
+    ("humaneval", "7b"): 33.5,
+    ("humaneval", "7b-python"): 38.4,
+    ("humaneval", "7b-instruct"): 34.8,
+    ("humaneval", "13b"): 36.0,
+    ("humaneval", "13b-python"): 43.3,
+    ("humaneval", "13b-instruct"): 42.7,
+    ("humaneval", "34b"): 48.8,
+    ("humaneval", "34b-python"): 53.7,
+    ("humaneval", "34b-instruct"): 41.5,
+    ("infill-psm", "7b"): 74.1,
+    ("infill-spm", "7b"): 83.3,
+    ("infill-psm", "13b"): 75.9,
+    ("infill-spm", "13b"): 85.6,
 }
 
 SUITE_TITLES = {"humaneval": "HumanEval", "infill": "HumanEval single-line infilling", "tasks": "Programming tasks"}
@@ -138,8 +147,10 @@ class EvalReport:
         info = self.model_info
         model = f"{self.model} ({', '.join(str(info[k]) for k in ('quantization', 'dtype', 'device') if info.get(k))})"
         problems = f"{self.n}" + (f" of {self.problems_available}" if self.n != self.problems_available else "")
-        row = (f"| {title} | {model} | {self.prompt_format} | {problems} | {self.passed} | "
-               f"**{100 * self.pass_at_1:.1f}%** | {paper} | {_duration(self.elapsed_s)} |")
+        row = (
+            f"| {title} | {model} | {self.prompt_format} | {problems} | {self.passed} | "
+            f"**{100 * self.pass_at_1:.1f}%** | {paper} | {_duration(self.elapsed_s)} |"
+        )
         lines = [
             "| benchmark | model | prompt | problems | passed | pass@1 | paper | time |",
             "|---|---|---|---|---|---|---|---|",

@@ -10,6 +10,7 @@ that a result does not depend on which problem ran before it. Chat answers end a
 first Python code block is closed (``suite.finished``): that block is what gets checked, and
 the prose after it would only cost time.
 """
+
 from __future__ import annotations
 
 import sys
@@ -47,8 +48,14 @@ def run_eval(
         raise ValueError("max_new_tokens must be >= 1, and time_limit / max_time positive")
     all_problems = suite.problems()
     problems = select(all_problems, limit)
-    settings = {"limit": limit, "max_new_tokens": max_new_tokens, "time_limit": time_limit,
-                "max_time": max_time, "temperature": 0.0, **suite.prepare(loaded)}
+    settings = {
+        "limit": limit,
+        "max_new_tokens": max_new_tokens,
+        "time_limit": time_limit,
+        "max_time": max_time,
+        "temperature": 0.0,
+        **suite.prepare(loaded),
+    }
     info = loaded.info()
     report = EvalReport(
         suite=suite.name,
@@ -64,8 +71,9 @@ def run_eval(
     started = time.perf_counter()
     try:
         for problem in problems:
-            result = _run_one(suite, engine, problem, max_new_tokens=max_new_tokens,
-                              time_limit=time_limit, max_time=max_time)
+            result = _run_one(
+                suite, engine, problem, max_new_tokens=max_new_tokens, time_limit=time_limit, max_time=max_time
+            )
             report.results.append(result)
             report.elapsed_s = time.perf_counter() - started
             if on_result is not None:
@@ -76,8 +84,9 @@ def run_eval(
     return report
 
 
-def _run_one(suite: Suite, engine: Engine, problem: Any, *, max_new_tokens: int,
-             time_limit: float, max_time: float | None) -> ProblemResult:
+def _run_one(
+    suite: Suite, engine: Engine, problem: Any, *, max_new_tokens: int, time_limit: float, max_time: float | None
+) -> ProblemResult:
     built: dict[str, Any] = {}
 
     def builder(loaded):
@@ -90,9 +99,19 @@ def _run_one(suite: Suite, engine: Engine, problem: Any, *, max_new_tokens: int,
         generation, early = _generate(suite, engine, builder, max_new_tokens=max_new_tokens, max_time=max_time)
     except EngineError as exc:
         prompt = built.get("prompt")
-        return ProblemResult(task_id, False, f"generation failed: {exc}", getattr(prompt, "kind", ""),
-                             "error", getattr(prompt, "num_tokens", 0), 0, time.perf_counter() - t0,
-                             0.0, "", "")
+        return ProblemResult(
+            task_id,
+            False,
+            f"generation failed: {exc}",
+            getattr(prompt, "kind", ""),
+            "error",
+            getattr(prompt, "num_tokens", 0),
+            0,
+            time.perf_counter() - t0,
+            0.0,
+            "",
+            "",
+        )
     generate_s = time.perf_counter() - t0
     attempt = suite.evaluate(problem, generation.text, timeout=time_limit)
     return ProblemResult(
@@ -111,8 +130,9 @@ def _run_one(suite: Suite, engine: Engine, problem: Any, *, max_new_tokens: int,
     )
 
 
-def _generate(suite: Suite, engine: Engine, builder, *, max_new_tokens: int,
-              max_time: float | None) -> tuple[GenerationResult, bool]:
+def _generate(
+    suite: Suite, engine: Engine, builder, *, max_new_tokens: int, max_time: float | None
+) -> tuple[GenerationResult, bool]:
     """Greedy generation that ends early once ``suite.finished`` says the answer is complete."""
     text: list[str] = []
     early = threading.Event()
@@ -125,8 +145,16 @@ def _generate(suite: Suite, engine: Engine, builder, *, max_new_tokens: int,
             if "job" in holder:
                 holder["job"].cancel()
 
-    job = engine.submit("generate", builder, max_new_tokens=max_new_tokens, temperature=0.0,
-                        stop=suite.stop, max_time=max_time, use_prefix_cache=False, on_chunk=on_chunk)
+    job = engine.submit(
+        "generate",
+        builder,
+        max_new_tokens=max_new_tokens,
+        temperature=0.0,
+        stop=suite.stop,
+        max_time=max_time,
+        use_prefix_cache=False,
+        on_chunk=on_chunk,
+    )
     holder["job"] = job
     if early.is_set():
         job.cancel()
@@ -153,9 +181,13 @@ class ProgressPrinter:
         eta = per_problem * (total - done)
         verdict = "pass" if result.passed else "FAIL " + _shorten(result.summary, 60)
         width = len(str(total))
-        print(f"[{done:>{width}}/{total}] {result.task_id}: {verdict} | pass@1 "
-              f"{100 * report.pass_at_1:.1f}% ({report.passed}/{done}) | "
-              f"{per_problem:.1f} s/problem | ETA {_clock(eta)}", file=self.stream, flush=True)
+        print(
+            f"[{done:>{width}}/{total}] {result.task_id}: {verdict} | pass@1 "
+            f"{100 * report.pass_at_1:.1f}% ({report.passed}/{done}) | "
+            f"{per_problem:.1f} s/problem | ETA {_clock(eta)}",
+            file=self.stream,
+            flush=True,
+        )
 
 
 def _shorten(text: str, width: int) -> str:

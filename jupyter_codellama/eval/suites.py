@@ -5,6 +5,7 @@ prompt a suite builds for the loaded model, and hands the text back to :meth:`Su
 Prompts go through the notebook's one prompt entry point (``prompts.requests.build`` of a
 ``ChatRequest`` / ``InfillRequest``), so what is measured is what users get.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -88,8 +89,13 @@ class HumanEvalSuite:
     name = "humaneval"
     stop: tuple[str, ...] = ()
 
-    def __init__(self, *, format: Format = "auto", system: str | None = "default",
-                 problems: Sequence[HumanEvalProblem] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        format: Format = "auto",
+        system: str | None = "default",
+        problems: Sequence[HumanEvalProblem] | None = None,
+    ) -> None:
         if format not in ("auto", "completion", "chat"):
             raise ValueError(f"Unknown format {format!r}: use 'auto', 'completion' or 'chat'.")
         self.format = format
@@ -119,8 +125,7 @@ class HumanEvalSuite:
         if self._resolved == "completion":
             return completion_prompt(problem, loaded.tokenizer, loaded.spec, max_new_tokens=max_new_tokens)
         messages: list[ChatMessage] = [{"role": "user", "content": chat_request(problem)}]
-        return build(ChatRequest(messages=messages, system=_system(self.system), max_new_tokens=max_new_tokens),
-                     loaded)
+        return build(ChatRequest(messages=messages, system=_system(self.system), max_new_tokens=max_new_tokens), loaded)
 
     def finished(self, text: str) -> bool:
         return self._resolved == "chat" and code_block_closed(text)
@@ -141,8 +146,9 @@ class InfillSuite:
     # Only the first line is the answer: stopping there gives the same result, sooner.
     stop = ("\n",)
 
-    def __init__(self, *, mode: Literal["psm", "spm"] = "psm",
-                 problems: Sequence[HumanEvalProblem] | None = None) -> None:
+    def __init__(
+        self, *, mode: Literal["psm", "spm"] = "psm", problems: Sequence[HumanEvalProblem] | None = None
+    ) -> None:
         if mode not in ("psm", "spm"):
             raise ValueError(f"Unknown infilling mode {mode!r}: use 'psm' or 'spm'.")
         self.mode = mode
@@ -162,8 +168,10 @@ class InfillSuite:
         return {"mode": self.mode, "format": self.mode if fim else "continuation", "fim": fim}
 
     def prompt(self, problem: InfillProblem, loaded: Any, *, max_new_tokens: int) -> Prompt:
-        return build(InfillRequest(prefix=problem.prefix, suffix=problem.suffix, mode=self.mode,
-                                   max_new_tokens=max_new_tokens), loaded)
+        return build(
+            InfillRequest(prefix=problem.prefix, suffix=problem.suffix, mode=self.mode, max_new_tokens=max_new_tokens),
+            loaded,
+        )
 
     def finished(self, text: str) -> bool:
         return False
@@ -194,8 +202,7 @@ class TasksSuite:
 
     def prompt(self, problem: Task, loaded: Any, *, max_new_tokens: int) -> Prompt:
         messages: list[ChatMessage] = [{"role": "user", "content": problem.prompt}]
-        return build(ChatRequest(messages=messages, system=_system(self.system), max_new_tokens=max_new_tokens),
-                     loaded)
+        return build(ChatRequest(messages=messages, system=_system(self.system), max_new_tokens=max_new_tokens), loaded)
 
     def finished(self, text: str) -> bool:
         return code_block_closed(text)

@@ -10,6 +10,7 @@ steps they share (streaming, model loading, previews, the history as context, in
 modules of this package. Heavy imports (torch, transformers) happen on the first request, never
 at ``%load_ext``.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """What a subcommand is: a parser (the source of its help too) and what it does."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,5 +1,6 @@
 """The kernel's history as the model sees it: executed cells, their outputs and errors, and
 references to them (``In[5]``, ``5``, or the previous cell)."""
+
 from __future__ import annotations
 
 import re
@@ -23,8 +24,9 @@ def notebook_context(shell, mode: str):
     cells = history_cells(shell, namespace)
     if mode == "cell":
         # The namespace still redacts its secrets' values; only the summaries are left out.
-        return NotebookContext(cells=cells[-1:], current=None, namespace=namespace,
-                               settings=ContextSettings(include_variables=False))
+        return NotebookContext(
+            cells=cells[-1:], current=None, namespace=namespace, settings=ContextSettings(include_variables=False)
+        )
     return NotebookContext(cells=cells, current=None, namespace=namespace)
 
 
@@ -47,8 +49,9 @@ def history_cells(shell, namespace: dict) -> list[Cell]:
             outs.append({"output_type": "execute_result", "data": {"text/plain": text}})
         if n in errors:
             e = errors[n]
-            outs.append({"output_type": "error", "ename": e.ename, "evalue": e.evalue,
-                         "traceback": e.traceback.splitlines()})
+            outs.append(
+                {"output_type": "error", "ename": e.ename, "evalue": e.evalue, "traceback": e.traceback.splitlines()}
+            )
         cells.append({"cell_type": "code", "source": source, "outputs": outs, "execution_count": n})
     return cells
 

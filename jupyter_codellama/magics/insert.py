@@ -1,4 +1,5 @@
 """Putting code into the notebook: as the next cell, or in place of the magic's cell. Never run."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """The model a magic needs: loaded on demand, with progress, a failure told as a ``UsageError``."""
+
 from __future__ import annotations
 
 import time
@@ -29,8 +30,9 @@ def ensure_model(magic: CodeLlamaMagics, model: str | None) -> None:
         load_with_progress(magic, None, already_loading=status["state"] == "loading")
 
 
-def load_with_progress(magic: CodeLlamaMagics, model: str | None, *, already_loading: bool = False,
-                       **options: Any) -> None:
+def load_with_progress(
+    magic: CodeLlamaMagics, model: str | None, *, already_loading: bool = False, **options: Any
+) -> None:
     """Load (or wait for the load under way), showing progress; a failure is a ``UsageError``."""
     from ..engine.loading import ModelLoadError
 
@@ -66,8 +68,11 @@ def _report_loaded(status: dict, view: ProgressView) -> None:
         view.close("Loading failed.", ok=False)
         raise UsageError(status.get("error") or "The model did not load.")
     memory = ", ".join(f"{k} {v}" for k, v in status.get("memory", {}).items())
-    where = (f"served by {status['endpoint']}" if status.get("backend") == "remote"
-             else f"{status['quantization']}, {status['device']}; {memory}")
+    where = (
+        f"served by {status['endpoint']}"
+        if status.get("backend") == "remote"
+        else f"{status['quantization']}, {status['device']}; {memory}"
+    )
     view.close(f"{status['model']} ready ({where}) in {status.get('load_seconds', 0):.1f} s", ok=True)
     for warning in status.get("warnings", []):
         print("Note:", warning)

@@ -3,6 +3,7 @@
 The rule is the protocol's ``IGenerationOptions`` schema (``protocol.schema.json``), so a flag
 and a lab request cannot disagree about what ``max_new_tokens`` or ``temperature`` may be.
 """
+
 from __future__ import annotations
 
 import argparse

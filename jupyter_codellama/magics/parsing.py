@@ -4,6 +4,7 @@ Every command owns its parser (``commands/*.py``); ``%codellama help`` prints a 
 of them and ``%codellama CMD -h`` argparse's full help of one, so the help cannot drift from
 what the parsers accept.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,10 @@ CELL_HELP = "In[n] or n (default: the previous cell)"
 INSERT_CHOICES = ("below", "replace", "none")
 _WIDTH = 100
 _HELP_FLAGS = frozenset({"-h", "--help"})
-_FOOTER = ("%codellama CMD -h (or %codellama help CMD): a command's full help.\n"
-           "Settings: %config CodeLlama.<name> = value   (see %codellama config)")
+_FOOTER = (
+    "%codellama CMD -h (or %codellama help CMD): a command's full help.\n"
+    "Settings: %config CodeLlama.<name> = value   (see %codellama config)"
+)
 
 
 def new_parser(prog: str, description: str) -> MagicArgumentParser:
@@ -33,8 +36,14 @@ def magic_name(parser: MagicArgumentParser) -> str:
     return "%" + parser.prog
 
 
-def cell_task_parser(name: str, description: str, *, insert_help: str, cell_help: str = CELL_HELP,
-                     max_new_help: str = MAX_NEW_TOKENS_HELP) -> MagicArgumentParser:
+def cell_task_parser(
+    name: str,
+    description: str,
+    *,
+    insert_help: str,
+    cell_help: str = CELL_HELP,
+    max_new_help: str = MAX_NEW_TOKENS_HELP,
+) -> MagicArgumentParser:
     """The parser of a command that works on one executed cell (explain, fix, complete, ...)."""
     p = new_parser(f"%codellama {name}", description)
     p.add_argument("cell", nargs="?", metavar="CELL", help=cell_help)

@@ -1,4 +1,5 @@
 """``--preview``: exactly what a request would send, and what context went in or was cut."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -19,8 +20,10 @@ def preview(magic: CodeLlamaMagics, spec: PromptSpec) -> Markdown:
     loaded = magic.engine.loaded
     # Built on the engine thread: the tokenizer must not be used beside it.
     shown = magic.engine.run_with_model(lambda model: context_preview(build(spec, model))).wait()
-    rows = [f"- {i['kind']}: {i['label']} ({i['tokens']} tokens{', truncated' if i['truncated'] else ''})"
-            for i in shown["included"]]
+    rows = [
+        f"- {i['kind']}: {i['label']} ({i['tokens']} tokens{', truncated' if i['truncated'] else ''})"
+        for i in shown["included"]
+    ]
     cut = [f"- {i['kind']}: {i['label']} ({i['tokens']} tokens)" for i in shown["cut"]]
     notes = [f"- {n}" for n in shown["notes"]]
     return Markdown(

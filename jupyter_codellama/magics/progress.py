@@ -1,4 +1,5 @@
 """The progress of a model load: a bar in a kernel, stage lines elsewhere."""
+
 from __future__ import annotations
 
 from typing import Any

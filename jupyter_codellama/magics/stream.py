@@ -1,4 +1,5 @@
 """Running one generation job from a magic and showing its text as it arrives."""
+
 from __future__ import annotations
 
 import time
@@ -29,7 +30,7 @@ class StreamView:
         if text == self._shown:
             return
         if not self._rich:
-            print(text[len(self._shown):], end="", flush=True)
+            print(text[len(self._shown) :], end="", flush=True)
             self._shown = text
         elif time.monotonic() - self._last >= _UPDATE_EVERY_S:
             self._handle.update(Markdown(text))
@@ -39,18 +40,33 @@ class StreamView:
         if self._rich:
             self._handle.update(Markdown(f"{text}\n\n*{footer}*"), metadata=metadata or {})
         else:
-            print(text[len(self._shown):], end="", flush=True)
+            print(text[len(self._shown) :], end="", flush=True)
             print(f"\n[{footer}]")
         self._shown = text
 
 
-def stream(magic: CodeLlamaMagics, kind: str, spec: PromptSpec | Callable[[Any], Any], *, max_new_tokens: int,
-           temperature: float, meta: dict, show: bool = True) -> GenerationResult | None:
+def stream(
+    magic: CodeLlamaMagics,
+    kind: str,
+    spec: PromptSpec | Callable[[Any], Any],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    meta: dict,
+    show: bool = True,
+) -> GenerationResult | None:
     """Run a job, showing its text as it arrives; None when the user interrupted it."""
     cfg = magic.settings
     pieces: list[str] = []
-    job = magic.engine.submit(kind, spec, on_chunk=pieces.append, max_new_tokens=max_new_tokens,
-                              temperature=temperature, top_p=cfg.top_p, max_time=cfg.max_time)
+    job = magic.engine.submit(
+        kind,
+        spec,
+        on_chunk=pieces.append,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=cfg.top_p,
+        max_time=cfg.max_time,
+    )
     view = None
     try:  # from here on a Ctrl-C must cancel the job, wherever it lands
         view = StreamView(magic.shell) if show else None
@@ -69,9 +85,15 @@ def stream(magic: CodeLlamaMagics, kind: str, spec: PromptSpec | Callable[[Any],
         if view is not None:
             view.finish("", f"error: {result.error}")
         raise UsageError(result.error or "Generation failed.")
-    metadata = {"jupyter_codellama": {
-        **meta, "model": status.get("model"), "max_new_tokens": max_new_tokens,
-        "temperature": temperature, **result.to_dict()}}
+    metadata = {
+        "jupyter_codellama": {
+            **meta,
+            "model": status.get("model"),
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            **result.to_dict(),
+        }
+    }
     if view is not None:
         view.finish(result.text, footer(result, status.get("model", "?")), metadata)
     return result

@@ -8,6 +8,7 @@ Pure functions, no model needed; the engine, the comm handler and the magics cal
 * :func:`extract_code` / :func:`clean_completion` — answers → cell code / ghost text;
 * :func:`interpolate` — opt-in ``{var}``, ``In[n]``, ``Out[n]``, ``Err[n]``.
 """
+
 from .chat import DEFAULT_SYSTEM_PROMPT, ChatMessage, build_chat_prompt
 from .infill import build_infill_prompt, infill_ids
 from .interpolate import Interpolation, interpolate

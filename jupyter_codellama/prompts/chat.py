@@ -13,6 +13,7 @@ Other chat models (the embedded SmolLM2, 70B-Instruct) use the tokenizer's templ
 Python models have no chat format: they are asked in code, the request as a comment in a new
 cell after the notebook (:data:`~jupyter_codellama.prompts.infill.CONTINUATION_STOP` ends it).
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,10 +38,7 @@ DEFAULT_SYSTEM_PROMPT = (
     "When the answer is code, give complete, runnable Python in a single ```python block that "
     "can run as the next cell, then at most a few sentences of explanation."
 )
-CONTEXT_INTRO = (
-    "My notebook so far, as a Python script (markdown and outputs as comments, "
-    "live variables at the top):"
-)
+CONTEXT_INTRO = "My notebook so far, as a Python script (markdown and outputs as comments, live variables at the top):"
 
 
 CONTEXT_ECHO_STOP = ("# In[",)
@@ -83,8 +81,9 @@ def _with_context(render, turns: list, context: NotebookContext, limit: int, cou
     source = _current_source(context)
     budget = limit - len(render(turns, "").ids)
     while budget > 0:
-        allocated = build_context(source, "", context, budget=budget, count_tokens=count_tokens,
-                                  mark_current=True, redact=redact)
+        allocated = build_context(
+            source, "", context, budget=budget, count_tokens=count_tokens, mark_current=True, redact=redact
+        )
         with_context = render(turns, allocated.prefix + allocated.suffix)
         if len(with_context.ids) <= limit:
             return with_context, allocated.report

@@ -11,6 +11,7 @@ Two prompt shapes, chosen by what the model was trained on:
 The edited source is always ``before + new part + after``: text outside the selection never
 changes, whatever the model writes.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -51,21 +52,27 @@ def edit_question(target: EditTarget, instruction: str, label: str) -> str:
     """The chat wording of an edit request."""
     instruction = instruction.strip()
     if target.whole:
-        return (f"Rewrite this notebook cell ({label}) as follows: {instruction}\n\n"
-                f"{_fenced(target.part)}\n\nAnswer with the whole rewritten cell in one ```python "
-                "block, then at most one sentence on what changed.")
+        return (
+            f"Rewrite this notebook cell ({label}) as follows: {instruction}\n\n"
+            f"{_fenced(target.part)}\n\nAnswer with the whole rewritten cell in one ```python "
+            "block, then at most one sentence on what changed."
+        )
     whole = target.before + target.part + target.after
-    return (f"This is a notebook cell ({label}):\n\n{_fenced(whole)}\n\n"
-            f"Rewrite only this part of it as follows: {instruction}\n\n{_fenced(target.part)}\n\n"
-            "Answer with the rewritten part only, in one ```python block, then at most one sentence on "
-            "what changed.")
+    return (
+        f"This is a notebook cell ({label}):\n\n{_fenced(whole)}\n\n"
+        f"Rewrite only this part of it as follows: {instruction}\n\n{_fenced(target.part)}\n\n"
+        "Answer with the rewritten part only, in one ```python block, then at most one sentence on "
+        "what changed."
+    )
 
 
 def fim_parts(target: EditTarget, instruction: str) -> tuple[str, str]:
     """(prefix, suffix) of the "rewrite the middle" infilling prompt."""
     indent = _indent_of(target.part)
-    old = "\n".join(f"{indent}# {line[len(indent):]}" if line.strip() else f"{indent}#"
-                    for line in target.part.rstrip("\n").splitlines())
+    old = "\n".join(
+        f"{indent}# {line[len(indent) :]}" if line.strip() else f"{indent}#"
+        for line in target.part.rstrip("\n").splitlines()
+    )
     task = " ".join(instruction.split())
     prefix = f"{target.before}{indent}# Before:\n{old}\n{indent}# After ({task}):\n"
     suffix = target.after if target.after.startswith("\n") or not target.after else "\n" + target.after
@@ -114,8 +121,12 @@ class EditProposal:
 
 def unified_diff(old: str, new: str, label: str = "cell") -> str:
     """A unified diff of two sources ("" when they are the same)."""
-    lines = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                 fromfile=f"{label} (before)", tofile=f"{label} (after)")
+    lines = difflib.unified_diff(
+        old.splitlines(keepends=True),
+        new.splitlines(keepends=True),
+        fromfile=f"{label} (before)",
+        tofile=f"{label} (after)",
+    )
     return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
 
 

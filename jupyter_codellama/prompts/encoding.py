@@ -10,6 +10,7 @@ Why not just ``tokenizer(text)``:
 * Notebook text can contain strings such as ``</s>``, ``<|im_end|>`` or ``<FILL_ME>``; content
   must never turn into control ids (``<FILL_ME>`` is even outside the model's embedding).
 """
+
 from __future__ import annotations
 
 import builtins

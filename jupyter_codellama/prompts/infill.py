@@ -15,6 +15,7 @@ Models without infilling (34B, the Python variants, the embedded model) get the 
 before the cursor as a plain prompt to continue; the suffix is then used only by
 :func:`~jupyter_codellama.prompts.postprocess.clean_completion`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -141,15 +142,23 @@ def split_lead(text: str) -> tuple[str, str]:
         body = body[:-1]
     if not body.strip():
         return text, ""
-    return body, text[len(body):]
+    return body, text[len(body) :]
 
 
-def _continuation_prompt(encoder: PromptEncoder, prefix: str, context: NotebookContext | None,
-                         redact: Redactor, window: int, limit: int, max_new_tokens: int) -> Prompt:
+def _continuation_prompt(
+    encoder: PromptEncoder,
+    prefix: str,
+    context: NotebookContext | None,
+    redact: Redactor,
+    window: int,
+    limit: int,
+    max_new_tokens: int,
+) -> Prompt:
     budget = limit - len(encoder.bos_ids)
     while True:
-        allocated = build_context(prefix, "", context, budget=budget, count_tokens=encoder.count,
-                                  use_suffix=False, redact=redact)
+        allocated = build_context(
+            prefix, "", context, budget=budget, count_tokens=encoder.count, use_suffix=False, redact=redact
+        )
         body, lead = split_lead(allocated.prefix)
         ids = list(encoder.bos_ids) + encoder.encode(body)
         if len(ids) <= limit or budget <= 0:
@@ -166,4 +175,3 @@ def _continuation_prompt(encoder: PromptEncoder, prefix: str, context: NotebookC
         window=window,
         report=allocated.report.with_notes("this model cannot fill in the middle: it continues the prefix"),
     )
-

@@ -10,6 +10,7 @@ Jupyter AI substitutes unconditionally and so breaks requests that contain code.
 
 The result reports every substitution and every placeholder left alone, with the reason.
 """
+
 from __future__ import annotations
 
 import re
@@ -91,8 +92,9 @@ def interpolate(
     return Interpolation("".join(pieces), tuple(substituted), tuple(left))
 
 
-def _lookup(match: re.Match, namespace: Mapping[str, Any], errors: Mapping[int, str],
-            deny: Sequence[str], redact: Redactor) -> tuple[str, SubstitutionKind, str]:
+def _lookup(
+    match: re.Match, namespace: Mapping[str, Any], errors: Mapping[int, str], deny: Sequence[str], redact: Redactor
+) -> tuple[str, SubstitutionKind, str]:
     """(value text, kind, "") or ("", kind, why it stays as is)."""
     name = match.group("name")
     if name is not None:

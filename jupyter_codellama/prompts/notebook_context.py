@@ -32,6 +32,7 @@ another order than the page's, they are shown in the order they ran (a cell that
 stays after the one above it), and the top says so. The report's labels and notes carry the
 same marks, so every preview shows them. Cells without a ``run`` are not marked or moved.
 """
+
 from __future__ import annotations
 
 import math
@@ -266,7 +267,7 @@ def _clip_lines(lines: list[str], max_chars: int) -> list[str]:
         size += len(ln) + 1
     tail: list[str] = []
     size = 0
-    for ln in reversed(lines[len(head):]):
+    for ln in reversed(lines[len(head) :]):
         if size + len(ln) + 1 > max_chars // 3:
             break
         tail.insert(0, ln)
@@ -275,8 +276,9 @@ def _clip_lines(lines: list[str], max_chars: int) -> list[str]:
     return head + [f"… ({cut} lines cut) …"] + tail
 
 
-def render_outputs(cell: Cell, *, max_chars: int = 600, traceback_lines: int = 0,
-                   redact: Callable[[str], str] | None = None) -> str:
+def render_outputs(
+    cell: Cell, *, max_chars: int = 600, traceback_lines: int = 0, redact: Callable[[str], str] | None = None
+) -> str:
     """``# Out[n]:`` and the outputs as comments; errors in full only when ``traceback_lines``.
 
     ``redact`` runs before long output is cut, so that a cut never keeps half a secret.
@@ -322,8 +324,10 @@ def _last_error_cell(cells: Sequence[Cell]) -> int | None:
 
 
 # The top of a context whose cells are marked or moved: the model reads it before the cells.
-_MARK_NOTICE = ("# Cells marked (edited since it ran), (never run) or (not run since the kernel started) did "
-                "not run as shown in this kernel: the names they define may not exist, or hold other values.")
+_MARK_NOTICE = (
+    "# Cells marked (edited since it ran), (never run) or (not run since the kernel started) did "
+    "not run as shown in this kernel: the names they define may not exist, or hold other values."
+)
 _ORDER_NOTICE = "# The cells are in the order they ran, which is not their order in the notebook."
 
 
@@ -345,8 +349,10 @@ def _page(context: NotebookContext) -> _Page:
     cells = list(context.cells)
     runs = [cell.get("run") if isinstance(cell.get("run"), CellRun) else None for cell in cells]
     # The kernel's count: the page's may be from another kernel, or cleared while the cell ran.
-    cells = [cell if run is None else {**cell, "execution_count": run.count if run.ran_here else None}
-             for cell, run in zip(cells, runs, strict=True)]
+    cells = [
+        cell if run is None else {**cell, "execution_count": run.count if run.ran_here else None}
+        for cell, run in zip(cells, runs, strict=True)
+    ]
     current = context.current if context.current is not None and 0 <= context.current < len(cells) else None
     marks = [run.mark if run is not None else "" for run in runs]
     return _Page(cells, current, marks, _run_order(cells, runs, current))
@@ -502,8 +508,9 @@ def _tier(i: int, current: int | None, error_cell: int | None, distance: int, se
     return 4 if distance <= settings.near_cells else 6
 
 
-def _source_piece(page: _Page, i: int, rank: tuple, block: tuple, redact: Callable[[str], str],
-                  count: CountTokens) -> _Piece:
+def _source_piece(
+    page: _Page, i: int, rank: tuple, block: tuple, redact: Callable[[str], str], count: CountTokens
+) -> _Piece:
     cell, mark = page.cells[i], page.marks[i]
     text = redact(_render_source(cell, mark))
     label = f"cell {i + 1}" + (" (markdown)" if cell.get("cell_type", "code") != "code" else "")
@@ -512,8 +519,17 @@ def _source_piece(page: _Page, i: int, rank: tuple, block: tuple, redact: Callab
     return _Piece(rank + (0,), block, 0, text, item, mark=mark, cell=i)
 
 
-def _outputs_piece(page: _Page, i: int, rank: tuple, block: tuple, source: _Piece | None, error_cell: int | None,
-                   settings: ContextSettings, redact: Callable[[str], str], count: CountTokens) -> _Piece | None:
+def _outputs_piece(
+    page: _Page,
+    i: int,
+    rank: tuple,
+    block: tuple,
+    source: _Piece | None,
+    error_cell: int | None,
+    settings: ContextSettings,
+    redact: Callable[[str], str],
+    count: CountTokens,
+) -> _Piece | None:
     cell = page.cells[i]
     if not settings.include_outputs or not cell.get("outputs"):
         return None
@@ -525,8 +541,9 @@ def _outputs_piece(page: _Page, i: int, rank: tuple, block: tuple, source: _Piec
     return _Piece(rank + (1,), block, 1, text, item, needs=source, cell=i)
 
 
-def _cell_pieces(page: _Page, settings: ContextSettings, redact: Callable[[str], str], count: CountTokens,
-                 use_suffix: bool) -> list[_Piece]:
+def _cell_pieces(
+    page: _Page, settings: ContextSettings, redact: Callable[[str], str], count: CountTokens, use_suffix: bool
+) -> list[_Piece]:
     pieces: list[_Piece] = []
     error_cell = _last_error_cell(page.cells)
     current = page.current
@@ -552,8 +569,9 @@ def _cell_pieces(page: _Page, settings: ContextSettings, redact: Callable[[str],
     return pieces
 
 
-def _variable_pieces(context: NotebookContext, mentioned: set[str], redact: Callable[[str], str],
-                     count: CountTokens) -> tuple[list[_Piece], list[ContextItem], list[str]]:
+def _variable_pieces(
+    context: NotebookContext, mentioned: set[str], redact: Callable[[str], str], count: CountTokens
+) -> tuple[list[_Piece], list[ContextItem], list[str]]:
     settings = context.settings
     if not settings.include_variables or not context.namespace:
         return [], [], []
@@ -582,8 +600,7 @@ class _Fit:
     suffix: str
 
 
-def _fit_current(page: _Page, prefix: str, suffix: str, budget: int, count: CountTokens,
-                 mark_current: bool) -> _Fit:
+def _fit_current(page: _Page, prefix: str, suffix: str, budget: int, count: CountTokens, mark_current: bool) -> _Fit:
     current = page.current
     cell = page.cells[current] if current is not None else None
     code = cell if cell is not None and cell.get("cell_type", "code") == "code" else None
@@ -600,13 +617,17 @@ def _fit_current(page: _Page, prefix: str, suffix: str, budget: int, count: Coun
 
 def _top_lines(piece: _Piece, reordered: bool) -> list[str]:
     """The lines at the top of the context that ``piece`` needs: the first piece chosen pays for them."""
-    needed = ((_VARIABLES_HEADER, piece.block == _VARIABLES_BLOCK), (_MARK_NOTICE, bool(piece.mark)),
-              (_ORDER_NOTICE, reordered and piece.item.kind == "cell"))
+    needed = (
+        (_VARIABLES_HEADER, piece.block == _VARIABLES_BLOCK),
+        (_MARK_NOTICE, bool(piece.mark)),
+        (_ORDER_NOTICE, reordered and piece.item.kind == "cell"),
+    )
     return [line for line, needs in needed if needs]
 
 
-def _allocate(pieces: list[_Piece], remaining: int, count: CountTokens, reordered: bool,
-              paid: set[str]) -> tuple[list[_Piece], list[ContextItem]]:
+def _allocate(
+    pieces: list[_Piece], remaining: int, count: CountTokens, reordered: bool, paid: set[str]
+) -> tuple[list[_Piece], list[ContextItem]]:
     """Pieces by rank, each that fits with what it needs; the rest are cut."""
     chosen: list[_Piece] = []
     cut: list[ContextItem] = []
@@ -650,8 +671,9 @@ def _assemble(fit: _Fit, chosen: list[_Piece], reordered: bool) -> tuple[str, st
     return prefix_text, fit.suffix + "\n" * max(0, 2 - trailing) + _BLOCK_SEP.join(after)
 
 
-def _shrink_to_budget(fit: _Fit, chosen: list[_Piece], cut: list[ContextItem], reordered: bool, budget: int,
-                      count: CountTokens) -> tuple[str, str, int]:
+def _shrink_to_budget(
+    fit: _Fit, chosen: list[_Piece], cut: list[ContextItem], reordered: bool, budget: int, count: CountTokens
+) -> tuple[str, str, int]:
     """(prefix, suffix, their tokens) within ``budget``: counts of pieces need not add up exactly,
     so the assembled text is re-counted and the lowest-ranked pieces (then the current cell) give way."""
     while True:
@@ -674,14 +696,19 @@ def _shrink_to_budget(fit: _Fit, chosen: list[_Piece], cut: list[ContextItem], r
 
 def _run_notes(fit: _Fit, chosen: list[_Piece], reordered: bool) -> list[str]:
     """What the preview says about the marks and the order of the cells that went in."""
-    notes = ["cells shown in the order they ran, not in the notebook's order"] if _ORDER_NOTICE in _notices(
-        fit, chosen, reordered) else []
+    notes = (
+        ["cells shown in the order they ran, not in the notebook's order"]
+        if _ORDER_NOTICE in _notices(fit, chosen, reordered)
+        else []
+    )
     marked: dict[str, list[str]] = {fit.mark: ["the current cell"]} if fit.mark else {}
     for piece in sorted(chosen, key=lambda p: p.cell):
         if piece.mark and piece.item.kind == "cell":
             marked.setdefault(piece.mark, []).append(f"cell {piece.cell + 1}")
-    notes += [f"{mark}: {', '.join(cells)} (the names defined there may not exist in the kernel)"
-              for mark, cells in marked.items()]
+    notes += [
+        f"{mark}: {', '.join(cells)} (the names defined there may not exist in the kernel)"
+        for mark, cells in marked.items()
+    ]
     return notes
 
 
@@ -724,11 +751,15 @@ def build_context(
     cut += cut_vars
     prefix_text, suffix_text, total = _shrink_to_budget(fit, chosen, cut, page.reordered, budget, count)
 
-    included = [ContextItem("current", "current cell, before the cursor", count(fit.head + fit.prefix),
-                            truncated=fit.prefix != prefix)]
+    included = [
+        ContextItem(
+            "current", "current cell, before the cursor", count(fit.head + fit.prefix), truncated=fit.prefix != prefix
+        )
+    ]
     if suffix:
-        included.append(ContextItem("current", "current cell, after the cursor", count(fit.suffix),
-                                    truncated=fit.suffix != suffix))
+        included.append(
+            ContextItem("current", "current cell, after the cursor", count(fit.suffix), truncated=fit.suffix != suffix)
+        )
     included += [p.item for p in chosen]
     notes += _run_notes(fit, chosen, page.reordered)
     report = ContextReport(budget, total, tuple(included), tuple(cut), tuple(notes))

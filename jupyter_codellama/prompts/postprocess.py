@@ -9,6 +9,7 @@
   3. brackets stay balanced: no stray closer, no opener left for nobody to close;
   4. a suggestion that is only whitespace becomes ``""`` (no suggestion at all).
 """
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """What every prompt builder returns, and how much room a prompt may take."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -18,6 +18,7 @@ redactor runs on the engine thread on every keystroke, over cells of any size.
 
 Over-redaction (``max_tokens = "100"`` matches ``*token*``) is the accepted price.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -32,9 +33,25 @@ __all__ = ["DEFAULT_DENY", "REDACTED", "Redactor", "clip", "is_denied", "redacti
 
 #: fnmatch patterns, matched case-insensitively against variable names and string keys.
 DEFAULT_DENY: tuple[str, ...] = (
-    "*key*", "*token*", "*secret*", "*password*", "*passwd*", "pass", "*_pass", "*_pass_*",
-    "pwd", "*_pwd", "pwd_*", "*credential*", "creds", "*_creds", "auth", "*_auth", "auth_*",
-    "*_auth_*", "*authorization*",
+    "*key*",
+    "*token*",
+    "*secret*",
+    "*password*",
+    "*passwd*",
+    "pass",
+    "*_pass",
+    "*_pass_*",
+    "pwd",
+    "*_pwd",
+    "pwd_*",
+    "*credential*",
+    "creds",
+    "*_creds",
+    "auth",
+    "*_auth",
+    "auth_*",
+    "*_auth_*",
+    "*authorization*",
 )
 REDACTED = "<redacted>"
 _MIN_SECRET_CHARS = 6

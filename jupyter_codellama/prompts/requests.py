@@ -8,6 +8,7 @@ its tokenizer are known. The wording of explain and fix requests lives here and 
 A spec is also callable: ``spec(loaded)`` is ``build(spec, loaded)``, so the engine treats a
 spec and a hand-written prompt builder alike.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -20,8 +21,18 @@ from .notebook_context import _ANSI, NotebookContext, prompt_redactor
 from .prompt import Prompt
 
 __all__ = [
-    "ChatRequest", "EditRequest", "ExplainRequest", "FixRequest", "InfillRequest", "PromptSpec", "TextRequest",
-    "TokenRequest", "build", "edit_by_infilling", "explain_question", "fix_question",
+    "ChatRequest",
+    "EditRequest",
+    "ExplainRequest",
+    "FixRequest",
+    "InfillRequest",
+    "PromptSpec",
+    "TextRequest",
+    "TokenRequest",
+    "build",
+    "edit_by_infilling",
+    "explain_question",
+    "fix_question",
 ]
 
 Namespace = Mapping[str, Any]
@@ -131,15 +142,19 @@ PromptSpec = ChatRequest | InfillRequest | ExplainRequest | FixRequest | EditReq
 
 
 def explain_question(source: str, label: str) -> str:
-    return (f"Explain what this notebook cell ({label}) does, step by step, briefly. "
-            f"Mention anything that looks wrong.\n\n```python\n{source}\n```")
+    return (
+        f"Explain what this notebook cell ({label}) does, step by step, briefly. "
+        f"Mention anything that looks wrong.\n\n```python\n{source}\n```"
+    )
 
 
 def fix_question(source: str, error: str, label: str) -> str:
-    return (f"This notebook cell ({label}) raised an error.\n\n```python\n{source}\n```\n\n"
-            f"Error:\n```\n{_ANSI.sub('', error).strip()}\n```\n\n"
-            "Explain the cause in one or two sentences, then give the "
-            "corrected code for the whole cell in one ```python block.")
+    return (
+        f"This notebook cell ({label}) raised an error.\n\n```python\n{source}\n```\n\n"
+        f"Error:\n```\n{_ANSI.sub('', error).strip()}\n```\n\n"
+        "Explain the cause in one or two sentences, then give the "
+        "corrected code for the whole cell in one ```python block."
+    )
 
 
 def as_chat(spec: ExplainRequest | FixRequest) -> ChatRequest:
@@ -148,8 +163,12 @@ def as_chat(spec: ExplainRequest | FixRequest) -> ChatRequest:
         question = fix_question(spec.source, spec.error, spec.label)
     else:
         question = explain_question(spec.source, spec.label)
-    return ChatRequest(messages=[*spec.history, {"role": "user", "content": question}],
-                       context=spec.context, namespace=spec.namespace, max_new_tokens=spec.max_new_tokens)
+    return ChatRequest(
+        messages=[*spec.history, {"role": "user", "content": question}],
+        context=spec.context,
+        namespace=spec.namespace,
+        max_new_tokens=spec.max_new_tokens,
+    )
 
 
 def build(spec: PromptSpec, loaded: Any) -> Prompt:
@@ -165,14 +184,28 @@ def build(spec: PromptSpec, loaded: Any) -> Prompt:
 
 
 def _chat(spec: ChatRequest, loaded: Any) -> Prompt:
-    return build_chat_prompt(loaded.tokenizer, loaded.spec, spec.messages, spec.system, context=spec.context,
-                             namespace=_redaction_namespace(spec), max_new_tokens=spec.max_new_tokens)
+    return build_chat_prompt(
+        loaded.tokenizer,
+        loaded.spec,
+        spec.messages,
+        spec.system,
+        context=spec.context,
+        namespace=_redaction_namespace(spec),
+        max_new_tokens=spec.max_new_tokens,
+    )
 
 
 def _infill(spec: InfillRequest, loaded: Any) -> Prompt:
-    return build_infill_prompt(loaded.tokenizer, loaded.spec, spec.prefix, spec.suffix, mode=spec.mode,
-                               context=spec.context, namespace=_redaction_namespace(spec),
-                               max_new_tokens=spec.max_new_tokens)
+    return build_infill_prompt(
+        loaded.tokenizer,
+        loaded.spec,
+        spec.prefix,
+        spec.suffix,
+        mode=spec.mode,
+        context=spec.context,
+        namespace=_redaction_namespace(spec),
+        max_new_tokens=spec.max_new_tokens,
+    )
 
 
 def edit_by_infilling(model_spec: Any) -> bool:
@@ -185,17 +218,33 @@ def _edit(spec: EditRequest, loaded: Any) -> Prompt:
     target = spec.target
     if edit_by_infilling(loaded.spec):
         prefix, suffix = fim_parts(target, spec.instruction)
-        return _infill(InfillRequest(prefix=prefix, suffix=suffix, context=spec.context, namespace=spec.namespace,
-                                     max_new_tokens=spec.max_new_tokens), loaded)
+        return _infill(
+            InfillRequest(
+                prefix=prefix,
+                suffix=suffix,
+                context=spec.context,
+                namespace=spec.namespace,
+                max_new_tokens=spec.max_new_tokens,
+            ),
+            loaded,
+        )
     question = edit_question(target, spec.instruction, spec.label)
-    return _chat(ChatRequest(messages=[*spec.history, {"role": "user", "content": question}], context=spec.context,
-                             namespace=spec.namespace, max_new_tokens=spec.max_new_tokens), loaded)
+    return _chat(
+        ChatRequest(
+            messages=[*spec.history, {"role": "user", "content": question}],
+            context=spec.context,
+            namespace=spec.namespace,
+            max_new_tokens=spec.max_new_tokens,
+        ),
+        loaded,
+    )
 
 
 def _text(spec: TextRequest, loaded: Any) -> Prompt:
     text = prompt_redactor(None, spec.namespace)(spec.text)
-    return Prompt(ids=list(loaded.tokenizer(text)["input_ids"]), text=text, kind="raw",
-                  max_new_tokens=spec.max_new_tokens)
+    return Prompt(
+        ids=list(loaded.tokenizer(text)["input_ids"]), text=text, kind="raw", max_new_tokens=spec.max_new_tokens
+    )
 
 
 def _tokens(spec: TokenRequest, loaded: Any) -> Prompt:

@@ -13,6 +13,7 @@ torch, …). A lazy frame (modin, pyspark.pandas, dask, a polars LazyFrame) may 
 query when asked for its shape: it shows its type only. A namespace that takes too long to
 describe shows the rest of its names with their types only.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -36,8 +37,22 @@ _EAGER_MODULES = frozenset({"pandas", "polars", "cudf", "numpy", "torch", "cupy"
 _DESCRIBE_SECONDS = 0.2  # for the whole namespace, per prompt
 _MAX_COLUMNS = 40
 _MAX_SIGNATURE = 160
-_BUILTIN_VALUES = (str, bytes, bytearray, int, float, complex, bool, type(None), list, tuple, dict, set, frozenset,
-                   range)
+_BUILTIN_VALUES = (
+    str,
+    bytes,
+    bytearray,
+    int,
+    float,
+    complex,
+    bool,
+    type(None),
+    list,
+    tuple,
+    dict,
+    set,
+    frozenset,
+    range,
+)
 
 
 @dataclass(frozen=True)
@@ -128,8 +143,9 @@ def summarize_namespace(
     candidates.sort(key=lambda item: item[0] not in mentioned)  # stable: keeps newest-first
     deadline = time.monotonic() + max_seconds
     summaries = [
-        VariableSummary(name, describe_value(value, max_repr, redact) if time.monotonic() < deadline
-                        else _kind_only(value))
+        VariableSummary(
+            name, describe_value(value, max_repr, redact) if time.monotonic() < deadline else _kind_only(value)
+        )
         for name, value in candidates
     ]
     return summaries, withheld

@@ -11,6 +11,7 @@ against the ids transformers' test-suite expects for CodeLlama-7b.
 The npm tarball (~380 kB) and the built tokenizer folder are cached, so only the first
 build needs the network (``npm``); later builds load from disk in well under a second.
 """
+
 from __future__ import annotations
 
 import base64
@@ -104,8 +105,7 @@ def _npm_pack(dest: Path) -> Path:
             )
         except subprocess.TimeoutExpired as exc:
             raise RuntimeError(
-                f"`npm pack {_NPM_SPEC}` timed out; is the npm registry reachable? "
-                f"Run `{manual}` by hand to see why."
+                f"`npm pack {_NPM_SPEC}` timed out; is the npm registry reachable? Run `{manual}` by hand to see why."
             ) from exc
         produced = Path(tmp) / _TGZ_NAME
         if proc.returncode != 0 or not produced.is_file():

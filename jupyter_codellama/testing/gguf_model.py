@@ -4,6 +4,7 @@ For tests and benchmarks of the CPU kernel: a model of Code Llama's head size (1
 written with gguf's own writer in the quantization types under test, plus the exact fp32 weights
 those blocks dequantize to (gguf's dequantize), so a float64 forward on them is the reference.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,11 +56,13 @@ def _random_weights(shape: TinyShape, seed: int) -> dict[str, np.ndarray]:
     q, kv = shape.n_heads * shape.head_dim, shape.n_kv * shape.head_dim
 
     def mat(n, k, std=None):
-        return rng.normal(0.0, std or k ** -0.5, (n, k)).astype(np.float32)
+        return rng.normal(0.0, std or k**-0.5, (n, k)).astype(np.float32)
 
-    w = {"token_embd.weight": mat(shape.vocab, shape.dim, 1.0),
-         "output_norm.weight": (1.0 + 0.1 * rng.normal(size=shape.dim)).astype(np.float32),
-         "output.weight": mat(shape.vocab, shape.dim)}
+    w = {
+        "token_embd.weight": mat(shape.vocab, shape.dim, 1.0),
+        "output_norm.weight": (1.0 + 0.1 * rng.normal(size=shape.dim)).astype(np.float32),
+        "output.weight": mat(shape.vocab, shape.dim),
+    }
     for i in range(shape.n_layers):
         p = f"blk.{i}."
         w[p + "attn_norm.weight"] = (1.0 + 0.1 * rng.normal(size=shape.dim)).astype(np.float32)
@@ -74,10 +77,17 @@ def _random_weights(shape: TinyShape, seed: int) -> dict[str, np.ndarray]:
     return w
 
 
-def write_tiny_gguf(path: str | Path, kind: str, *, shape: TinyShape = TinyShape(), seed: int = 0,
-                    quantize: Quantizer = gguf_quantize, head_kind: str | None = None,
-                    embed_kind: str | None = None,
-                    add_tokenizer: Callable | None = None) -> dict[str, np.ndarray]:
+def write_tiny_gguf(
+    path: str | Path,
+    kind: str,
+    *,
+    shape: TinyShape = TinyShape(),
+    seed: int = 0,
+    quantize: Quantizer = gguf_quantize,
+    head_kind: str | None = None,
+    embed_kind: str | None = None,
+    add_tokenizer: Callable | None = None,
+) -> dict[str, np.ndarray]:
     """Write a random Llama GGUF whose matrices are ``kind``; return the weights it holds
     (dequantized, fp32, in GGUF's row order: q/k rows in llama.cpp's rotary order)."""
     import gguf
@@ -155,7 +165,7 @@ def reference_logits(weights: dict[str, np.ndarray], shape: TinyShape, ids: Sequ
         v = (h @ W[p + "attn_v.weight"].T).view(T, shape.n_kv, hd)
         rep = shape.n_heads // shape.n_kv
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        att = torch.einsum("thd,shd->hts", q, k) / hd ** 0.5 + mask
+        att = torch.einsum("thd,shd->hts", q, k) / hd**0.5 + mask
         o = torch.einsum("hts,shd->thd", att.softmax(-1), v).reshape(T, -1)
         x = x + o @ W[p + "attn_output.weight"].T
         h = _rms(x, W[p + "ffn_norm.weight"], shape.eps)

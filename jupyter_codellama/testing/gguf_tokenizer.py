@@ -17,6 +17,7 @@ first 61128 merges) except for its last 121 merges, which build the 15 pure-whit
 ``▁▁`` .. 16 × ``▁``: those merge last. So: score = -(id - 259) for normal pieces, -1e9 for the
 whitespace runs, 0 for unk, control, byte and filler tokens.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -89,7 +90,13 @@ def add_codellama_tokenizer(writer, cache_dir: Path | str | None = None, vocab_s
     writer.add_add_eos_token(False)
     if vocab_size == CODELLAMA_VOCAB:
         K = gguf.Keys.Tokenizer
-        for key, tid in ((K.FIM_PRE_ID, PRE_ID), (K.FIM_SUF_ID, SUF_ID), (K.FIM_MID_ID, MID_ID),
-                         (K.PREFIX_ID, PRE_ID), (K.SUFFIX_ID, SUF_ID), (K.MIDDLE_ID, MID_ID)):
+        for key, tid in (
+            (K.FIM_PRE_ID, PRE_ID),
+            (K.FIM_SUF_ID, SUF_ID),
+            (K.FIM_MID_ID, MID_ID),
+            (K.PREFIX_ID, PRE_ID),
+            (K.SUFFIX_ID, SUF_ID),
+            (K.MIDDLE_ID, MID_ID),
+        ):
             writer.add_uint32(key, tid)
         writer.add_eot_token_id(EOT_ID)

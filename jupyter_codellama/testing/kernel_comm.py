@@ -5,6 +5,7 @@ For the fuzzing, fault and soak tests and their benchmarks. One reader thread ow
 channel (``execute_interactive`` would swallow comm replies), so cells run through
 :meth:`KernelComm.execute`.
 """
+
 from __future__ import annotations
 
 import os
@@ -95,8 +96,11 @@ class KernelComm:
 
     def terminal(self, comm_id: str, request_id: Any) -> list[dict]:
         """The replies that ended ``request_id`` (unsolicited status broadcasts excluded)."""
-        return [r for r in self.replies(comm_id, request_id)
-                if r.get("type") in TERMINAL and not (request_id is None and r.get("type") == "status")]
+        return [
+            r
+            for r in self.replies(comm_id, request_id)
+            if r.get("type") in TERMINAL and not (request_id is None and r.get("type") == "status")
+        ]
 
     def wait_terminal(self, comm_id: str, request_id: Any, timeout: float = 120) -> dict:
         """The first terminal reply to ``request_id``; AssertionError when none came in time."""
@@ -136,8 +140,11 @@ class KernelComm:
     # -- plumbing --------------------------------------------------------------------------------
 
     def _has_terminal(self, comm_id: str, request_id: Any) -> bool:
-        return any(r.get("type") in TERMINAL for r in self._replies[(comm_id, request_id)]
-                   if not (request_id is None and r.get("type") == "status"))
+        return any(
+            r.get("type") in TERMINAL
+            for r in self._replies[(comm_id, request_id)]
+            if not (request_id is None and r.get("type") == "status")
+        )
 
     def _send(self, msg_type: str, content: dict, subshell_id: str | None = None) -> None:
         msg = self.kc.session.msg(msg_type, content)

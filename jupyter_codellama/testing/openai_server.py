@@ -5,6 +5,7 @@ Not a model: it streams the pieces of ``reply`` back. ``mode`` chooses the behav
 mid-stream), ``429``. ``api_key`` makes it require ``Authorization: Bearer <key>``;
 ``ssl_context`` serves HTTPS.
 """
+
 from __future__ import annotations
 
 import json
@@ -135,8 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._event(json.dumps({"choices": [{"index": 0, "text": piece, "finish_reason": None}]}))
             time.sleep(fake.delay)
         usage = {"prompt_tokens": 5, "completion_tokens": len(fake.reply)}
-        self._event(json.dumps({"choices": [{"index": 0, "text": "", "finish_reason": "stop"}],
-                                "usage": usage}))
+        self._event(json.dumps({"choices": [{"index": 0, "text": "", "finish_reason": "stop"}], "usage": usage}))
         self._event("[DONE]")
 
     def _event(self, data: str) -> None:

@@ -9,6 +9,7 @@ that every request got exactly one terminal reply and that the kernel still runs
 ``load`` is only sent with model names that cannot exist, and ``unload`` not at all: a real
 load takes seconds. The fault tests cover both.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -28,54 +29,97 @@ NEW_ID, LAST_ID, FIRST_ID = "$new", "$last", "$first"
 #: Reply types each request may end with.
 ENDINGS = {"hello": {"hello", "error"}, "status": {"status", "error"}}
 
-scalars = (st.none() | st.booleans() | st.integers(-(2 ** 70), 2 ** 70)
-           | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
 json_values = st.recursive(
-    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=12)
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 
-cells: st.SearchStrategy[list[dict[str, Any]]] = st.lists(st.fixed_dictionaries(
-    {"cell_type": st.sampled_from(["code", "markdown"]), "source": st.text(max_size=60)},
-    optional={"outputs": st.just([])}), max_size=4)
-messages = st.lists(st.fixed_dictionaries(
-    {"role": st.sampled_from(["user", "user", "assistant", "system"]), "content": st.text(max_size=80)}),
-    min_size=1, max_size=3)
+cells: st.SearchStrategy[list[dict[str, Any]]] = st.lists(
+    st.fixed_dictionaries(
+        {"cell_type": st.sampled_from(["code", "markdown"]), "source": st.text(max_size=60)},
+        optional={"outputs": st.just([])},
+    ),
+    max_size=4,
+)
+messages = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "user", "assistant", "system"]), "content": st.text(max_size=80)}
+    ),
+    min_size=1,
+    max_size=3,
+)
 tokens = st.integers(1, 3)
 context = {"cells": cells, "current": st.integers(0, 3), "variables": st.booleans()}
-options = {"temperature": st.sampled_from([0, 0.5]),
-           "stop": st.lists(st.text(min_size=1, max_size=4), max_size=2), "max_time_ms": st.integers(1, 3000)}
+options = {
+    "temperature": st.sampled_from([0, 0.5]),
+    "stop": st.lists(st.text(min_size=1, max_size=4), max_size=2),
+    "max_time_ms": st.integers(1, 3000),
+}
 
 
 def _request(kind: str, required: dict, optional: dict | None = None):
-    return st.fixed_dictionaries({"type": st.just(kind), "request_id": st.just(NEW_ID), **required},
-                                 optional=optional or {})
+    return st.fixed_dictionaries(
+        {"type": st.just(kind), "request_id": st.just(NEW_ID), **required}, optional=optional or {}
+    )
 
 
 VALID = {
     "hello": _request("hello", {"protocol_version": st.sampled_from([PROTOCOL_VERSION] * 3 + [0, 2])}),
     "status": _request("status", {}),
-    "chat": _request("chat", {"messages": messages, "max_new_tokens": tokens},
-                     {**context, **options, "system": st.text(max_size=40)}),
-    "complete": _request("complete", {"prefix": st.text(max_size=80), "max_new_tokens": tokens},
-                         {**context, **options, "suffix": st.text(max_size=40), "stream": st.booleans(),
-                          "multiline": st.booleans(), "mode": st.sampled_from(["psm", "spm"]),
-                          "extra": st.lists(st.fixed_dictionaries({"label": st.text(max_size=8),
-                                                                   "text": st.text(max_size=40)}), max_size=2)}),
+    "chat": _request(
+        "chat", {"messages": messages, "max_new_tokens": tokens}, {**context, **options, "system": st.text(max_size=40)}
+    ),
+    "complete": _request(
+        "complete",
+        {"prefix": st.text(max_size=80), "max_new_tokens": tokens},
+        {
+            **context,
+            **options,
+            "suffix": st.text(max_size=40),
+            "stream": st.booleans(),
+            "multiline": st.booleans(),
+            "mode": st.sampled_from(["psm", "spm"]),
+            "extra": st.lists(
+                st.fixed_dictionaries({"label": st.text(max_size=8), "text": st.text(max_size=40)}), max_size=2
+            ),
+        },
+    ),
     "explain": _request("explain", {**context, "max_new_tokens": tokens}, {**options, "messages": messages}),
     "fix": _request("fix", {**context, "max_new_tokens": tokens}, {**options, "messages": messages}),
-    "edit": _request("edit", {**context, "instruction": st.text(min_size=1, max_size=40), "max_new_tokens": tokens},
-                     {**options, "messages": messages,
-                      "selection": st.fixed_dictionaries({"start": st.integers(0, 20), "end": st.integers(0, 20)})}),
+    "edit": _request(
+        "edit",
+        {**context, "instruction": st.text(min_size=1, max_size=40), "max_new_tokens": tokens},
+        {
+            **options,
+            "messages": messages,
+            "selection": st.fixed_dictionaries({"start": st.integers(0, 20), "end": st.integers(0, 20)}),
+        },
+    ),
     "prewarm": _request("prewarm", {"prefix": st.text(max_size=80)}, context),
     "cancel": _request("cancel", {"target_id": st.sampled_from([LAST_ID, LAST_ID, FIRST_ID, "no-such-id"])}),
-    "context-preview": _request("context-preview", {"for": st.sampled_from(["chat", "complete", "explain", "fix",
-                                                                            "edit"]),
-                                                    "messages": messages, "prefix": st.text(max_size=40),
-                                                    "instruction": st.text(min_size=1, max_size=40)},
-                                context),
-    "load": _request("load", {"model": st.from_regex(r"zz-[a-z]{1,6}", fullmatch=True)},
-                     {"quantization": st.sampled_from(["4bit", "3bit"]),
-                      "gpu_memory": st.sampled_from(["1GiB", "lots"])}),
+    "context-preview": _request(
+        "context-preview",
+        {
+            "for": st.sampled_from(["chat", "complete", "explain", "fix", "edit"]),
+            "messages": messages,
+            "prefix": st.text(max_size=40),
+            "instruction": st.text(min_size=1, max_size=40),
+        },
+        context,
+    ),
+    "load": _request(
+        "load",
+        {"model": st.from_regex(r"zz-[a-z]{1,6}", fullmatch=True)},
+        {"quantization": st.sampled_from(["4bit", "3bit"]), "gpu_memory": st.sampled_from(["1GiB", "lots"])},
+    ),
 }
 assert set(VALID) | {"unload"} == set(REQUEST_TYPES)
 
@@ -193,8 +237,9 @@ class FuzzRun:
             # Every usable id is a fresh one, so each reply is counted against one request.
             message["request_id"] = f"f-{next(self._ids)}"
         if message.get("target_id") in (LAST_ID, FIRST_ID):
-            message["target_id"] = (sent_ids[-1 if message["target_id"] == LAST_ID else 0][0]
-                                    if sent_ids else "no-such-id")
+            message["target_id"] = (
+                sent_ids[-1 if message["target_id"] == LAST_ID else 0][0] if sent_ids else "no-such-id"
+            )
         return message
 
     def _wait_anonymous(self, comm: str, expected: int) -> None:

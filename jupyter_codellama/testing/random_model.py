@@ -4,6 +4,7 @@ Model hubs are out of reach in tests and CI, so the real Code Llama path (a Llam
 32016-token vocabulary and FIM tokens, loaded from a folder through the normal loading code)
 is exercised with random weights: the text is noise, the shapes, tokenizer and timings are real.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,6 +3,7 @@
 Offline, on 127.0.0.1 and a free port, with continuous batching, pinned to one local model
 folder (the embedded model's converted cache by default).
 """
+
 from __future__ import annotations
 
 import os
@@ -31,13 +32,13 @@ class TransformersServe:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._log = tempfile.NamedTemporaryFile(prefix="transformers-serve-", suffix=".log", delete=False)
-        command = [_cli(), "serve", self.model, "--host", "127.0.0.1", "--port", str(self.port),
-                   "--device", "cpu"]
+        command = [_cli(), "serve", self.model, "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu"]
         if continuous_batching:
             command.append("--continuous-batching")
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
 
     def wait_ready(self, timeout: float = 120.0) -> "TransformersServe":
         deadline = time.monotonic() + timeout

@@ -6,6 +6,7 @@ count before and after, and the prefix cache's bytes against its budget. Every r
 with exactly one terminal reply. ``benchmarks/soak.py`` prints a full run; the tests run a short
 one.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -29,8 +30,12 @@ for name, values in {"a": [1, 2, 3], "b": [4, 5, 6]}.items():
     print(name, summarize(values))
 '''
 CELLS = [{"cell_type": "code", "source": f"def helper_{i}(x):\n    return x * {i}\n"} for i in range(12)]
-QUESTIONS = ["Write a function that reverses a string.", "What does zip do?",
-             "Sort a list of dicts by a key.", "Read a CSV file with pandas."]
+QUESTIONS = [
+    "Write a function that reverses a string.",
+    "What does zip do?",
+    "Sort a list of dicts by a key.",
+    "Read a CSV file with pandas.",
+]
 
 
 @dataclass
@@ -105,9 +110,18 @@ class Soak:
 
     def _keystroke(self, comm: str, i: int) -> None:
         cut = 1 + i % len(SOURCE)
-        request_id = self._request(comm, {"type": "complete", "prefix": SOURCE[:cut], "suffix": SOURCE[cut:],
-                                          "cells": [*CELLS, {"cell_type": "code", "source": SOURCE}],
-                                          "current": len(CELLS), "variables": False, "max_new_tokens": 8})
+        request_id = self._request(
+            comm,
+            {
+                "type": "complete",
+                "prefix": SOURCE[:cut],
+                "suffix": SOURCE[cut:],
+                "cells": [*CELLS, {"cell_type": "code", "source": SOURCE}],
+                "current": len(CELLS),
+                "variables": False,
+                "max_new_tokens": 8,
+            },
+        )
         self.report.completions += 1
         if self.random.random() < self.cancel_rate:
             self._cancel(comm, request_id)
@@ -117,8 +131,15 @@ class Soak:
             time.sleep(0.03)  # the next keystroke supersedes it
 
     def _chat(self, comm: str) -> None:
-        request_id = self._request(comm, {"type": "chat", "max_new_tokens": 16, "temperature": 0,
-                                          "messages": [{"role": "user", "content": self.random.choice(QUESTIONS)}]})
+        request_id = self._request(
+            comm,
+            {
+                "type": "chat",
+                "max_new_tokens": 16,
+                "temperature": 0,
+                "messages": [{"role": "user", "content": self.random.choice(QUESTIONS)}],
+            },
+        )
         self.report.chats += 1
         if self.random.random() < self.cancel_rate:
             time.sleep(self.random.random() * 0.3)

@@ -28,7 +28,8 @@ import { CommandIDs, ICodeLlamaChat, ICodeLlamaClient } from './tokens';
 /** The chat sidebar: follows the active notebook, one conversation per notebook. */
 export const chatPlugin: JupyterFrontEndPlugin<ICodeLlamaChat> = {
   id: 'jupyter-codellama:chat',
-  description: 'A chat sidebar with the Code Llama model running in the notebook kernel.',
+  description:
+    'A chat sidebar with the Code Llama model running in the notebook kernel.',
   autoStart: true,
   requires: [ICodeLlamaClient, INotebookTracker, IRenderMimeRegistry],
   optional: [ISettingRegistry, ILayoutRestorer, IStateDB, ICommandPalette],
@@ -43,7 +44,9 @@ export const chatPlugin: JupyterFrontEndPlugin<ICodeLlamaChat> = {
     state: IStateDB | null,
     palette: ICommandPalette | null
   ): Promise<ICodeLlamaChat> => {
-    const model = new ChatSidebarModel({ store: state ? Private.store(state) : undefined });
+    const model = new ChatSidebarModel({
+      store: state ? Private.store(state) : undefined
+    });
     const panel = new ChatPanel({ model, rendermime });
     panel.id = 'jupyter-codellama-chat';
     panel.title.icon = codeLlamaIcon;
@@ -53,7 +56,10 @@ export const chatPlugin: JupyterFrontEndPlugin<ICodeLlamaChat> = {
     const targetFor = (notebook: NotebookPanel): NotebookTarget => {
       let target = targets.get(notebook);
       if (!target) {
-        target = new NotebookTarget(notebook, clients.forSession(notebook.sessionContext));
+        target = new NotebookTarget(
+          notebook,
+          clients.forSession(notebook.sessionContext)
+        );
         targets.set(notebook, target);
         notebook.disposed.connect(() => model.forget(notebook.id));
       }
@@ -75,7 +81,10 @@ export const chatPlugin: JupyterFrontEndPlugin<ICodeLlamaChat> = {
           model.settings = Private.readSettings(settings);
         });
       } catch (reason) {
-        console.warn('jupyter-codellama: could not read the chat settings', reason);
+        console.warn(
+          'jupyter-codellama: could not read the chat settings',
+          reason
+        );
       }
     }
     app.shell.add(panel, side, { rank: 900 });
@@ -114,15 +123,24 @@ export const chatPlugin: JupyterFrontEndPlugin<ICodeLlamaChat> = {
 };
 
 namespace Private {
-  export function readSettings(settings: ISettingRegistry.ISettings): ISidebarSettings {
+  export function readSettings(
+    settings: ISettingRegistry.ISettings
+  ): ISidebarSettings {
     const c = settings.composite as Record<string, unknown>;
-    const context = { ...DEFAULT_CONTEXT, ...((c.context as Partial<IContextOptions>) ?? {}) };
+    const context = {
+      ...DEFAULT_CONTEXT,
+      ...((c.context as Partial<IContextOptions>) ?? {})
+    };
     return {
       ...DEFAULT_SIDEBAR_SETTINGS,
       defaultModel: (c.defaultModel as string) ?? '',
-      temperature: (c.temperature as number) ?? DEFAULT_SIDEBAR_SETTINGS.temperature,
-      maxNewTokens: (c.maxNewTokens as number) ?? DEFAULT_SIDEBAR_SETTINGS.maxNewTokens,
-      historyMessages: (c.historyMessages as number) ?? DEFAULT_SIDEBAR_SETTINGS.historyMessages,
+      temperature:
+        (c.temperature as number) ?? DEFAULT_SIDEBAR_SETTINGS.temperature,
+      maxNewTokens:
+        (c.maxNewTokens as number) ?? DEFAULT_SIDEBAR_SETTINGS.maxNewTokens,
+      historyMessages:
+        (c.historyMessages as number) ??
+        DEFAULT_SIDEBAR_SETTINGS.historyMessages,
       context
     };
   }
@@ -132,11 +150,16 @@ namespace Private {
     const key = (path: string) => `jupyter-codellama:chat:${path}`;
     return {
       load: async path => {
-        const saved = (await state.fetch(key(path)).catch(() => undefined)) as unknown;
+        const saved = (await state
+          .fetch(key(path))
+          .catch(() => undefined)) as unknown;
         return Array.isArray(saved) ? (saved as IChatEntry[]) : null;
       },
       save: async (path, entries) => {
-        await state.save(key(path), entries as unknown as ReadonlyPartialJSONValue);
+        await state.save(
+          key(path),
+          entries as unknown as ReadonlyPartialJSONValue
+        );
       }
     };
   }

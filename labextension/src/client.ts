@@ -96,7 +96,10 @@ export interface ISessionLike {
 export class CodeLlamaClient implements IDisposable {
   constructor(options: CodeLlamaClient.IOptions) {
     this._session = options.sessionContext;
-    this._timeouts = { ...CodeLlamaClient.DEFAULT_TIMEOUTS, ...options.timeouts };
+    this._timeouts = {
+      ...CodeLlamaClient.DEFAULT_TIMEOUTS,
+      ...options.timeouts
+    };
     this.reloadAfterRestart = options.reloadAfterRestart ?? true;
     this._session.kernelChanged.connect(this._onKernelChanged, this);
     this._attach(this._session.session?.kernel ?? null);
@@ -174,7 +177,12 @@ export class CodeLlamaClient implements IDisposable {
     }
     this._setState('connecting', '');
     const future = kernel.requestExecute(
-      { code: LOAD_EXTENSION_CODE, silent: true, store_history: false, stop_on_error: false },
+      {
+        code: LOAD_EXTENSION_CODE,
+        silent: true,
+        store_history: false,
+        stop_on_error: false
+      },
       true
     );
     let failure = '';
@@ -186,7 +194,10 @@ export class CodeLlamaClient implements IDisposable {
     };
     await future.done.catch(() => undefined);
     if (failure) {
-      this._setState('extension-missing', `Loading the extension failed: ${failure}`);
+      this._setState(
+        'extension-missing',
+        `Loading the extension failed: ${failure}`
+      );
       return this._state;
     }
     this._extensionWanted = true;
@@ -224,14 +235,22 @@ export class CodeLlamaClient implements IDisposable {
     const comm = this._comm;
     if (this._state !== 'ready' || !comm) {
       const code = this._state === 'no-kernel' ? 'no_kernel' : 'disconnected';
-      pending.reject(new CodeLlamaError(code, this._message || 'Not connected to the kernel.'));
+      pending.reject(
+        new CodeLlamaError(
+          code,
+          this._message || 'Not connected to the kernel.'
+        )
+      );
       return handle;
     }
     this._pending.set(requestId, pending);
     try {
       comm.send({ ...body, type, request_id: requestId } as any);
     } catch (error) {
-      this._settle(requestId, new CodeLlamaError('disconnected', String(error)));
+      this._settle(
+        requestId,
+        new CodeLlamaError('disconnected', String(error))
+      );
       return handle;
     }
     this._watch(requestId);
@@ -320,7 +339,11 @@ export class CodeLlamaClient implements IDisposable {
     try {
       await withTimeout(kernel.info, this._timeouts.hello);
       comm = kernel.createComm(COMM_TARGET);
-      this._subshell = await Private.waitForSubshell(kernel, comm, this._timeouts.hello);
+      this._subshell = await Private.waitForSubshell(
+        kernel,
+        comm,
+        this._timeouts.hello
+      );
     } catch (error) {
       if (attempt !== this._attempts || kernel !== this._kernel) {
         return this._state;
@@ -356,9 +379,16 @@ export class CodeLlamaClient implements IDisposable {
     const requestId = UUID.uuid4();
     try {
       comm.open({});
-      comm.send({ type: 'hello', request_id: requestId, protocol_version: PROTOCOL_VERSION });
+      comm.send({
+        type: 'hello',
+        request_id: requestId,
+        protocol_version: PROTOCOL_VERSION
+      });
     } catch (error) {
-      this._setState('no-kernel', `Could not open the connection: ${String(error)}`);
+      this._setState(
+        'no-kernel',
+        `Could not open the connection: ${String(error)}`
+      );
       return this._state;
     }
     this._helloId = requestId;
@@ -374,7 +404,8 @@ export class CodeLlamaClient implements IDisposable {
       }
       // No hello: the kernel closed the comm (no such target), or ignored it, or a cell holds
       // the kernel and there is no subshell to answer on.
-      const busy = !closedByKernel && kernel.status === 'busy' && !this._subshell;
+      const busy =
+        !closedByKernel && kernel.status === 'busy' && !this._subshell;
       this._closeComm('extension_missing', 'No hello from the kernel.');
       this._setState(
         busy ? 'kernel-busy' : 'extension-missing',
@@ -443,7 +474,10 @@ export class CodeLlamaClient implements IDisposable {
         pending.onChunk?.(reply.text, reply);
         break;
       case 'error':
-        this._settle(reply.request_id, new CodeLlamaError(reply.code, reply.message));
+        this._settle(
+          reply.request_id,
+          new CodeLlamaError(reply.code, reply.message)
+        );
         break;
       case 'status':
         this._settle(reply.request_id, undefined, reply.status);
@@ -462,7 +496,11 @@ export class CodeLlamaClient implements IDisposable {
     }
   }
 
-  private _settle(requestId: string, error?: CodeLlamaError, value?: unknown): void {
+  private _settle(
+    requestId: string,
+    error?: CodeLlamaError,
+    value?: unknown
+  ): void {
     const pending = this._pending.get(requestId);
     if (!pending) {
       return;
@@ -495,7 +533,10 @@ export class CodeLlamaClient implements IDisposable {
     }
     if (pending.type === 'status' || pending.type === 'cancel') {
       // Answered by the comm handler at once: these are the pings.
-      pending.watchdog = setTimeout(() => this._giveUp(requestId), this._timeouts.ping);
+      pending.watchdog = setTimeout(
+        () => this._giveUp(requestId),
+        this._timeouts.ping
+      );
       return;
     }
     pending.watchdog = setTimeout(() => {
@@ -505,7 +546,10 @@ export class CodeLlamaClient implements IDisposable {
       }
       const ping = this.request('status', {});
       ping.done.then(
-        () => this._pending.has(requestId) && !pending.answered && this._watch(requestId),
+        () =>
+          this._pending.has(requestId) &&
+          !pending.answered &&
+          this._watch(requestId),
         () => this._giveUp(requestId)
       );
     }, this._timeouts.reply);
@@ -519,9 +563,16 @@ export class CodeLlamaClient implements IDisposable {
     // The kernel still gets the request later: make sure it does not start then.
     const comm = this._comm;
     const type = this._pending.get(requestId)?.type;
-    if (comm && (type === 'chat' || type === 'complete' || type === 'prewarm')) {
+    if (
+      comm &&
+      (type === 'chat' || type === 'complete' || type === 'prewarm')
+    ) {
       try {
-        comm.send({ type: 'cancel', request_id: UUID.uuid4(), target_id: requestId });
+        comm.send({
+          type: 'cancel',
+          request_id: UUID.uuid4(),
+          target_id: requestId
+        });
       } catch {
         // The connection is gone; nothing will run.
       }
@@ -553,7 +604,10 @@ export class CodeLlamaClient implements IDisposable {
   private _comm: Kernel.IComm | null = null;
   private _hello: PromiseDelegate<IHelloReply | null> | null = null;
   private _helloId: string | null = null;
-  private _connecting: { kernel: IKernelLike | null; attempt: Promise<LinkState> } | null = null;
+  private _connecting: {
+    kernel: IKernelLike | null;
+    attempt: Promise<LinkState>;
+  } | null = null;
   private _pending = new Map<string, Private.IPending>();
   private _state: LinkState = 'no-kernel';
   private _message = '';
@@ -581,7 +635,11 @@ export namespace CodeLlamaClient {
     ping: number;
   }
 
-  export const DEFAULT_TIMEOUTS: ITimeouts = { hello: 8000, reply: 4000, ping: 4000 };
+  export const DEFAULT_TIMEOUTS: ITimeouts = {
+    hello: 8000,
+    reply: 4000,
+    ping: 4000
+  };
 
   export interface IOptions {
     sessionContext: ISessionLike | ISessionContext;
@@ -592,7 +650,10 @@ export namespace CodeLlamaClient {
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no answer after ${ms} ms`)), ms);
+    const timer = setTimeout(
+      () => reject(new Error(`no answer after ${ms} ms`)),
+      ms
+    );
     promise.then(
       value => {
         clearTimeout(timer);

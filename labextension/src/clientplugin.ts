@@ -21,7 +21,10 @@ export const clientPlugin: JupyterFrontEndPlugin<ICodeLlamaClient> = {
     settingRegistry: ISettingRegistry | null
   ): ICodeLlamaClient => {
     const clients = new Map<ISessionContext, CodeLlamaClient>();
-    let options: Pick<CodeLlamaClient.IOptions, 'timeouts' | 'reloadAfterRestart'> = {};
+    let options: Pick<
+      CodeLlamaClient.IOptions,
+      'timeouts' | 'reloadAfterRestart'
+    > = {};
 
     const apply = (settings: ISettingRegistry.ISettings) => {
       const seconds = Number(settings.composite.replyTimeout) || 4;

@@ -25,7 +25,9 @@ export const commandsPlugin: JupyterFrontEndPlugin<void> = {
   ): void => {
     const current = (): NotebookPanel | null => {
       const widget = tracker.currentWidget;
-      return widget && widget === app.shell.currentWidget ? widget : tracker.currentWidget;
+      return widget && widget === app.shell.currentWidget
+        ? widget
+        : tracker.currentWidget;
     };
     const activeCell = (): nbformat.ICell | null => {
       const panel = current();
@@ -42,7 +44,12 @@ export const commandsPlugin: JupyterFrontEndPlugin<void> = {
       execute: () => {
         const panel = current();
         if (panel) {
-          return chat.ask(panel, Private.EXPLAIN, { activeCell: true, selection: false }, 'explain');
+          return chat.ask(
+            panel,
+            Private.EXPLAIN,
+            { activeCell: true, selection: false },
+            'explain'
+          );
         }
       }
     });
@@ -71,7 +78,8 @@ export const commandsPlugin: JupyterFrontEndPlugin<void> = {
 
     app.commands.addCommand(CommandIDs.generateFromComment, {
       label: "Generate Code from the Cell's Comment",
-      caption: 'Ask Code Llama to write the code that the comment in the active cell describes',
+      caption:
+        'Ask Code Llama to write the code that the comment in the active cell describes',
       describedBy: { args: { type: 'object', properties: {} } },
       isEnabled: () => {
         const cell = activeCell();

@@ -68,7 +68,8 @@ export function buildContext(
     return { fields: { variables: options.variables }, selection: '' };
   }
   const { cells, activeIndex } = snapshot;
-  const active = activeIndex !== null && activeIndex < cells.length ? activeIndex : null;
+  const active =
+    activeIndex !== null && activeIndex < cells.length ? activeIndex : null;
   const errorIndex = options.lastError ? lastErrorIndex(cells) : null;
 
   let picked: number[];
@@ -92,7 +93,8 @@ export function buildContext(
   const fields: INotebookContextFields = { variables: options.variables };
   if (out.length > 0) {
     fields.cells = out;
-    const current = options.activeCell && active !== null ? picked.indexOf(active) : -1;
+    const current =
+      options.activeCell && active !== null ? picked.indexOf(active) : -1;
     if (current >= 0) {
       fields.current = current;
     }
@@ -153,5 +155,8 @@ function withoutErrors(cell: nbformat.ICell): nbformat.ICell {
     return cell;
   }
   const code = cell as nbformat.ICodeCell;
-  return { ...code, outputs: (code.outputs ?? []).filter(o => o.output_type !== 'error') };
+  return {
+    ...code,
+    outputs: (code.outputs ?? []).filter(o => o.output_type !== 'error')
+  };
 }

@@ -25,7 +25,8 @@ import { CommandIDs, ICodeLlamaClient } from './tokens';
  */
 export const editPlugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-codellama:edit',
-  description: 'Edit a cell or its selection by instruction, reviewing the change as a diff.',
+  description:
+    'Edit a cell or its selection by instruction, reviewing the change as a diff.',
   autoStart: true,
   requires: [ICodeLlamaClient, INotebookTracker],
   optional: [ICommandPalette, ISettingRegistry],
@@ -64,7 +65,8 @@ export const editPlugin: JupyterFrontEndPlugin<void> = {
       caption:
         'Rewrite the active cell, or the code selected in it, as you say; review the change as a diff before it goes in',
       describedBy: { args: { type: 'object', properties: {} } },
-      isEnabled: () => tracker.currentWidget?.content.activeCell?.model.type === 'code',
+      isEnabled: () =>
+        tracker.currentWidget?.content.activeCell?.model.type === 'code',
       execute: () => {
         const panel = tracker.currentWidget;
         const cell = panel?.content.activeCell;
@@ -92,7 +94,9 @@ namespace Private {
     variables: true
   };
 
-  export function readSettings(settings: ISettingRegistry.ISettings): ISettings {
+  export function readSettings(
+    settings: ISettingRegistry.ISettings
+  ): ISettings {
     return { ...DEFAULTS, ...(settings.composite as Partial<ISettings>) };
   }
 
@@ -181,7 +185,11 @@ namespace Private {
       return { ...options, cells: [json(cell)], current: 0 };
     }
     const widgets = panel.content.widgets;
-    return { ...options, cells: widgets.map(json), current: widgets.indexOf(cell) };
+    return {
+      ...options,
+      cells: widgets.map(json),
+      current: widgets.indexOf(cell)
+    };
   }
 
   /** The editor's selection in the kernel's units (code points), or null for the whole cell. */
@@ -191,12 +199,18 @@ namespace Private {
       return null;
     }
     const range = editor.getSelection();
-    const [a, b] = [editor.getOffsetAt(range.start), editor.getOffsetAt(range.end)];
+    const [a, b] = [
+      editor.getOffsetAt(range.start),
+      editor.getOffsetAt(range.end)
+    ];
     if (a === b) {
       return null;
     }
     const source = editor.model.sharedModel.getSource();
-    return { start: codePointOffset(source, Math.min(a, b)), end: codePointOffset(source, Math.max(a, b)) };
+    return {
+      start: codePointOffset(source, Math.min(a, b)),
+      end: codePointOffset(source, Math.max(a, b))
+    };
   }
 
   /** Under the cell's editor, above its outputs. */

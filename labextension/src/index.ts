@@ -21,6 +21,12 @@ export * from './tokens';
 export * from './inline/provider';
 export * from './inline/triggers';
 
-const plugins: JupyterFrontEndPlugin<any>[] = [clientPlugin, chatPlugin, commandsPlugin, editPlugin, inlinePlugin];
+const plugins: JupyterFrontEndPlugin<any>[] = [
+  clientPlugin,
+  chatPlugin,
+  commandsPlugin,
+  editPlugin,
+  inlinePlugin
+];
 
 export default plugins;

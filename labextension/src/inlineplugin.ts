@@ -5,7 +5,10 @@ import {
 import type { ISessionContext } from '@jupyterlab/apputils';
 import type { Cell } from '@jupyterlab/cells';
 import type { CodeMirrorEditor } from '@jupyterlab/codemirror';
-import { ICompletionProviderManager, IInlineCompletionContext } from '@jupyterlab/completer';
+import {
+  ICompletionProviderManager,
+  IInlineCompletionContext
+} from '@jupyterlab/completer';
 import type * as nbformat from '@jupyterlab/nbformat';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import type { Widget } from '@lumino/widgets';
@@ -14,19 +17,27 @@ import { codeLlamaIcon } from './icons';
 // eslint-disable-next-line jupyter/prefer-lazy-imports -- the accept commands are keyboard shortcuts: no wait on first use
 import { AcceptUnit, acceptPart, IAcceptEditor } from './inline/accept';
 // eslint-disable-next-line jupyter/prefer-lazy-imports -- activate() registers the provider at once
-import { CodeLlamaInlineProvider, IEditorTarget, splitAtCharOffset } from './inline/provider';
+import {
+  CodeLlamaInlineProvider,
+  IEditorTarget,
+  splitAtCharOffset
+} from './inline/provider';
 import { newLineTrigger } from './inline/triggers';
 import { CommandIDs, ICodeLlamaClient } from './tokens';
 
 /** JupyterLab's command that asks the inline completer for suggestions now (Alt+\). */
 const INVOKE_INLINE = 'inline-completer:invoke';
 
-const ACCEPT_COMMANDS: string[] = [CommandIDs.acceptWord, CommandIDs.acceptLine];
+const ACCEPT_COMMANDS: string[] = [
+  CommandIDs.acceptWord,
+  CommandIDs.acceptLine
+];
 
 /** Inline completion (ghost text) from the kernel's model in notebook and console cells. */
 export const inlinePlugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-codellama:inline',
-  description: 'Inline completion (ghost text) from the Code Llama model in the kernel.',
+  description:
+    'Inline completion (ghost text) from the Code Llama model in the kernel.',
   autoStart: true,
   requires: [ICodeLlamaClient, ICompletionProviderManager],
   optional: [INotebookTracker],
@@ -37,7 +48,8 @@ export const inlinePlugin: JupyterFrontEndPlugin<void> = {
     tracker: INotebookTracker | null
   ): void => {
     const provider = new CodeLlamaInlineProvider({
-      resolve: (context: IInlineCompletionContext) => Private.target(clients, context.widget),
+      resolve: (context: IInlineCompletionContext) =>
+        Private.target(clients, context.widget),
       icon: codeLlamaIcon
     });
     manager.registerInlineProvider(provider);
@@ -106,7 +118,10 @@ namespace Private {
         const panel = tracker.currentWidget;
         const cell = panel?.content.activeCell;
         if (panel && cell) {
-          provider.prewarm(target(clients, panel)!, cell.model.sharedModel.getSource());
+          provider.prewarm(
+            target(clients, panel)!,
+            cell.model.sharedModel.getSource()
+          );
         }
       }, 400);
     };
@@ -127,7 +142,11 @@ namespace Private {
       return;
     }
     const client = clients.forSession(panel.sessionContext);
-    if (client.state === 'ready' && client.status?.state === 'ready' && app.commands.hasCommand(INVOKE_INLINE)) {
+    if (
+      client.state === 'ready' &&
+      client.status?.state === 'ready' &&
+      app.commands.hasCommand(INVOKE_INLINE)
+    ) {
       void app.commands.execute(INVOKE_INLINE);
     }
   }
@@ -141,7 +160,8 @@ namespace Private {
   ): void {
     const accept = (unit: AcceptUnit) => {
       const panel = tracker.currentWidget;
-      const editor = panel?.content.activeCell?.editor as CodeMirrorEditor | null | undefined;
+      const editor = panel?.content.activeCell?.editor as
+        CodeMirrorEditor | null | undefined;
       if (!panel || !editor || !showsOurGhost(editor.host)) {
         return;
       }
@@ -154,13 +174,15 @@ namespace Private {
     };
     app.commands.addCommand(CommandIDs.acceptWord, {
       label: 'Accept the Next Word of the Suggestion',
-      caption: 'Insert the next word of the Code Llama ghost text; the rest stays shown.',
+      caption:
+        'Insert the next word of the Code Llama ghost text; the rest stays shown.',
       describedBy: { args: { type: 'object', properties: {} } },
       execute: () => accept('word')
     });
     app.commands.addCommand(CommandIDs.acceptLine, {
       label: 'Accept the Line of the Suggestion',
-      caption: 'Insert the Code Llama ghost text up to its next line break; the rest stays shown.',
+      caption:
+        'Insert the Code Llama ghost text up to its next line break; the rest stays shown.',
       describedBy: { args: { type: 'object', properties: {} } },
       execute: () => accept('line')
     });
@@ -181,7 +203,10 @@ namespace Private {
   }
 
   /** The kernel link and notebook around `widget` (a notebook or a console), or null. */
-  export function target(clients: ICodeLlamaClient, widget: Widget): IEditorTarget | null {
+  export function target(
+    clients: ICodeLlamaClient,
+    widget: Widget
+  ): IEditorTarget | null {
     if (widget instanceof NotebookPanel) {
       const notebook = widget.content;
       const active = notebook.activeCell;
@@ -204,7 +229,8 @@ namespace Private {
         current: notebook.activeCellIndex
       };
     }
-    const session = (widget as Widget & { sessionContext?: ISessionContext }).sessionContext;
+    const session = (widget as Widget & { sessionContext?: ISessionContext })
+      .sessionContext;
     if (session) {
       return { client: clients.forSession(session), cellType: 'code' };
     }
@@ -212,22 +238,33 @@ namespace Private {
   }
 
   /** The active cell's text before and after the cursor (split as the provider's requests are). */
-  export function cursorState(cell: Cell): { prefix: string; suffix: string } | null {
+  export function cursorState(
+    cell: Cell
+  ): { prefix: string; suffix: string } | null {
     const editor = cell.editor;
     if (!editor) {
       return null;
     }
     const text = editor.model.sharedModel.getSource();
-    const [prefix, suffix] = splitAtCharOffset(text, editor.getOffsetAt(editor.getCursorPosition()));
+    const [prefix, suffix] = splitAtCharOffset(
+      text,
+      editor.getOffsetAt(editor.getCursorPosition())
+    );
     return { prefix, suffix };
   }
 
   /** Whether the ghost text in an editor is ours (another provider's may be cycled to). */
   export function showsOurGhost(host: Element): boolean {
-    return host.querySelector(`.jp-GhostText[data-provided-by="${CodeLlamaInlineProvider.ID}"]`) !== null;
+    return (
+      host.querySelector(
+        `.jp-GhostText[data-provided-by="${CodeLlamaInlineProvider.ID}"]`
+      ) !== null
+    );
   }
 
-  const IS_MAC = /Mac/.test(typeof navigator === 'undefined' ? '' : navigator.platform);
+  const IS_MAC = /Mac/.test(
+    typeof navigator === 'undefined' ? '' : navigator.platform
+  );
 
   /** The keystroke of `event` as key bindings hold it once normalized, e.g. `Ctrl ArrowRight`. */
   export function keystroke(event: KeyboardEvent): string {
@@ -237,7 +274,10 @@ namespace Private {
       event.shiftKey && 'Shift',
       event.metaKey && IS_MAC && 'Cmd'
     ].filter(Boolean);
-    return [...mods, event.key.length === 1 ? event.key.toUpperCase() : event.key].join(' ');
+    return [
+      ...mods,
+      event.key.length === 1 ? event.key.toUpperCase() : event.key
+    ].join(' ');
   }
 
   /**
@@ -253,7 +293,11 @@ namespace Private {
     }
     const pressed = keystroke(event);
     const binding = app.commands.keyBindings.find(
-      b => ACCEPT_COMMANDS.includes(b.command) && b.keys.length === 1 && b.keys[0] === pressed && target.closest(b.selector)
+      b =>
+        ACCEPT_COMMANDS.includes(b.command) &&
+        b.keys.length === 1 &&
+        b.keys[0] === pressed &&
+        target.closest(b.selector)
     );
     if (binding) {
       event.preventDefault();

@@ -11,12 +11,16 @@ import type { INotebookSnapshot } from './context';
 import type { ICodeActions, IChatTarget } from './chat/sidebarmodel';
 
 /** Read the notebook now: cells (with outputs), the active cell, the editor's selection. */
-export function snapshotNotebook(panel: NotebookPanel): INotebookSnapshot | null {
+export function snapshotNotebook(
+  panel: NotebookPanel
+): INotebookSnapshot | null {
   const notebook = panel.content;
   if (!notebook.model) {
     return null;
   }
-  const cells = notebook.widgets.map(cell => cell.model.toJSON() as nbformat.ICell);
+  const cells = notebook.widgets.map(
+    cell => cell.model.toJSON() as nbformat.ICell
+  );
   const active = notebook.activeCell;
   let selection = '';
   const editor = active?.editor;
@@ -25,7 +29,9 @@ export function snapshotNotebook(panel: NotebookPanel): INotebookSnapshot | null
     const start = editor.getOffsetAt(range.start);
     const end = editor.getOffsetAt(range.end);
     if (start !== end) {
-      selection = editor.model.sharedModel.getSource().slice(Math.min(start, end), Math.max(start, end));
+      selection = editor.model.sharedModel
+        .getSource()
+        .slice(Math.min(start, end), Math.max(start, end));
     }
   }
   return {
@@ -45,7 +51,10 @@ export class NotebookCodeActions implements ICodeActions {
       return;
     }
     if (notebook.widgets.length === 0) {
-      notebook.model.sharedModel.insertCell(0, { cell_type: 'code', source: code });
+      notebook.model.sharedModel.insertCell(0, {
+        cell_type: 'code',
+        source: code
+      });
       notebook.activeCellIndex = 0;
     } else {
       NotebookActions.insertBelow(notebook);

@@ -15,7 +15,12 @@
  * 200 characters) gets an `error` with `request_id: null`.
  */
 import { REPLY_TYPES } from './protocol.generated';
-import type { IRequestMap, KernelErrorCode, Reply, RequestType } from './protocol.generated';
+import type {
+  IRequestMap,
+  KernelErrorCode,
+  Reply,
+  RequestType
+} from './protocol.generated';
 
 export * from './protocol.generated';
 

@@ -3,7 +3,18 @@ import { parseAnswer } from '../src/chat/answer';
 describe('parseAnswer', () => {
   it('reads each fenced block exactly as written between its fences', () => {
     const answer = parseAnswer(
-      ['Text', '````markdown', '```python', 'x = 1', '```', '````', '```', '', '  indented', '```'].join('\r\n')
+      [
+        'Text',
+        '````markdown',
+        '```python',
+        'x = 1',
+        '```',
+        '````',
+        '```',
+        '',
+        '  indented',
+        '```'
+      ].join('\r\n')
     );
     expect(answer.blocks).toEqual(['```python\nx = 1\n```', '\n  indented']);
     expect(answer.hasHtml).toBe(false);
@@ -14,8 +25,12 @@ describe('parseAnswer', () => {
   });
 
   it('renders a fence with a plain language name only', () => {
-    const answer = parseAnswer('```python"><span/style=display:none>x</span><i/class="\nprint(1)\n```');
-    expect(answer.markdown).toBe('```pythonspanstyledisplaynonexspaniclass\nprint(1)\n```');
+    const answer = parseAnswer(
+      '```python"><span/style=display:none>x</span><i/class="\nprint(1)\n```'
+    );
+    expect(answer.markdown).toBe(
+      '```pythonspanstyledisplaynonexspaniclass\nprint(1)\n```'
+    );
     expect(answer.blocks).toEqual(['print(1)']);
   });
 

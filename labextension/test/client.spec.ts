@@ -10,19 +10,29 @@ describe('CodeLlamaClient', () => {
       const { client, kernel } = makeClient(new FakeKernel({ status: READY }));
       expect(await client.connect()).toBe('ready');
       expect(kernel.comm.targetName).toBe('jupyter_codellama');
-      expect(kernel.comm.sent[0]).toMatchObject({ type: 'hello', protocol_version: 1 });
+      expect(kernel.comm.sent[0]).toMatchObject({
+        type: 'hello',
+        protocol_version: 1
+      });
       expect(client.status?.model).toBe('embedded');
-      expect(client.capabilities?.models.map(m => m.name)).toEqual(['embedded', '7b-instruct']);
+      expect(client.capabilities?.models.map(m => m.name)).toEqual([
+        'embedded',
+        '7b-instruct'
+      ]);
       expect(client.kernelVersion).toBe('0.1.0');
     });
 
     it('reports a kernel without the extension, and loads it on request', async () => {
-      const { client, kernel } = makeClient(new FakeKernel({ behaviour: 'missing' }));
+      const { client, kernel } = makeClient(
+        new FakeKernel({ behaviour: 'missing' })
+      );
       expect(await client.connect()).toBe('extension-missing');
       expect(client.message).toContain('%load_ext jupyter_codellama');
 
       expect(await client.loadExtension()).toBe('ready');
-      expect(kernel.executed).toEqual([{ code: '%load_ext jupyter_codellama', silent: true }]);
+      expect(kernel.executed).toEqual([
+        { code: '%load_ext jupyter_codellama', silent: true }
+      ]);
     });
 
     it('reports a kernel that speaks another protocol version', async () => {
@@ -69,14 +79,26 @@ describe('CodeLlamaClient', () => {
       const { client, kernel } = makeClient();
       await client.connect();
       const chunks: string[] = [];
-      const request = client.request('chat', { messages: [{ role: 'user', content: 'hi' }] }, {
-        onChunk: text => chunks.push(text)
-      });
+      const request = client.request(
+        'chat',
+        { messages: [{ role: 'user', content: 'hi' }] },
+        {
+          onChunk: text => chunks.push(text)
+        }
+      );
       const sent = kernel.comm.requests('chat')[0];
-      expect(sent).toMatchObject({ type: 'chat', request_id: request.requestId, messages: [{ role: 'user', content: 'hi' }] });
+      expect(sent).toMatchObject({
+        type: 'chat',
+        request_id: request.requestId,
+        messages: [{ role: 'user', content: 'hi' }]
+      });
 
       for (const text of ['Hel', 'lo', ' world']) {
-        kernel.comm.reply({ type: 'chunk', request_id: request.requestId, text });
+        kernel.comm.reply({
+          type: 'chunk',
+          request_id: request.requestId,
+          text
+        });
       }
       kernel.comm.reply({
         type: 'done',
@@ -100,14 +122,44 @@ describe('CodeLlamaClient', () => {
       await client.connect();
       const a: string[] = [];
       const b: string[] = [];
-      const first = client.request('chat', { messages: [{ role: 'user', content: 'a' }] }, { onChunk: t => a.push(t) });
-      const second = client.request('complete', { prefix: 'x = ' }, { onChunk: t => b.push(t) });
-      kernel.comm.reply({ type: 'chunk', request_id: second.requestId, text: '1' });
-      kernel.comm.reply({ type: 'chunk', request_id: first.requestId, text: 'A' });
-      kernel.comm.reply({ type: 'chunk', request_id: 'someone-else', text: '?' });
-      kernel.comm.reply({ type: 'done', request_id: second.requestId, text: '1', stop_reason: 'stop' });
+      const first = client.request(
+        'chat',
+        { messages: [{ role: 'user', content: 'a' }] },
+        { onChunk: t => a.push(t) }
+      );
+      const second = client.request(
+        'complete',
+        { prefix: 'x = ' },
+        { onChunk: t => b.push(t) }
+      );
+      kernel.comm.reply({
+        type: 'chunk',
+        request_id: second.requestId,
+        text: '1'
+      });
+      kernel.comm.reply({
+        type: 'chunk',
+        request_id: first.requestId,
+        text: 'A'
+      });
+      kernel.comm.reply({
+        type: 'chunk',
+        request_id: 'someone-else',
+        text: '?'
+      });
+      kernel.comm.reply({
+        type: 'done',
+        request_id: second.requestId,
+        text: '1',
+        stop_reason: 'stop'
+      });
       expect((await second.done).text).toBe('1');
-      kernel.comm.reply({ type: 'done', request_id: first.requestId, text: 'A', stop_reason: 'eos' });
+      kernel.comm.reply({
+        type: 'done',
+        request_id: first.requestId,
+        text: 'A',
+        stop_reason: 'eos'
+      });
       expect((await first.done).text).toBe('A');
       expect(a).toEqual(['A']);
       expect(b).toEqual(['1']);
@@ -116,7 +168,9 @@ describe('CodeLlamaClient', () => {
     it('rejects with the kernel error code and message', async () => {
       const { client, kernel } = makeClient();
       await client.connect();
-      const request = client.request('context-preview', { messages: [{ role: 'user', content: 'q' }] });
+      const request = client.request('context-preview', {
+        messages: [{ role: 'user', content: 'q' }]
+      });
       kernel.comm.reply({
         type: 'error',
         request_id: request.requestId,
@@ -132,10 +186,19 @@ describe('CodeLlamaClient', () => {
     it('sends cancel with the target id', async () => {
       const { client, kernel } = makeClient();
       await client.connect();
-      const request = client.request('chat', { messages: [{ role: 'user', content: 'q' }] });
+      const request = client.request('chat', {
+        messages: [{ role: 'user', content: 'q' }]
+      });
       request.cancel();
-      expect(kernel.comm.requests('cancel')[0]).toMatchObject({ target_id: request.requestId });
-      kernel.comm.reply({ type: 'done', request_id: request.requestId, text: 'partial', stop_reason: 'cancelled' });
+      expect(kernel.comm.requests('cancel')[0]).toMatchObject({
+        target_id: request.requestId
+      });
+      kernel.comm.reply({
+        type: 'done',
+        request_id: request.requestId,
+        text: 'partial',
+        stop_reason: 'cancelled'
+      });
       expect((await request.done).stop_reason).toBe('cancelled');
     });
 
@@ -147,7 +210,12 @@ describe('CodeLlamaClient', () => {
       kernel.comm.reply({
         type: 'status',
         request_id: null,
-        status: { state: 'loading', busy: true, queued: 0, progress: { stage: 'weights', fraction: 0.5 } }
+        status: {
+          state: 'loading',
+          busy: true,
+          queued: 0,
+          progress: { stage: 'weights', fraction: 0.5 }
+        }
       });
       kernel.comm.reply({ type: 'status', request_id: null, status: READY });
       expect(seen).toEqual(['loading', 'ready']);
@@ -158,8 +226,14 @@ describe('CodeLlamaClient', () => {
       const { client, kernel } = makeClient();
       await client.connect();
       const request = client.request('load', { model: 'embedded' });
-      expect(kernel.comm.requests('load')[0]).toMatchObject({ model: 'embedded' });
-      kernel.comm.reply({ type: 'done', request_id: request.requestId, status: READY });
+      expect(kernel.comm.requests('load')[0]).toMatchObject({
+        model: 'embedded'
+      });
+      kernel.comm.reply({
+        type: 'done',
+        request_id: request.requestId,
+        status: READY
+      });
       expect((await request.done).status.state).toBe('ready');
       expect(client.status?.state).toBe('ready');
     });
@@ -169,9 +243,16 @@ describe('CodeLlamaClient', () => {
     it('keeps waiting while the kernel answers pings', async () => {
       const { client, kernel } = makeClient();
       await client.connect();
-      const request = client.request('chat', { messages: [{ role: 'user', content: 'q' }] });
+      const request = client.request('chat', {
+        messages: [{ role: 'user', content: 'q' }]
+      });
       await until(() => kernel.comm.requests('status').length >= 2, 1000);
-      kernel.comm.reply({ type: 'done', request_id: request.requestId, text: 'late', stop_reason: 'eos' });
+      kernel.comm.reply({
+        type: 'done',
+        request_id: request.requestId,
+        text: 'late',
+        stop_reason: 'eos'
+      });
       expect((await request.done).text).toBe('late');
     });
 
@@ -180,19 +261,25 @@ describe('CodeLlamaClient', () => {
       await client.connect();
       kernel.behaviour = 'silent';
       kernel.status = 'busy';
-      const request = client.request('chat', { messages: [{ role: 'user', content: 'q' }] });
+      const request = client.request('chat', {
+        messages: [{ role: 'user', content: 'q' }]
+      });
       const error = await request.done.catch(e => e);
       expect(error.code).toBe('kernel_busy');
       expect(error.message).toContain('busy');
       // When the cell ends, the kernel must not start the stale request.
-      expect(kernel.comm.requests('cancel')[0]).toMatchObject({ target_id: request.requestId });
+      expect(kernel.comm.requests('cancel')[0]).toMatchObject({
+        target_id: request.requestId
+      });
     });
 
     it('fails with timeout when an idle kernel does not answer', async () => {
       const { client, kernel } = makeClient();
       await client.connect();
       kernel.behaviour = 'silent';
-      const error = await client.request('chat', { messages: [{ role: 'user', content: 'q' }] }).done.catch(e => e);
+      const error = await client
+        .request('chat', { messages: [{ role: 'user', content: 'q' }] })
+        .done.catch(e => e);
       expect(error.code).toBe('timeout');
     });
 
@@ -200,10 +287,21 @@ describe('CodeLlamaClient', () => {
       const { client, kernel } = makeClient();
       await client.connect();
       kernel.answerPings = false;
-      const request = client.request('chat', { messages: [{ role: 'user', content: 'q' }] });
-      kernel.comm.reply({ type: 'chunk', request_id: request.requestId, text: 'a' });
+      const request = client.request('chat', {
+        messages: [{ role: 'user', content: 'q' }]
+      });
+      kernel.comm.reply({
+        type: 'chunk',
+        request_id: request.requestId,
+        text: 'a'
+      });
       await new Promise(resolve => setTimeout(resolve, 150));
-      kernel.comm.reply({ type: 'done', request_id: request.requestId, text: 'ab', stop_reason: 'eos' });
+      kernel.comm.reply({
+        type: 'done',
+        request_id: request.requestId,
+        text: 'ab',
+        stop_reason: 'eos'
+      });
       expect((await request.done).text).toBe('ab');
     });
   });
@@ -213,21 +311,34 @@ describe('CodeLlamaClient', () => {
       const { client, kernel } = makeClient();
       await client.connect();
       const first = kernel.comm;
-      const request = client.request('chat', { messages: [{ role: 'user', content: 'q' }] });
+      const request = client.request('chat', {
+        messages: [{ role: 'user', content: 'q' }]
+      });
       const states: string[] = [];
       client.stateChanged.connect((_, state) => states.push(state));
 
       await kernel.restart();
-      await expect(request.done).rejects.toMatchObject({ code: 'kernel_restarted' });
+      await expect(request.done).rejects.toMatchObject({
+        code: 'kernel_restarted'
+      });
       await until(() => client.state === 'ready');
-      expect(kernel.executed.map(e => e.code)).toEqual(['%load_ext jupyter_codellama']);
+      expect(kernel.executed.map(e => e.code)).toEqual([
+        '%load_ext jupyter_codellama'
+      ]);
       expect(kernel.comm).not.toBe(first);
       expect(states[0]).toBe('connecting');
       expect(client.status?.state).toBe('unloaded');
 
       // And the chat goes on over the new comm.
-      const again = client.request('chat', { messages: [{ role: 'user', content: 'q' }] });
-      kernel.comm.reply({ type: 'done', request_id: again.requestId, text: 'ok', stop_reason: 'eos' });
+      const again = client.request('chat', {
+        messages: [{ role: 'user', content: 'q' }]
+      });
+      kernel.comm.reply({
+        type: 'done',
+        request_id: again.requestId,
+        text: 'ok',
+        stop_reason: 'eos'
+      });
       expect((await again.done).text).toBe('ok');
     });
 
@@ -243,10 +354,14 @@ describe('CodeLlamaClient', () => {
     it('opens a new comm on the new kernel when the kernel changes', async () => {
       const { client, session, kernel } = makeClient();
       await client.connect();
-      const request = client.request('chat', { messages: [{ role: 'user', content: 'q' }] });
+      const request = client.request('chat', {
+        messages: [{ role: 'user', content: 'q' }]
+      });
       const other = new FakeKernel();
       session.changeKernel(other);
-      await expect(request.done).rejects.toMatchObject({ code: 'kernel_restarted' });
+      await expect(request.done).rejects.toMatchObject({
+        code: 'kernel_restarted'
+      });
       await until(() => client.state === 'ready');
       expect(other.comms).toHaveLength(1);
       expect(kernel.comm.isDisposed).toBe(true);
@@ -255,9 +370,13 @@ describe('CodeLlamaClient', () => {
     it('marks a comm closed by the kernel as a missing extension', async () => {
       const { client, kernel } = makeClient();
       await client.connect();
-      const request = client.request('chat', { messages: [{ role: 'user', content: 'q' }] });
+      const request = client.request('chat', {
+        messages: [{ role: 'user', content: 'q' }]
+      });
       kernel.comm.closeFromKernel();
-      await expect(request.done).rejects.toMatchObject({ code: 'disconnected' });
+      await expect(request.done).rejects.toMatchObject({
+        code: 'disconnected'
+      });
       expect(client.state).toBe('extension-missing');
     });
   });

@@ -1,8 +1,17 @@
 import type * as nbformat from '@jupyterlab/nbformat';
 
-import { buildContext, DEFAULT_CONTEXT, errorText, lastErrorIndex } from '../src/context';
+import {
+  buildContext,
+  DEFAULT_CONTEXT,
+  errorText,
+  lastErrorIndex
+} from '../src/context';
 
-const code = (source: string, count: number | null, outputs: nbformat.IOutput[] = []): nbformat.ICodeCell => ({
+const code = (
+  source: string,
+  count: number | null,
+  outputs: nbformat.IOutput[] = []
+): nbformat.ICodeCell => ({
   cell_type: 'code',
   source,
   metadata: {},
@@ -15,7 +24,11 @@ const error = (ename: string): nbformat.IError => ({
   evalue: 'boom',
   traceback: [`\u001b[0;31m${ename}\u001b[0m: boom`]
 });
-const md: nbformat.IMarkdownCell = { cell_type: 'markdown', source: '# Title', metadata: {} };
+const md: nbformat.IMarkdownCell = {
+  cell_type: 'markdown',
+  source: '# Title',
+  metadata: {}
+};
 
 const cells: nbformat.ICell[] = [
   md,
@@ -27,8 +40,14 @@ const cells: nbformat.ICell[] = [
 
 describe('buildContext', () => {
   it('sends the active cell as current, plus the cell that raised last', () => {
-    const { fields } = buildContext({ cells, activeIndex: 3, selection: '' }, DEFAULT_CONTEXT);
-    expect(fields.cells!.map(c => c.source)).toEqual(['y = x + 1', 'undefined_name']);
+    const { fields } = buildContext(
+      { cells, activeIndex: 3, selection: '' },
+      DEFAULT_CONTEXT
+    );
+    expect(fields.cells!.map(c => c.source)).toEqual([
+      'y = x + 1',
+      'undefined_name'
+    ]);
     expect(fields.current).toBe(0);
     expect(fields.variables).toBe(true);
   });
@@ -40,7 +59,9 @@ describe('buildContext', () => {
     );
     expect(fields.cells).toHaveLength(5);
     expect(fields.current).toBe(1);
-    expect((fields.cells![4] as nbformat.ICodeCell).outputs[0].output_type).toBe('error');
+    expect(
+      (fields.cells![4] as nbformat.ICodeCell).outputs[0].output_type
+    ).toBe('error');
   });
 
   it('drops error outputs when the last-error chip is off', () => {
@@ -53,17 +74,28 @@ describe('buildContext', () => {
   });
 
   it('sends no cells when every chip is off, and says so for variables', () => {
-    const off = { activeCell: false, selection: false, notebook: false, variables: false, lastError: false };
+    const off = {
+      activeCell: false,
+      selection: false,
+      notebook: false,
+      variables: false,
+      lastError: false
+    };
     const built = buildContext({ cells, activeIndex: 2, selection: 'x' }, off);
     expect(built.fields).toEqual({ variables: false });
     expect(built.selection).toBe('');
   });
 
   it('quotes the selection only when its chip is on', () => {
-    expect(buildContext({ cells, activeIndex: 1, selection: ' x = 1 ' }, DEFAULT_CONTEXT).selection).toBe('x = 1');
+    expect(
+      buildContext(
+        { cells, activeIndex: 1, selection: ' x = 1 ' },
+        DEFAULT_CONTEXT
+      ).selection
+    ).toBe('x = 1');
   });
 
-  it('keeps each cell\'s id and execution count, which the kernel matches with what it ran', () => {
+  it("keeps each cell's id and execution count, which the kernel matches with what it ran", () => {
     const page = [
       { ...code('x = 1', 3), id: 'ran-cell' },
       { ...code('y = 2', null), id: 'draft-cell' },
@@ -74,7 +106,12 @@ describe('buildContext', () => {
         { cells: page, activeIndex: 1, selection: '' },
         { ...DEFAULT_CONTEXT, notebook: true, lastError }
       );
-      expect(fields.cells!.map(c => [c.id, (c as nbformat.ICodeCell).execution_count])).toEqual([
+      expect(
+        fields.cells!.map(c => [
+          c.id,
+          (c as nbformat.ICodeCell).execution_count
+        ])
+      ).toEqual([
         ['ran-cell', 3],
         ['draft-cell', null],
         ['failed-cell', 2]
@@ -83,7 +120,9 @@ describe('buildContext', () => {
   });
 
   it('works without a notebook', () => {
-    expect(buildContext(null, DEFAULT_CONTEXT).fields).toEqual({ variables: true });
+    expect(buildContext(null, DEFAULT_CONTEXT).fields).toEqual({
+      variables: true
+    });
   });
 });
 

@@ -12,7 +12,8 @@ import { CellEditView } from '../src/edit/view';
 import { FakeKernel, makeClient, READY, until } from './fakes';
 
 const CELL = 'def area(r):\n    return 3.14 * r * r\n\nprint(area(2))\n';
-const NEW = 'import math\n\ndef area(r):\n    return math.pi * r * r\n\nprint(area(2))\n';
+const NEW =
+  'import math\n\ndef area(r):\n    return math.pi * r * r\n\nprint(area(2))\n';
 
 describe('lineDiff', () => {
   it('marks the changed lines, removed before added, with the others as context', () => {
@@ -32,7 +33,13 @@ describe('lineDiff', () => {
     const before = 'a\nb\nc\nd\ne';
     const after = 'a\nx\nc\ny\ne';
     expect(lineDiff(before, after).map(l => `${l.kind[0]}${l.text}`)).toEqual([
-      'sa', 'rb', 'ax', 'sc', 'rd', 'ay', 'se'
+      'sa',
+      'rb',
+      'ax',
+      'sc',
+      'rd',
+      'ay',
+      'se'
     ]);
   });
 
@@ -46,7 +53,9 @@ describe('lineDiff', () => {
 describe('codePointOffset', () => {
   it("counts a character outside the BMP once, as the kernel's Python does", () => {
     const text = 'a = "🚀"\nb = 2';
-    expect(codePointOffset(text, text.indexOf('b'))).toBe(text.indexOf('b') - 1);
+    expect(codePointOffset(text, text.indexOf('b'))).toBe(
+      text.indexOf('b') - 1
+    );
     expect(codePointOffset(text, 3)).toBe(3);
     expect(codePointOffset('plain', 5)).toBe(5);
   });
@@ -56,13 +65,21 @@ describe('codePointOffset', () => {
 function makeCell(source: string, documentWide = false): YCodeCell {
   // ydoc reads the new cell before it joins the document, and Yjs warns about it.
   const warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
-  const notebook = YNotebook.create({ disableDocumentWideUndoRedo: !documentWide });
-  const cell = notebook.insertCell(0, { cell_type: 'code', source }) as YCodeCell;
+  const notebook = YNotebook.create({
+    disableDocumentWideUndoRedo: !documentWide
+  });
+  const cell = notebook.insertCell(0, {
+    cell_type: 'code',
+    source
+  }) as YCodeCell;
   warn.mockRestore();
   return cell;
 }
 
-async function makeEdit(cell: YCodeCell, selection: { start: number; end: number } | null = null) {
+async function makeEdit(
+  cell: YCodeCell,
+  selection: { start: number; end: number } | null = null
+) {
   const { client, kernel } = makeClient(new FakeKernel({ status: READY }));
   expect(await client.connect()).toBe('ready');
   const edit = new CellEdit({
@@ -77,7 +94,12 @@ async function makeEdit(cell: YCodeCell, selection: { start: number; end: number
       return kernel.comm.requests('edit').slice(-1)[0];
     },
     chunk(text: string, source?: string) {
-      kernel.comm.reply({ type: 'chunk', request_id: this.request.request_id, text, source });
+      kernel.comm.reply({
+        type: 'chunk',
+        request_id: this.request.request_id,
+        text,
+        source
+      });
     },
     done(source: string, extra: Record<string, unknown> = {}) {
       kernel.comm.reply({
@@ -107,7 +129,11 @@ describe('CellEdit', () => {
     const { edit, kernelSide } = await makeEdit(cell);
 
     edit.ask('  use math.pi ');
-    expect(kernelSide.request).toMatchObject({ instruction: 'use math.pi', cells: [{ source: CELL }], current: 0 });
+    expect(kernelSide.request).toMatchObject({
+      instruction: 'use math.pi',
+      cells: [{ source: CELL }],
+      current: 0
+    });
     expect(kernelSide.request.selection).toBeUndefined();
     expect(edit.state).toBe('streaming');
     kernelSide.chunk('```python\nimport math', 'import math\n' + CELL);
@@ -176,7 +202,9 @@ describe('CellEdit', () => {
     kernelSide.chunk('```python\nimport math', 'import math\n' + CELL);
     await until(() => edit.changed);
     edit.stop();
-    expect(kernel.comm.requests('cancel')).toEqual([expect.objectContaining({ target_id: id })]);
+    expect(kernel.comm.requests('cancel')).toEqual([
+      expect.objectContaining({ target_id: id })
+    ]);
     expect(edit.state).toBe('stopped');
     expect(edit.proposal).toBe(CELL);
     expect(edit.accept()).toBe(false);
@@ -210,7 +238,9 @@ describe('CellEdit', () => {
     expect(edit.message).toContain('outside the cell');
 
     edit.ask('use math.pi');
-    kernelSide.done(CELL, { note: 'The answer held no code block: the cell stays as it was.' });
+    kernelSide.done(CELL, {
+      note: 'The answer held no code block: the cell stays as it was.'
+    });
     await until(() => edit.state === 'ready');
     expect(edit.changed).toBe(false);
     expect(edit.message).toContain('no code block');
@@ -228,16 +258,26 @@ describe('CellEditView', () => {
     kernelSide.done(NEW);
     await until(() => edit.state === 'ready');
 
-    const kinds = Array.from(view.node.querySelectorAll('.jp-CodeLlama-diffLine')).map(
-      row => (row as HTMLElement).dataset.kind
-    );
+    const kinds = Array.from(
+      view.node.querySelectorAll('.jp-CodeLlama-diffLine')
+    ).map(row => (row as HTMLElement).dataset.kind);
     expect(kinds.filter(k => k === 'added')).toHaveLength(3);
-    expect(view.node.querySelector('.jp-mod-removed')?.textContent).toContain('return 3.14 * r * r');
-    const accept = Array.from(view.node.querySelectorAll('button')).find(b => b.textContent === 'Accept')!;
+    expect(view.node.querySelector('.jp-mod-removed')?.textContent).toContain(
+      'return 3.14 * r * r'
+    );
+    const accept = Array.from(view.node.querySelectorAll('button')).find(
+      b => b.textContent === 'Accept'
+    )!;
     expect(accept.disabled).toBe(false);
-    expect(view.node.querySelector('.jp-CodeLlama-editStatus')?.textContent).toBe('Proposed: +3 −1 lines.');
+    expect(
+      view.node.querySelector('.jp-CodeLlama-editStatus')?.textContent
+    ).toBe('Proposed: +3 −1 lines.');
 
-    const escape = new KeyboardEvent('keydown', { key: 'Escape', bubbles: true, cancelable: true });
+    const escape = new KeyboardEvent('keydown', {
+      key: 'Escape',
+      bubbles: true,
+      cancelable: true
+    });
     view.node.querySelector('input')!.dispatchEvent(escape);
     expect(escape.defaultPrevented).toBe(true);
     expect(edit.state).toBe('rejected');

@@ -33,7 +33,11 @@ export const MODELS: IModelSpec[] = [
   }
 ];
 
-export const UNLOADED: IEngineStatus = { state: 'unloaded', busy: false, queued: 0 };
+export const UNLOADED: IEngineStatus = {
+  state: 'unloaded',
+  busy: false,
+  queued: 0
+};
 export const READY: IEngineStatus = {
   state: 'ready',
   busy: false,
@@ -73,7 +77,8 @@ export class FakeComm {
 
   open(): any {
     this.opened = true;
-    this.openedBeforeSubshell = this.subshellStarted !== undefined && !this.subshellId;
+    this.openedBeforeSubshell =
+      this.subshellStarted !== undefined && !this.subshellId;
     if (this.kernel.behaviour === 'missing') {
       void Promise.resolve().then(() => this.closeFromKernel());
     }
@@ -117,7 +122,13 @@ export class FakeComm {
 }
 
 export class FakeKernel {
-  constructor(options: { behaviour?: Behaviour; status?: IEngineStatus; subshells?: boolean } = {}) {
+  constructor(
+    options: {
+      behaviour?: Behaviour;
+      status?: IEngineStatus;
+      subshells?: boolean;
+    } = {}
+  ) {
     this.behaviour = options.behaviour ?? 'extension';
     this.engineStatus = options.status ?? UNLOADED;
     this.supportsSubshells = options.subshells ?? false;
@@ -187,7 +198,12 @@ export class FakeKernel {
     if (data.type === 'hello') {
       void Promise.resolve().then(() => {
         if (data.protocol_version !== this.protocolVersion) {
-          comm.reply({ type: 'error', request_id: data.request_id, code: 'protocol_version', message: 'speaks 2' });
+          comm.reply({
+            type: 'error',
+            request_id: data.request_id,
+            code: 'protocol_version',
+            message: 'speaks 2'
+          });
           return;
         }
         comm.reply({
@@ -201,7 +217,11 @@ export class FakeKernel {
       });
     } else if (data.type === 'status' && this.answerPings) {
       void Promise.resolve().then(() =>
-        comm.reply({ type: 'status', request_id: data.request_id, status: this.engineStatus })
+        comm.reply({
+          type: 'status',
+          request_id: data.request_id,
+          status: this.engineStatus
+        })
       );
     }
   }
@@ -231,15 +251,25 @@ export class FakeSession {
 /** A client on a fake kernel, with short timeouts. */
 export function makeClient(
   kernel: FakeKernel | null = new FakeKernel(),
-  timeouts: Partial<CodeLlamaClient.ITimeouts> = { hello: 200, reply: 40, ping: 40 }
+  timeouts: Partial<CodeLlamaClient.ITimeouts> = {
+    hello: 200,
+    reply: 40,
+    ping: 40
+  }
 ): { client: CodeLlamaClient; session: FakeSession; kernel: FakeKernel } {
   const session = new FakeSession(kernel);
-  const client = new CodeLlamaClient({ sessionContext: session as any, timeouts });
+  const client = new CodeLlamaClient({
+    sessionContext: session as any,
+    timeouts
+  });
   return { client, session, kernel: kernel! };
 }
 
 /** Resolve when `predicate()` holds (polled), or fail after `timeout` ms. */
-export async function until(predicate: () => boolean, timeout = 2000): Promise<void> {
+export async function until(
+  predicate: () => boolean,
+  timeout = 2000
+): Promise<void> {
   const start = Date.now();
   while (!predicate()) {
     if (Date.now() - start > timeout) {

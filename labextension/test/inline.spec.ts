@@ -1,4 +1,7 @@
-import { CodeLlamaInlineProvider, splitAtCharOffset } from '../src/inline/provider';
+import {
+  CodeLlamaInlineProvider,
+  splitAtCharOffset
+} from '../src/inline/provider';
 import {
   autoTriggerBlock,
   DEFAULT_INLINE_SETTINGS,
@@ -11,7 +14,12 @@ import { FakeKernel, makeClient, READY, until } from './fakes';
 const AUTOMATIC = 1;
 const INVOKE = 0;
 
-function block(prefix: string, suffix = '', cellType = 'code', settings = DEFAULT_INLINE_SETTINGS) {
+function block(
+  prefix: string,
+  suffix = '',
+  cellType = 'code',
+  settings = DEFAULT_INLINE_SETTINGS
+) {
   return autoTriggerBlock({ prefix, suffix, cellType }, settings);
 }
 
@@ -45,7 +53,11 @@ describe('trigger rules', () => {
   it('does not trigger inside comments or strings unless asked to', () => {
     expect(block('x = 1  # compute the')).toBe('comment');
     expect(block('print("Hello, ')).toBe('string');
-    const lenient = { ...DEFAULT_INLINE_SETTINGS, triggerInComments: true, triggerInStrings: true };
+    const lenient = {
+      ...DEFAULT_INLINE_SETTINGS,
+      triggerInComments: true,
+      triggerInStrings: true
+    };
     expect(block('x = 1  # compute the', '', 'code', lenient)).toBeNull();
     expect(block('print("Hello, ', '', 'code', lenient)).toBeNull();
   });
@@ -76,7 +88,13 @@ describe('trigger rules', () => {
 
   it('reads settings over the defaults and ignores bad values', () => {
     expect(readSettings(null)).toEqual(DEFAULT_INLINE_SETTINGS);
-    const read = readSettings({ maxTokens: 16, multiline: 'sideways', maxTimeMs: -1, prewarm: 'yes', enabled: false });
+    const read = readSettings({
+      maxTokens: 16,
+      multiline: 'sideways',
+      maxTimeMs: -1,
+      prewarm: 'yes',
+      enabled: false
+    });
     expect(read.maxTokens).toBe(16);
     expect(read.multiline).toBe('auto');
     expect(read.maxTimeMs).toBe(DEFAULT_INLINE_SETTINGS.maxTimeMs);
@@ -97,7 +115,11 @@ async function setup(cellType = 'code') {
       client,
       cellType,
       cells: [
-        { cell_type: 'code', source: 'import pandas as pd', metadata: {} } as any,
+        {
+          cell_type: 'code',
+          source: 'import pandas as pd',
+          metadata: {}
+        } as any,
         { cell_type: 'code', source: 'df = pd.', metadata: {} } as any
       ],
       current: 1
@@ -130,10 +152,18 @@ describe('CodeLlamaInlineProvider', () => {
     expect(sent.cells).toHaveLength(2);
     expect(sent.multiline).toBeUndefined(); // the kernel decides, and says so in each chunk
 
-    kernel.comm.reply({ type: 'chunk', request_id: sent.request_id, text: 'read', multiline: false });
+    kernel.comm.reply({
+      type: 'chunk',
+      request_id: sent.request_id,
+      text: 'read',
+      multiline: false
+    });
     const list = await fetching;
     expect(list.items).toHaveLength(1);
-    expect(list.items[0]).toMatchObject({ insertText: 'read', isIncomplete: true });
+    expect(list.items[0]).toMatchObject({
+      insertText: 'read',
+      isIncomplete: true
+    });
 
     const updates: string[] = [];
     const streaming = (async () => {
@@ -163,12 +193,25 @@ describe('CodeLlamaInlineProvider', () => {
 
   it('streams several lines when the kernel says the suggestion may span them', async () => {
     const { kernel, provider } = await setup();
-    const fetching = provider.fetch(request('def area(r):\n    '), context(AUTOMATIC));
+    const fetching = provider.fetch(
+      request('def area(r):\n    '),
+      context(AUTOMATIC)
+    );
     await until(() => kernel.comm.requests('complete').length === 1);
     const sent = kernel.comm.requests('complete')[0];
     expect(sent.multiline).toBeUndefined();
-    kernel.comm.reply({ type: 'chunk', request_id: sent.request_id, text: 'import math\n', multiline: true });
-    kernel.comm.reply({ type: 'chunk', request_id: sent.request_id, text: '    return', multiline: true });
+    kernel.comm.reply({
+      type: 'chunk',
+      request_id: sent.request_id,
+      text: 'import math\n',
+      multiline: true
+    });
+    kernel.comm.reply({
+      type: 'chunk',
+      request_id: sent.request_id,
+      text: '    return',
+      multiline: true
+    });
     const list = await fetching;
     expect(list.items[0].insertText).toMatch(/^import math\n/);
     const updates: string[] = [];
@@ -177,10 +220,22 @@ describe('CodeLlamaInlineProvider', () => {
         updates.push(update.response.insertText);
       }
     })();
-    kernel.comm.reply({ type: 'chunk', request_id: sent.request_id, text: ' math.pi * r ** 2', multiline: true });
+    kernel.comm.reply({
+      type: 'chunk',
+      request_id: sent.request_id,
+      text: ' math.pi * r ** 2',
+      multiline: true
+    });
     // Shown while still streaming, not only once the final text comes.
-    await until(() => updates.includes('import math\n    return math.pi * r ** 2'));
-    kernel.comm.reply({ type: 'done', request_id: sent.request_id, text: 'import math', stop_reason: 'stop' });
+    await until(() =>
+      updates.includes('import math\n    return math.pi * r ** 2')
+    );
+    kernel.comm.reply({
+      type: 'done',
+      request_id: sent.request_id,
+      text: 'import math',
+      stop_reason: 'stop'
+    });
     await streaming;
   });
 
@@ -191,9 +246,16 @@ describe('CodeLlamaInlineProvider', () => {
     const second = provider.fetch(request('df = pd.re'), context(AUTOMATIC));
     await until(() => kernel.comm.requests('complete').length === 2);
     const [a, b] = kernel.comm.requests('complete');
-    expect(kernel.comm.requests('cancel')).toEqual([expect.objectContaining({ target_id: a.request_id })]);
+    expect(kernel.comm.requests('cancel')).toEqual([
+      expect.objectContaining({ target_id: a.request_id })
+    ]);
     expect((await first).items).toEqual([]);
-    kernel.comm.reply({ type: 'done', request_id: b.request_id, text: 'ad_csv(path)', stop_reason: 'stop' });
+    kernel.comm.reply({
+      type: 'done',
+      request_id: b.request_id,
+      text: 'ad_csv(path)',
+      stop_reason: 'stop'
+    });
     expect((await second).items).toEqual([{ insertText: 'ad_csv(path)' }]);
   });
 
@@ -202,24 +264,42 @@ describe('CodeLlamaInlineProvider', () => {
     const fetching = provider.fetch(request('x = 1'), context(AUTOMATIC));
     await until(() => kernel.comm.requests('complete').length === 1);
     const sent = kernel.comm.requests('complete')[0];
-    kernel.comm.reply({ type: 'chunk', request_id: sent.request_id, text: '\n' });
-    kernel.comm.reply({ type: 'done', request_id: sent.request_id, text: '', stop_reason: 'stop' });
+    kernel.comm.reply({
+      type: 'chunk',
+      request_id: sent.request_id,
+      text: '\n'
+    });
+    kernel.comm.reply({
+      type: 'done',
+      request_id: sent.request_id,
+      text: '',
+      stop_reason: 'stop'
+    });
     expect((await fetching).items).toEqual([]);
   });
 
   it('sends nothing from a markdown cell, inside a comment, or before the model is loaded', async () => {
     const markdown = await setup('markdown');
-    expect((await markdown.provider.fetch(request('# Title'), context(INVOKE))).items).toEqual([]);
+    expect(
+      (await markdown.provider.fetch(request('# Title'), context(INVOKE))).items
+    ).toEqual([]);
     expect(markdown.kernel.comm.requests('complete')).toHaveLength(0);
 
     const code = await setup();
-    expect((await code.provider.fetch(request('x = 1  # the'), context(AUTOMATIC))).items).toEqual([]);
+    expect(
+      (await code.provider.fetch(request('x = 1  # the'), context(AUTOMATIC)))
+        .items
+    ).toEqual([]);
     expect(code.kernel.comm.requests('complete')).toHaveLength(0);
 
     const { client, kernel } = makeClient(new FakeKernel());
     await client.connect();
-    const provider = new CodeLlamaInlineProvider({ resolve: () => ({ client, cellType: 'code' }) });
-    expect((await provider.fetch(request('x = '), context(AUTOMATIC))).items).toEqual([]);
+    const provider = new CodeLlamaInlineProvider({
+      resolve: () => ({ client, cellType: 'code' })
+    });
+    expect(
+      (await provider.fetch(request('x = '), context(AUTOMATIC))).items
+    ).toEqual([]);
     // Asked for explicitly (Alt+\), it says why instead.
     const explicit = await provider.fetch(request('x = '), context(INVOKE));
     expect(explicit.items[0].error?.message).toMatch(/load one/i);
@@ -231,35 +311,66 @@ describe('CodeLlamaInlineProvider', () => {
     const quiet = provider.fetch(request('x = '), context(AUTOMATIC));
     await until(() => kernel.comm.requests('complete').length === 1);
     const sent = kernel.comm.requests('complete')[0];
-    kernel.comm.reply({ type: 'error', request_id: sent.request_id, code: 'busy', message: 'The model is busy.' });
+    kernel.comm.reply({
+      type: 'error',
+      request_id: sent.request_id,
+      code: 'busy',
+      message: 'The model is busy.'
+    });
     expect((await quiet).items).toEqual([]);
 
     const loud = provider.fetch(request('x = '), context(INVOKE));
     await until(() => kernel.comm.requests('complete').length === 2);
     const second = kernel.comm.requests('complete')[1];
     expect(second.multiline).toBe(true);
-    kernel.comm.reply({ type: 'error', request_id: second.request_id, code: 'busy', message: 'The model is busy.' });
+    kernel.comm.reply({
+      type: 'error',
+      request_id: second.request_id,
+      code: 'busy',
+      message: 'The model is busy.'
+    });
     expect((await loud).items[0].error?.message).toBe('The model is busy.');
   });
 
   it('follows its settings', async () => {
     const { kernel, provider } = await setup();
-    provider.configure({ maxTokens: 12, multiline: 'always', notebookContext: false, variables: false });
+    provider.configure({
+      maxTokens: 12,
+      multiline: 'always',
+      notebookContext: false,
+      variables: false
+    });
     const fetching = provider.fetch(request('y = '), context(AUTOMATIC));
     await until(() => kernel.comm.requests('complete').length === 1);
     const sent = kernel.comm.requests('complete')[0];
-    expect(sent).toMatchObject({ max_new_tokens: 12, multiline: true, variables: false });
+    expect(sent).toMatchObject({
+      max_new_tokens: 12,
+      multiline: true,
+      variables: false
+    });
     expect(sent.cells).toBeUndefined();
-    kernel.comm.reply({ type: 'done', request_id: sent.request_id, text: '2', stop_reason: 'stop' });
+    kernel.comm.reply({
+      type: 'done',
+      request_id: sent.request_id,
+      text: '2',
+      stop_reason: 'stop'
+    });
     await fetching;
   });
 
   it('prewarms a code cell once the model is ready, and only then', async () => {
     const { client, kernel, provider } = await setup();
     provider.prewarm({ client, cellType: 'markdown' }, '# Title');
-    provider.prewarm({ client, cellType: 'code', cells: [], current: 0 }, 'import numpy as np\n');
+    provider.prewarm(
+      { client, cellType: 'code', cells: [], current: 0 },
+      'import numpy as np\n'
+    );
     expect(kernel.comm.requests('prewarm')).toEqual([
-      expect.objectContaining({ prefix: 'import numpy as np\n', suffix: '', max_new_tokens: 1 })
+      expect.objectContaining({
+        prefix: 'import numpy as np\n',
+        suffix: '',
+        max_new_tokens: 1
+      })
     ]);
     provider.configure({ prewarm: false });
     provider.prewarm({ client, cellType: 'code' }, 'x');

@@ -22,33 +22,56 @@ const PLATFORMS: OS[] = ['mac', 'win', 'linux'];
 const MODIFIERS = ['Ctrl', 'Alt', 'Shift', 'Cmd'];
 
 const venv = process.env.VENV || path.resolve(__dirname, '..', '..', '.venv');
-const JUPYTERLAB_SCHEMAS = path.join(venv, 'share', 'jupyter', 'lab', 'schemas', '@jupyterlab');
+const JUPYTERLAB_SCHEMAS = path.join(
+  venv,
+  'share',
+  'jupyter',
+  'lab',
+  'schemas',
+  '@jupyterlab'
+);
 const OUR_SCHEMAS = path.resolve(__dirname, '..', 'schema');
 
 function schemaFiles(dir: string): string[] {
   return fs
     .readdirSync(dir, { withFileTypes: true })
     .flatMap(entry =>
-      entry.isDirectory() ? schemaFiles(path.join(dir, entry.name)) : entry.name.endsWith('.json') ? [path.join(dir, entry.name)] : []
+      entry.isDirectory()
+        ? schemaFiles(path.join(dir, entry.name))
+        : entry.name.endsWith('.json')
+          ? [path.join(dir, entry.name)]
+          : []
     );
 }
 
 function shortcutsIn(dir: string): IShortcut[] {
-  return schemaFiles(dir).flatMap(file => JSON.parse(fs.readFileSync(file, 'utf8'))['jupyter.lab.shortcuts'] ?? []);
+  return schemaFiles(dir).flatMap(
+    file =>
+      JSON.parse(fs.readFileSync(file, 'utf8'))['jupyter.lab.shortcuts'] ?? []
+  );
 }
 
 /** One keystroke in a canonical form for `os`: modifiers in a fixed order, Accel resolved. */
 function normalize(keystroke: string, os: OS): string {
   const parts = keystroke.trim().split(/\s+/);
   const key = parts.pop()!;
-  const modifiers = new Set(parts.map(m => (m === 'Accel' ? (os === 'mac' ? 'Cmd' : 'Ctrl') : m)));
-  return [...MODIFIERS.filter(m => modifiers.has(m)), key.length === 1 ? key.toUpperCase() : key].join(' ');
+  const modifiers = new Set(
+    parts.map(m => (m === 'Accel' ? (os === 'mac' ? 'Cmd' : 'Ctrl') : m))
+  );
+  return [
+    ...MODIFIERS.filter(m => modifiers.has(m)),
+    key.length === 1 ? key.toUpperCase() : key
+  ].join(' ');
 }
 
 /** The key sequence `shortcut` binds on `os`, or null when it binds none there. */
 function sequence(shortcut: IShortcut, os: OS): string[] | null {
   const keys = shortcut[`${os}Keys`] ?? shortcut.keys ?? [];
-  if (shortcut.disabled || keys.length === 0 || keys.every(k => k.trim() === '')) {
+  if (
+    shortcut.disabled ||
+    keys.length === 0 ||
+    keys.every(k => k.trim() === '')
+  ) {
     return null;
   }
   return keys.map(k => normalize(k, os));
@@ -65,7 +88,9 @@ describe('default shortcuts', () => {
 
   it("take none of JupyterLab's own", () => {
     if (!fs.existsSync(JUPYTERLAB_SCHEMAS)) {
-      throw new Error(`JupyterLab's schemas are not in ${JUPYTERLAB_SCHEMAS}: set VENV to the virtual environment`);
+      throw new Error(
+        `JupyterLab's schemas are not in ${JUPYTERLAB_SCHEMAS}: set VENV to the virtual environment`
+      );
     }
     const theirs = shortcutsIn(JUPYTERLAB_SCHEMAS);
     // The reading works: the shortcut we once took is among JupyterLab's.
@@ -79,7 +104,9 @@ describe('default shortcuts', () => {
         for (const their of theirs) {
           const other = sequence(their, os);
           if (keys && other && collide(keys, other)) {
-            collisions.push(`${os}: ${mine.command} [${keys}] takes ${their.command} [${other}]`);
+            collisions.push(
+              `${os}: ${mine.command} [${keys}] takes ${their.command} [${other}]`
+            );
           }
         }
       }

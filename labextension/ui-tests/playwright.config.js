@@ -13,7 +13,10 @@ module.exports = {
   ...baseConfig,
   testDir: './tests',
   outputDir: './test-results',
-  reporter: [['list'], ['html', { open: 'never', outputFolder: 'playwright-report' }]],
+  reporter: [
+    ['list'],
+    ['html', { open: 'never', outputFolder: 'playwright-report' }]
+  ],
   timeout: 120000,
   expect: { timeout: 30000 },
   workers: 1,
@@ -47,7 +50,8 @@ module.exports = {
     env: {
       ...process.env,
       JUPYTER_CODELLAMA_CACHE:
-        process.env.JUPYTER_CODELLAMA_CACHE || path.join(root, '.cache', 'jupyter_codellama')
+        process.env.JUPYTER_CODELLAMA_CACHE ||
+        path.join(root, '.cache', 'jupyter_codellama')
     }
   }
 };

@@ -10,6 +10,7 @@ flags and the compiler, so an edited source is rebuilt and a stale library is ne
 The folder is created private (0700), and a library is loaded only from a folder and a file
 that are the user's own and that no other user can write: loading runs its code in the kernel.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -66,8 +67,7 @@ def _digest(sources: tuple[str, ...], flags: list[str], cc: str) -> str:
     return h.hexdigest()[:16]
 
 
-def library_path(variant: str, cache_dir: str | os.PathLike | None = None,
-                 sources: tuple[str, ...] = SOURCES) -> Path:
+def library_path(variant: str, cache_dir: str | os.PathLike | None = None, sources: tuple[str, ...] = SOURCES) -> Path:
     """Build (if needed) and return the shared library for ``variant``."""
     if variant not in _VARIANT_FLAGS:
         raise ValueError(f"unknown kernel variant {variant!r}: use 'avx2' or 'generic'")
@@ -139,8 +139,9 @@ _loaded: dict[tuple, ctypes.CDLL] = {}
 _lock = threading.Lock()
 
 
-def load_library(variant: str | None = None, cache_dir: str | os.PathLike | None = None,
-                 sources: tuple[str, ...] = SOURCES) -> ctypes.CDLL:
+def load_library(
+    variant: str | None = None, cache_dir: str | os.PathLike | None = None, sources: tuple[str, ...] = SOURCES
+) -> ctypes.CDLL:
     """The compiled kernel as a ``ctypes.CDLL`` (built on first use, then cached)."""
     if sys.platform == "win32":
         raise KernelUnavailable("the CPU kernel is built for Linux and macOS")

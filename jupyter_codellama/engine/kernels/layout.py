@@ -1,4 +1,5 @@
 """The weight layout the C kernel reads (see quants.h), built from GGUF tensors."""
+
 from __future__ import annotations
 
 import ctypes
@@ -8,17 +9,30 @@ import numpy as np
 F32, F16, Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K = 0, 1, 2, 3, 8, 12, 13, 14
 
 #: type -> (elements per block, bytes per block)
-BLOCKS = {F32: (1, 4), F16: (1, 2), Q4_0: (32, 18), Q4_1: (32, 20), Q8_0: (32, 34),
-          Q4_K: (256, 144), Q5_K: (256, 176), Q6_K: (256, 210)}
-NAMES = {F32: "F32", F16: "F16", Q4_0: "Q4_0", Q4_1: "Q4_1", Q8_0: "Q8_0",
-         Q4_K: "Q4_K", Q5_K: "Q5_K", Q6_K: "Q6_K"}
+BLOCKS = {
+    F32: (1, 4),
+    F16: (1, 2),
+    Q4_0: (32, 18),
+    Q4_1: (32, 20),
+    Q8_0: (32, 34),
+    Q4_K: (256, 144),
+    Q5_K: (256, 176),
+    Q6_K: (256, 210),
+}
+NAMES = {F32: "F32", F16: "F16", Q4_0: "Q4_0", Q4_1: "Q4_1", Q8_0: "Q8_0", Q4_K: "Q4_K", Q5_K: "Q5_K", Q6_K: "Q6_K"}
 
 
 class Wt(ctypes.Structure):
     """Mirrors ``Wt`` in quants.h (its size is checked against the C side at load)."""
 
-    _fields_ = [("data", ctypes.c_void_p), ("type", ctypes.c_int32), ("N", ctypes.c_int32),
-                ("K", ctypes.c_int32), ("pad", ctypes.c_int32), ("row_bytes", ctypes.c_int64)]
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("type", ctypes.c_int32),
+        ("N", ctypes.c_int32),
+        ("K", ctypes.c_int32),
+        ("pad", ctypes.c_int32),
+        ("row_bytes", ctypes.c_int64),
+    ]
 
 
 def is_quantized(kind: int) -> bool:

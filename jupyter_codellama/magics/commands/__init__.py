@@ -3,6 +3,7 @@
 ``%codellama NAME ...`` runs ``LINE_COMMANDS[NAME]``; ``%%codellama NAME ...`` runs NAME's
 cell form where it has one (``complete``), else the body is a request (``%%codellama``).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
@@ -40,8 +41,9 @@ def command_named(name: str) -> Command:
     try:
         return LINE_COMMANDS[name]
     except KeyError:
-        raise UsageError(f"Unknown subcommand {name!r}. Use one of: {', '.join(LINE_COMMANDS)} "
-                         "(%codellama help).") from None
+        raise UsageError(
+            f"Unknown subcommand {name!r}. Use one of: {', '.join(LINE_COMMANDS)} (%codellama help)."
+        ) from None
 
 
 def run_line(magic: CodeLlamaMagics, words: Sequence[str]) -> Any:

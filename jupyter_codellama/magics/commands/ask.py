@@ -1,4 +1,5 @@
 """``%%codellama [options]``: the cell body is the request; the answer's code goes into a cell."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,16 +28,24 @@ def parser():
     p.add_argument("-m", "--model", metavar="NAME", help="model for this request (loaded first if needed)")
     p.add_argument("--max-new-tokens", type=int, metavar="N", help=MAX_NEW_TOKENS_HELP)
     p.add_argument("--temperature", type=float, metavar="T", help="0 = greedy (default: CodeLlama.temperature)")
-    p.add_argument("--format", choices=("code", "markdown"), default="code",
-                   help="code (default): the answer's code goes into a new cell; markdown: the answer is only shown")
+    p.add_argument(
+        "--format",
+        choices=("code", "markdown"),
+        default="code",
+        help="code (default): the answer's code goes into a new cell; markdown: the answer is only shown",
+    )
     p.add_argument("--insert", choices=INSERT_CHOICES, help="where the code goes (default: below for code)")
-    p.add_argument("--context", choices=("none", "cell", "notebook"), default="notebook",
-                   help="what the model sees besides the request (default: notebook: earlier cells, outputs, "
-                        "errors and live variables)")
-    p.add_argument("-o", "--output", metavar="VAR",
-                   help="also store the answer (its code for --format code) in VAR")
-    p.add_argument("--interpolate", action="store_true",
-                   help="replace {var}, In[n], Out[n], Err[n] in the request (opt-in)")
+    p.add_argument(
+        "--context",
+        choices=("none", "cell", "notebook"),
+        default="notebook",
+        help="what the model sees besides the request (default: notebook: earlier cells, outputs, "
+        "errors and live variables)",
+    )
+    p.add_argument("-o", "--output", metavar="VAR", help="also store the answer (its code for --format code) in VAR")
+    p.add_argument(
+        "--interpolate", action="store_true", help="replace {var}, In[n], Out[n], Err[n] in the request (opt-in)"
+    )
     p.add_argument("--preview", action="store_true", help=PREVIEW_HELP)
     return p
 
@@ -44,8 +53,9 @@ def parser():
 def run_cell(magic: CodeLlamaMagics, args: argparse.Namespace, body: str):
     request = body.strip()
     if not request:
-        raise UsageError("Write the request in the cell body, e.g.\n%%codellama\n"
-                         "plot the 'price' column of df as a histogram")
+        raise UsageError(
+            "Write the request in the cell body, e.g.\n%%codellama\nplot the 'price' column of df as a histogram"
+        )
     if args.output is not None and not args.output.isidentifier():
         raise UsageError(f"-o/--output needs a variable name, got {args.output!r}.")
     max_new, temperature = options.max_new_tokens(magic, args), options.temperature(magic, args)
@@ -53,19 +63,36 @@ def run_cell(magic: CodeLlamaMagics, args: argparse.Namespace, body: str):
         request = _interpolate(magic.shell, request)
     ensure_model(magic, args.model)
     session = get_session()
-    spec = _chat_spec(magic.shell, [*session.history, {"role": "user", "content": request}],
-                      notebook_context(magic.shell, args.context), max_new)
+    spec = _chat_spec(
+        magic.shell,
+        [*session.history, {"role": "user", "content": request}],
+        notebook_context(magic.shell, args.context),
+        max_new,
+    )
     if args.preview:
         return preview(magic, spec)
-    result = stream(magic, "chat", spec, max_new_tokens=max_new, temperature=temperature,
-                    meta={"request": request, "format": args.format, "context": args.context})
+    result = stream(
+        magic,
+        "chat",
+        spec,
+        max_new_tokens=max_new,
+        temperature=temperature,
+        meta={"request": request, "format": args.format, "context": args.context},
+    )
     if result is None:
         return None
     session.add_exchange(request, result.text)
     value = result.text
     if args.format == "code":
-        value = insert_answer_code(magic.shell, result.text, args.insert or "below",
-                                   "(The answer holds no Python code: nothing was inserted.)") or result.text
+        value = (
+            insert_answer_code(
+                magic.shell,
+                result.text,
+                args.insert or "below",
+                "(The answer holds no Python code: nothing was inserted.)",
+            )
+            or result.text
+        )
     elif args.insert in ("below", "replace"):
         insert(magic.shell, result.text, args.insert)
     if args.output and magic.shell is not None:

@@ -1,4 +1,5 @@
 """``%codellama chat``: an ipywidgets chat, for front ends without the JupyterLab extension."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """``%codellama complete [In[n]]`` / ``%%codellama complete``: fill a cell's <FILL_ME> marker."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,10 +27,13 @@ _DEFAULT_MAX_NEW_TOKENS = 256
 
 
 def parser():
-    return cell_task_parser("complete", f"Fill the {FILL_ME} marker of a cell (%%codellama complete: of the "
-                            "cell's body) by infilling, or by prefix continuation for models without it.",
-                            insert_help="where the filled cell goes (default: below)",
-                            max_new_help=f"longest middle, in tokens (default: {_DEFAULT_MAX_NEW_TOKENS})")
+    return cell_task_parser(
+        "complete",
+        f"Fill the {FILL_ME} marker of a cell (%%codellama complete: of the "
+        "cell's body) by infilling, or by prefix continuation for models without it.",
+        insert_help="where the filled cell goes (default: below)",
+        max_new_help=f"longest middle, in tokens (default: {_DEFAULT_MAX_NEW_TOKENS})",
+    )
 
 
 def run(magic: CodeLlamaMagics, args: argparse.Namespace):
@@ -43,16 +47,19 @@ def run_cell(magic: CodeLlamaMagics, args: argparse.Namespace, body: str):
 
 def _fill(magic: CodeLlamaMagics, args: argparse.Namespace, code: str, where: str):
     if code.count(FILL_ME) != 1:
-        raise UsageError(f"{where} must contain exactly one {FILL_ME} marker where the code should go, "
-                         f"e.g.\ndef mean(xs):\n    {FILL_ME}\n    return result")
+        raise UsageError(
+            f"{where} must contain exactly one {FILL_ME} marker where the code should go, "
+            f"e.g.\ndef mean(xs):\n    {FILL_ME}\n    return result"
+        )
     prefix, suffix = code.split(FILL_ME)
     max_new = options.option(args, "max_new_tokens", _DEFAULT_MAX_NEW_TOKENS, "complete's default")
     ensure_model(magic, None)
     spec = InfillRequest(prefix=prefix, suffix=suffix, namespace=user_variables(magic.shell), max_new_tokens=max_new)
     if args.preview:
         return preview(magic, spec)
-    result = stream(magic, "generate", spec, max_new_tokens=max_new, temperature=0.0,
-                    meta={"complete": where}, show=False)
+    result = stream(
+        magic, "generate", spec, max_new_tokens=max_new, temperature=0.0, meta={"complete": where}, show=False
+    )
     if result is None:
         return None
     from ...prompts import clean_completion
@@ -61,8 +68,10 @@ def _fill(magic: CodeLlamaMagics, args: argparse.Namespace, code: str, where: st
     middle = result.text if infilling and result.stop_reason == "eos" else clean_completion(result.text, prefix, suffix)
     filled = prefix + middle + suffix
     how = "infilling" if infilling else "prefix continuation (this model has no infilling)"
-    display(Markdown(f"```python\n{filled}\n```\n\n*filled by {how}: {len(middle)} characters*"),
-            metadata={"jupyter_codellama": {"complete": where, "middle": middle, "stop_reason": result.stop_reason}})
+    display(
+        Markdown(f"```python\n{filled}\n```\n\n*filled by {how}: {len(middle)} characters*"),
+        metadata={"jupyter_codellama": {"complete": where, "middle": middle, "stop_reason": result.stop_reason}},
+    )
     insert(magic.shell, filled, args.insert or "below")
     return None
 

@@ -1,4 +1,5 @@
 """``%codellama config``: every setting with its value."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,9 @@ if TYPE_CHECKING:
 
 
 def parser():
-    return new_parser("%codellama config",
-                      "Every setting with its value (change with %config CodeLlama.<name> = value).")
+    return new_parser(
+        "%codellama config", "Every setting with its value (change with %config CodeLlama.<name> = value)."
+    )
 
 
 def run(magic: CodeLlamaMagics, args: argparse.Namespace) -> Markdown:

@@ -1,4 +1,5 @@
 """``%codellama explain [In[n]]``: explain a cell (default: the previous one)."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,12 +31,19 @@ def run(magic: CodeLlamaMagics, args: argparse.Namespace):
     max_new = options.max_new_tokens(magic, args)
     ensure_model(magic, None)
     context = notebook_context(magic.shell, "notebook")
-    spec = ExplainRequest(source=source, label=f"In[{number}]", context=context, namespace=context.namespace,
-                          max_new_tokens=max_new)
+    spec = ExplainRequest(
+        source=source, label=f"In[{number}]", context=context, namespace=context.namespace, max_new_tokens=max_new
+    )
     if args.preview:
         return preview(magic, spec)
-    stream(magic, "chat", spec, max_new_tokens=max_new, temperature=options.temperature(magic, args),
-           meta={"explain": number})
+    stream(
+        magic,
+        "chat",
+        spec,
+        max_new_tokens=max_new,
+        temperature=options.temperature(magic, args),
+        meta={"explain": number},
+    )
     return None
 
 

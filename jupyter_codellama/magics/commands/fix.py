@@ -1,4 +1,5 @@
 """``%codellama fix [In[n]]``: explain the last error (or In[n]'s) and put corrected code in a cell."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,12 @@ if TYPE_CHECKING:
 
 
 def parser():
-    return cell_task_parser("fix", "Explain the last error and propose a fix.",
-                            insert_help="where the corrected code goes (default: below)",
-                            cell_help="In[n] or n (default: the last cell that raised an error)")
+    return cell_task_parser(
+        "fix",
+        "Explain the last error and propose a fix.",
+        insert_help="where the corrected code goes (default: below)",
+        cell_help="In[n] or n (default: the last cell that raised an error)",
+    )
 
 
 def run(magic: CodeLlamaMagics, args: argparse.Namespace):
@@ -32,15 +36,31 @@ def run(magic: CodeLlamaMagics, args: argparse.Namespace):
     max_new = options.max_new_tokens(magic, args)
     ensure_model(magic, None)
     context = notebook_context(magic.shell, "notebook")
-    spec = FixRequest(source=error.source, error=error.describe(), label=f"In[{error.execution_count}]",
-                      context=context, namespace=context.namespace, max_new_tokens=max_new)
+    spec = FixRequest(
+        source=error.source,
+        error=error.describe(),
+        label=f"In[{error.execution_count}]",
+        context=context,
+        namespace=context.namespace,
+        max_new_tokens=max_new,
+    )
     if args.preview:
         return preview(magic, spec)
-    result = stream(magic, "chat", spec, max_new_tokens=max_new, temperature=options.temperature(magic, args),
-                    meta={"fix": error.execution_count})
+    result = stream(
+        magic,
+        "chat",
+        spec,
+        max_new_tokens=max_new,
+        temperature=options.temperature(magic, args),
+        meta={"fix": error.execution_count},
+    )
     if result is not None:
-        insert_answer_code(magic.shell, result.text, args.insert or "below",
-                           "(The answer holds no corrected code: nothing was inserted.)")
+        insert_answer_code(
+            magic.shell,
+            result.text,
+            args.insert or "below",
+            "(The answer holds no corrected code: nothing was inserted.)",
+        )
     return None
 
 
@@ -49,13 +69,13 @@ def _error(ref: str | None) -> RecordedError:
     session = get_session()
     if ref is None:
         if session.last_error is None:
-            raise UsageError("No error to fix: no cell has raised an exception since "
-                             "%load_ext jupyter_codellama.")
+            raise UsageError("No error to fix: no cell has raised an exception since %load_ext jupyter_codellama.")
         return session.last_error
     number = cell_number(ref)
     if number not in session.errors:
-        raise UsageError(f"In[{number}] raised no error that was recorded (errors are recorded "
-                         "once the extension is loaded).")
+        raise UsageError(
+            f"In[{number}] raised no error that was recorded (errors are recorded once the extension is loaded)."
+        )
     return session.errors[number]
 
 

@@ -1,5 +1,6 @@
 """``%codellama help [CMD]`` (also ``%codellama`` alone): a summary of every command, built from
 their parsers, or one command's full help."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """``%codellama models``: the catalogue, with each model's capabilities and memory."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,10 @@ def run(magic: CodeLlamaMagics, args: argparse.Namespace) -> Markdown:
     lines = ["| name | hub id | infilling | chat | context | NF4 weights |", "|---|---|---|---|---|---|"]
     for s in CATALOGUE:
         memory = "0.5 GB fp32 (CPU)" if s.family == "embedded" else f"≈{s.weight_bytes('4bit') / 1e9:.1f} GB"
-        lines.append(f"| `{s.name}` | {s.repo_id} | {'yes' if s.supports_infill else '–'} | "
-                     f"{s.chat_format or '–'} | {s.context_length} | {memory} |")
+        lines.append(
+            f"| `{s.name}` | {s.repo_id} | {'yes' if s.supports_infill else '–'} | "
+            f"{s.chat_format or '–'} | {s.context_length} | {memory} |"
+        )
     return Markdown("\n".join(lines) + "\n\nAny local folder or other hub id works too.")
 
 

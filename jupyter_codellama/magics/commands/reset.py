@@ -1,4 +1,5 @@
 """``%codellama reset``: forget the conversation of ``%%codellama`` requests."""
+
 from __future__ import annotations
 
 import argparse

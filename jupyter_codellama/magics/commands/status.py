@@ -1,4 +1,5 @@
 """``%codellama status``: what is loaded and how (or what is loading, or what failed)."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,23 @@ from ..parsing import new_parser
 if TYPE_CHECKING:
     from .. import CodeLlamaMagics
 
-_FIELDS = ("model", "repo_id", "backend", "kernel", "quantization", "dtype", "device", "device_map", "memory",
-           "supports_infill", "chat_format", "context_length", "endpoint", "served_model", "latency_ms")
+_FIELDS = (
+    "model",
+    "repo_id",
+    "backend",
+    "kernel",
+    "quantization",
+    "dtype",
+    "device",
+    "device_map",
+    "memory",
+    "supports_infill",
+    "chat_format",
+    "context_length",
+    "endpoint",
+    "served_model",
+    "latency_ms",
+)
 
 
 def parser():

@@ -1,4 +1,5 @@
 """``%codellama unload``: free the model and its memory."""
+
 from __future__ import annotations
 
 import argparse

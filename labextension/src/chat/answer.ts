@@ -59,7 +59,11 @@ export function parseAnswer(text: string): IAnswerSource {
     }
     blocks.push(body.join('\n'));
   }
-  return { markdown: markdown.join('\n'), blocks, hasHtml: HTML.test(prose.join('\n')) };
+  return {
+    markdown: markdown.join('\n'),
+    blocks,
+    hasHtml: HTML.test(prose.join('\n'))
+  };
 }
 
 /**
@@ -76,14 +80,20 @@ function openingFence(line: string): IFence | null {
   if (marker[0] === '`' && info.includes('`')) {
     return null;
   }
-  const language = info.trim().split(/\s/)[0].replace(/[^\w+#.-]/g, '');
+  const language = info
+    .trim()
+    .split(/\s/)[0]
+    .replace(/[^\w+#.-]/g, '');
   return { indent: indent.length, marker, language };
 }
 
 /** Whether `line` closes `fence`: the same character, at least as many, nothing else. */
 function closes(line: string, fence: IFence): boolean {
   const trimmed = line.trim();
-  return trimmed.length >= fence.marker.length && trimmed === fence.marker[0].repeat(trimmed.length);
+  return (
+    trimmed.length >= fence.marker.length &&
+    trimmed === fence.marker[0].repeat(trimmed.length)
+  );
 }
 
 /**
@@ -91,7 +101,10 @@ function closes(line: string, fence: IFence): boolean {
  * exactly its code. Anything else (raw HTML, an indented block, a fence the renderer read
  * differently) means a button could act on code other than the code shown next to it.
  */
-export function blocksMatch(pres: readonly HTMLElement[], answer: IAnswerSource): boolean {
+export function blocksMatch(
+  pres: readonly HTMLElement[],
+  answer: IAnswerSource
+): boolean {
   if (answer.hasHtml || pres.length !== answer.blocks.length) {
     return false;
   }

@@ -2,7 +2,11 @@
  * An answer rendered with JupyterLab's rendermime (its Markdown parser highlights code), with a
  * toolbar on every code block once the answer is complete.
  */
-import { IRenderMime, MimeModel, IRenderMimeRegistry } from '@jupyterlab/rendermime';
+import {
+  IRenderMime,
+  MimeModel,
+  IRenderMimeRegistry
+} from '@jupyterlab/rendermime';
 
 import { blocksMatch, IAnswerSource, parseAnswer } from './answer';
 import type { ICodeActions } from './sidebarmodel';
@@ -23,7 +27,11 @@ export class MarkdownView {
    * Render `text`. Calls during a stream coalesce: at most one render runs at a time and the
    * latest text wins.
    */
-  update(text: string, final: boolean, actions: ICodeActions | null): Promise<void> {
+  update(
+    text: string,
+    final: boolean,
+    actions: ICodeActions | null
+  ): Promise<void> {
     this._next = { text, final, actions };
     if (!this._running) {
       this._running = this._drain().finally(() => {
@@ -43,7 +51,10 @@ export class MarkdownView {
       const { text, final, actions } = this._next;
       this._next = null;
       const answer = parseAnswer(text);
-      const model = new MimeModel({ data: { [MARKDOWN]: answer.markdown }, trusted: false });
+      const model = new MimeModel({
+        data: { [MARKDOWN]: answer.markdown },
+        trusted: false
+      });
       await this._renderer.renderModel(model);
       if (final && actions && !this._disposed) {
         decorateCodeBlocks(this._renderer.node, answer, actions);
@@ -52,7 +63,11 @@ export class MarkdownView {
   }
 
   private _renderer: IRenderMime.IRenderer;
-  private _next: { text: string; final: boolean; actions: ICodeActions | null } | null = null;
+  private _next: {
+    text: string;
+    final: boolean;
+    actions: ICodeActions | null;
+  } | null = null;
   private _running: Promise<void> | null = null;
   private _disposed = false;
 }
@@ -69,7 +84,11 @@ export namespace MarkdownView {
  * comes from the answer's fenced blocks; when the rendered blocks are not exactly those, no block
  * gets buttons and a note says why.
  */
-export function decorateCodeBlocks(root: HTMLElement, answer: IAnswerSource, actions: ICodeActions): void {
+export function decorateCodeBlocks(
+  root: HTMLElement,
+  answer: IAnswerSource,
+  actions: ICodeActions
+): void {
   const pres = Array.from(root.querySelectorAll('pre'));
   if (!blocksMatch(pres, answer)) {
     if (pres.length > 0 || answer.blocks.length > 0) {
@@ -77,7 +96,12 @@ export function decorateCodeBlocks(root: HTMLElement, answer: IAnswerSource, act
     }
     return;
   }
-  pres.forEach((pre, i) => pre.insertAdjacentElement('afterend', Private.toolbar(answer.blocks[i], actions)));
+  pres.forEach((pre, i) =>
+    pre.insertAdjacentElement(
+      'afterend',
+      Private.toolbar(answer.blocks[i], actions)
+    )
+  );
 }
 
 namespace Private {
@@ -95,13 +119,19 @@ namespace Private {
       b.addEventListener('click', () => void run());
       bar.appendChild(b);
     };
-    button('Insert below', 'Insert this code in a new cell below the active cell', () =>
-      actions.insertBelow(code)
+    button(
+      'Insert below',
+      'Insert this code in a new cell below the active cell',
+      () => actions.insertBelow(code)
     );
-    button('Replace', "Replace the active cell's code with this code", () => actions.replaceActive(code));
+    button('Replace', "Replace the active cell's code with this code", () =>
+      actions.replaceActive(code)
+    );
     button('Copy', 'Copy this code to the clipboard', () => actions.copy(code));
-    button('Insert and run', 'Insert this code below the active cell and run it', () =>
-      actions.insertAndRun(code)
+    button(
+      'Insert and run',
+      'Insert this code below the active cell and run it',
+      () => actions.insertAndRun(code)
     );
     return bar;
   }

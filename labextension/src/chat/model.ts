@@ -7,11 +7,7 @@ import type { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { CodeLlamaClient, CodeLlamaError, IPendingRequest } from '../client';
-import {
-  buildContext,
-  IContextOptions,
-  INotebookSnapshot
-} from '../context';
+import { buildContext, IContextOptions, INotebookSnapshot } from '../context';
 import type {
   ChatTask,
   IChatMessage,
@@ -91,7 +87,11 @@ export class ChatModel implements IDisposable {
    * Ask `question` with the notebook context chosen by `context`; resolves when the answer is
    * complete (or stopped, or failed: the entry says which).
    */
-  async send(question: string, context: IContextOptions, options: ChatModel.ISendOptions = {}): Promise<void> {
+  async send(
+    question: string,
+    context: IContextOptions,
+    options: ChatModel.ISendOptions = {}
+  ): Promise<void> {
     const text = question.trim();
     if (!text || this._sending) {
       return;
@@ -106,7 +106,11 @@ export class ChatModel implements IDisposable {
     }
   }
 
-  private async _send(text: string, context: IContextOptions, options: ChatModel.ISendOptions): Promise<void> {
+  private async _send(
+    text: string,
+    context: IContextOptions,
+    options: ChatModel.ISendOptions
+  ): Promise<void> {
     const client = this._client();
     const task = options.task ?? 'chat';
     const { request, labels } = this._buildRequest(text, context, task);
@@ -117,7 +121,12 @@ export class ChatModel implements IDisposable {
       state: 'done',
       context: labels
     });
-    const answer: IChatEntry = { id: UUID.uuid4(), role: 'assistant', content: '', state: 'streaming' };
+    const answer: IChatEntry = {
+      id: UUID.uuid4(),
+      role: 'assistant',
+      content: '',
+      state: 'streaming'
+    };
     this._messages.push(answer);
     this._changed.emit();
 
@@ -155,7 +164,11 @@ export class ChatModel implements IDisposable {
         promptTokens: result.prompt_tokens
       };
     } catch (error) {
-      if (this._stopRequested && error instanceof CodeLlamaError && error.code !== 'kernel_busy') {
+      if (
+        this._stopRequested &&
+        error instanceof CodeLlamaError &&
+        error.code !== 'kernel_busy'
+      ) {
         answer.state = 'cancelled';
       } else {
         this._fail(answer, Private.describe(error), false);
@@ -183,13 +196,22 @@ export class ChatModel implements IDisposable {
   }
 
   /** What the kernel would see for `question` (its `context-preview` reply). */
-  async preview(question: string, context: IContextOptions): Promise<IContextPreview> {
+  async preview(
+    question: string,
+    context: IContextOptions
+  ): Promise<IContextPreview> {
     const client = this._client();
     if (!client) {
-      throw new CodeLlamaError('no_kernel', 'Open a notebook with a running kernel first.');
+      throw new CodeLlamaError(
+        'no_kernel',
+        'Open a notebook with a running kernel first.'
+      );
     }
     const { request } = this._buildRequest(question.trim() || '…', context);
-    const reply = await client.request('context-preview', { for: 'chat', ...request }).done;
+    const reply = await client.request('context-preview', {
+      for: 'chat',
+      ...request
+    }).done;
     return reply.preview;
   }
 
@@ -236,16 +258,27 @@ export class ChatModel implements IDisposable {
     const content = built.selection
       ? `${question}\n\nThe selected code:\n\`\`\`\n${built.selection}\n\`\`\``
       : question;
-    const history = Private.history(this._messages, this._settings().historyMessages);
+    const history = Private.history(
+      this._messages,
+      this._settings().historyMessages
+    );
     const settings = this._settings();
-    const asked: IChatMessage[] = task === 'chat' ? [{ role: 'user', content }] : [];
+    const asked: IChatMessage[] =
+      task === 'chat' ? [{ role: 'user', content }] : [];
     const request: IChatRequest = {
       messages: [...history, ...asked],
       max_new_tokens: settings.maxNewTokens,
       temperature: settings.temperature,
       ...built.fields
     };
-    return { request, labels: Private.labels(built.fields.cells?.length ?? 0, context, !!built.selection) };
+    return {
+      request,
+      labels: Private.labels(
+        built.fields.cells?.length ?? 0,
+        context,
+        !!built.selection
+      )
+    };
   }
 
   private _fail(entry: IChatEntry, message: string, emit = true): void {
@@ -292,7 +325,10 @@ namespace Private {
    * Past turns as the kernel expects them: user/assistant pairs, oldest first. A question whose
    * answer failed is left out with it; a stopped answer goes in as far as it got.
    */
-  export function history(entries: readonly IChatEntry[], limit: number): IChatMessage[] {
+  export function history(
+    entries: readonly IChatEntry[],
+    limit: number
+  ): IChatMessage[] {
     const pairs: IChatMessage[][] = [];
     for (let i = 0; i + 1 < entries.length; i++) {
       const [question, answer] = [entries[i], entries[i + 1]];
@@ -320,7 +356,11 @@ namespace Private {
     return error instanceof Error ? error.message : String(error);
   }
 
-  export function labels(cells: number, context: IContextOptions, selection: boolean): string[] {
+  export function labels(
+    cells: number,
+    context: IContextOptions,
+    selection: boolean
+  ): string[] {
     const out: string[] = [];
     if (context.notebook && cells > 0) {
       out.push(`notebook (${cells} cells)`);

@@ -18,7 +18,9 @@ export class ChatPanel extends ReactWidget {
 
   /** Put the focus in the question box. */
   focusInput(): void {
-    this.node.querySelector<HTMLTextAreaElement>('.jp-CodeLlama-input')?.focus();
+    this.node
+      .querySelector<HTMLTextAreaElement>('.jp-CodeLlama-input')
+      ?.focus();
   }
 
   dispose(): void {

@@ -6,9 +6,19 @@ import type { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { CodeLlamaClient, CodeLlamaError } from '../client';
-import { DEFAULT_CONTEXT, IContextOptions, ContextKey, INotebookSnapshot } from '../context';
+import {
+  DEFAULT_CONTEXT,
+  IContextOptions,
+  ContextKey,
+  INotebookSnapshot
+} from '../context';
 import type { ChatTask, IContextPreview, IModelSpec } from '../protocol';
-import { ChatModel, DEFAULT_CHAT_SETTINGS, IChatEntry, IChatSettings } from './model';
+import {
+  ChatModel,
+  DEFAULT_CHAT_SETTINGS,
+  IChatEntry,
+  IChatSettings
+} from './model';
 
 /** What the sidebar does to the notebook with a code block of an answer. */
 export interface ICodeActions {
@@ -100,10 +110,14 @@ export class ChatSidebarModel implements IDisposable {
         settings: () => this._settings
       });
       chat.changed.connect(this._onChatChanged, this);
-      chat.saveRequested.connect(() => void this._store?.save(target.path, chat!.toJSON()));
+      chat.saveRequested.connect(
+        () => void this._store?.save(target.path, chat!.toJSON())
+      );
       this._chats.set(target.id, chat);
       const created = chat;
-      void this._store?.load(target.path).then(saved => saved && created.restore(saved));
+      void this._store
+        ?.load(target.path)
+        .then(saved => saved && created.restore(saved));
     }
     return chat;
   }
@@ -133,7 +147,8 @@ export class ChatSidebarModel implements IDisposable {
 
   set settings(settings: ISidebarSettings) {
     const contextChanged =
-      JSON.stringify(settings.context) !== JSON.stringify(this._settings.context);
+      JSON.stringify(settings.context) !==
+      JSON.stringify(this._settings.context);
     this._settings = settings;
     if (contextChanged) {
       this._context = { ...settings.context };
@@ -153,7 +168,9 @@ export class ChatSidebarModel implements IDisposable {
     }
     const status = this._client?.status;
     return (
-      (status?.state === 'ready' || status?.state === 'loading' ? status.model : undefined) ||
+      (status?.state === 'ready' || status?.state === 'loading'
+        ? status.model
+        : undefined) ||
       this._settings.defaultModel ||
       this._client?.capabilities?.default_model ||
       ''
@@ -196,7 +213,11 @@ export class ChatSidebarModel implements IDisposable {
   }
 
   /** Ask a question about the followed notebook. */
-  async ask(question: string, context?: Partial<IContextOptions>, task?: ChatTask): Promise<void> {
+  async ask(
+    question: string,
+    context?: Partial<IContextOptions>,
+    task?: ChatTask
+  ): Promise<void> {
     const chat = this.chat;
     if (!chat) {
       return;
@@ -204,10 +225,14 @@ export class ChatSidebarModel implements IDisposable {
     if (this._client && this._client.state !== 'ready') {
       await this._client.connect();
     }
-    await chat.send(question, { ...this._context, ...context }, {
-      beforeSend: () => this._ensureModel(),
-      task
-    });
+    await chat.send(
+      question,
+      { ...this._context, ...context },
+      {
+        beforeSend: () => this._ensureModel(),
+        task
+      }
+    );
   }
 
   get preview(): IPreviewState {
@@ -220,7 +245,11 @@ export class ChatSidebarModel implements IDisposable {
     if (!chat) {
       return;
     }
-    this._preview = { loading: true, preview: this._preview.preview, error: '' };
+    this._preview = {
+      loading: true,
+      preview: this._preview.preview,
+      error: ''
+    };
     this._emit();
     try {
       const preview = await chat.preview(chat.draft, this._context);
@@ -308,7 +337,11 @@ export class ChatSidebarModel implements IDisposable {
   private _context: IContextOptions;
   private _selectedModel = '';
   private _loadError = '';
-  private _preview: IPreviewState = { loading: false, preview: null, error: '' };
+  private _preview: IPreviewState = {
+    loading: false,
+    preview: null,
+    error: ''
+  };
   private _isDisposed = false;
   private _changed = new Signal<this, void>(this);
 }

@@ -12,12 +12,30 @@ import { MarkdownView } from './markdown';
 import type { IChatEntry } from './model';
 import type { ChatSidebarModel, ICodeActions } from './sidebarmodel';
 
-export const CONTEXT_LABELS: Record<ContextKey, { label: string; title: string }> = {
-  activeCell: { label: 'Active cell', title: 'Send the active cell and its outputs' },
-  selection: { label: 'Selection', title: 'Quote the text selected in the active cell' },
-  notebook: { label: 'Notebook', title: 'Send every cell (the kernel keeps what fits)' },
-  variables: { label: 'Variables', title: "Describe the kernel's live variables" },
-  lastError: { label: 'Last error', title: 'Send the cell that raised last, with its traceback' }
+export const CONTEXT_LABELS: Record<
+  ContextKey,
+  { label: string; title: string }
+> = {
+  activeCell: {
+    label: 'Active cell',
+    title: 'Send the active cell and its outputs'
+  },
+  selection: {
+    label: 'Selection',
+    title: 'Quote the text selected in the active cell'
+  },
+  notebook: {
+    label: 'Notebook',
+    title: 'Send every cell (the kernel keeps what fits)'
+  },
+  variables: {
+    label: 'Variables',
+    title: "Describe the kernel's live variables"
+  },
+  lastError: {
+    label: 'Last error',
+    title: 'Send the cell that raised last, with its traceback'
+  }
 };
 
 export interface IChatViewProps {
@@ -51,7 +69,9 @@ export function ChatView({ model, rendermime }: IChatViewProps): JSX.Element {
     return (
       <div className="jp-CodeLlama-chat">
         <Header model={model} />
-        <p className="jp-CodeLlama-empty">Open a notebook to chat about it with Code Llama.</p>
+        <p className="jp-CodeLlama-empty">
+          Open a notebook to chat about it with Code Llama.
+        </p>
       </div>
     );
   }
@@ -60,8 +80,14 @@ export function ChatView({ model, rendermime }: IChatViewProps): JSX.Element {
     <div className="jp-CodeLlama-chat" data-link-state={state}>
       <Header model={model} />
       <LinkBanner model={model} state={state} />
-      {state === 'ready' && <ModelStatus model={model} status={client?.status ?? null} />}
-      <Messages entries={chat.messages} rendermime={rendermime} actions={target.actions} />
+      {state === 'ready' && (
+        <ModelStatus model={model} status={client?.status ?? null} />
+      )}
+      <Messages
+        entries={chat.messages}
+        rendermime={rendermime}
+        actions={target.actions}
+      />
       <ContextBar model={model} />
       <Preview model={model} />
       <Composer model={model} />
@@ -75,7 +101,9 @@ function Header({ model }: { model: ChatSidebarModel }): JSX.Element {
     <div className="jp-CodeLlama-header">
       <h2 className="jp-CodeLlama-title">
         Code Llama
-        {model.target && <span className="jp-CodeLlama-notebook"> · {model.target.label}</span>}
+        {model.target && (
+          <span className="jp-CodeLlama-notebook"> · {model.target.label}</span>
+        )}
       </h2>
       <button
         type="button"
@@ -90,7 +118,13 @@ function Header({ model }: { model: ChatSidebarModel }): JSX.Element {
   );
 }
 
-function LinkBanner({ model, state }: { model: ChatSidebarModel; state: LinkState }): JSX.Element | null {
+function LinkBanner({
+  model,
+  state
+}: {
+  model: ChatSidebarModel;
+  state: LinkState;
+}): JSX.Element | null {
   const client = model.client;
   const message = client?.message ?? '';
   switch (state) {
@@ -119,7 +153,11 @@ function LinkBanner({ model, state }: { model: ChatSidebarModel; state: LinkStat
       return (
         <div className="jp-CodeLlama-banner jp-mod-warning" role="status">
           <p>Kernel busy. {message}</p>
-          <button type="button" className="jp-CodeLlama-button jp-mod-styled" onClick={() => void client?.connect()}>
+          <button
+            type="button"
+            className="jp-CodeLlama-button jp-mod-styled"
+            onClick={() => void client?.connect()}
+          >
             Retry
           </button>
         </div>
@@ -129,7 +167,11 @@ function LinkBanner({ model, state }: { model: ChatSidebarModel; state: LinkStat
         <div className="jp-CodeLlama-banner jp-mod-warning" role="status">
           <p>{message || 'No kernel.'}</p>
           {state === 'incompatible' ? null : (
-            <button type="button" className="jp-CodeLlama-button jp-mod-styled" onClick={() => void client?.connect()}>
+            <button
+              type="button"
+              className="jp-CodeLlama-button jp-mod-styled"
+              onClick={() => void client?.connect()}
+            >
               Reconnect
             </button>
           )}
@@ -155,7 +197,9 @@ export function describeStatus(status: IEngineStatus | null): string {
         entries.length === 1 && entries[0][0] === status.device
           ? entries[0][1]
           : entries.map(([device, size]) => `${size} on ${device}`).join(', ');
-      return [status.model, status.quantization, status.device, memory].filter(Boolean).join(' · ');
+      return [status.model, status.quantization, status.device, memory]
+        .filter(Boolean)
+        .join(' · ');
     }
   }
 }
@@ -169,21 +213,39 @@ export function describeLatency(status: IEngineStatus | null): string {
   return `Inline completion: ${Math.round(latency.p50)} ms median (p95 ${Math.round(latency.p95)} ms, last ${latency.n})`;
 }
 
-function ModelStatus({ model, status }: { model: ChatSidebarModel; status: IEngineStatus | null }): JSX.Element {
+function ModelStatus({
+  model,
+  status
+}: {
+  model: ChatSidebarModel;
+  status: IEngineStatus | null;
+}): JSX.Element {
   const models = model.models;
   const selected = model.selectedModel;
   const state = status?.state ?? 'unloaded';
   const progress = status?.progress;
   const loadLabel =
-    state === 'ready' && status?.model === selected ? 'Reload' : state === 'ready' ? 'Switch' : 'Load';
+    state === 'ready' && status?.model === selected
+      ? 'Reload'
+      : state === 'ready'
+        ? 'Switch'
+        : 'Load';
   return (
     <div className="jp-CodeLlama-status" data-state={state}>
       <div className="jp-CodeLlama-statusLine">
-        <span className={`jp-CodeLlama-dot jp-mod-${state}`} aria-hidden="true" />
-        <span className="jp-CodeLlama-statusText">{describeStatus(status)}</span>
+        <span
+          className={`jp-CodeLlama-dot jp-mod-${state}`}
+          aria-hidden="true"
+        />
+        <span className="jp-CodeLlama-statusText">
+          {describeStatus(status)}
+        </span>
       </div>
       {state === 'ready' && status?.completion_latency_ms && (
-        <div className="jp-CodeLlama-latency" title="Time to first token of recent inline completions">
+        <div
+          className="jp-CodeLlama-latency"
+          title="Time to first token of recent inline completions"
+        >
           {describeLatency(status)}
         </div>
       )}
@@ -194,11 +256,17 @@ function ModelStatus({ model, status }: { model: ChatSidebarModel; status: IEngi
             value={progress?.fraction ?? 0}
             aria-label="Model loading progress"
           />
-          <span className="jp-CodeLlama-progressStage">{progress?.stage ?? ''}</span>
+          <span className="jp-CodeLlama-progressStage">
+            {progress?.stage ?? ''}
+          </span>
         </div>
       )}
-      {state === 'error' && status?.error && <p className="jp-CodeLlama-error">{status.error}</p>}
-      {model.loadError && state !== 'error' && <p className="jp-CodeLlama-error">{model.loadError}</p>}
+      {state === 'error' && status?.error && (
+        <p className="jp-CodeLlama-error">{status.error}</p>
+      )}
+      {model.loadError && state !== 'error' && (
+        <p className="jp-CodeLlama-error">{model.loadError}</p>
+      )}
       <div className="jp-CodeLlama-modelPicker">
         <label>
           <span className="jp-CodeLlama-label">Model</span>
@@ -212,9 +280,15 @@ function ModelStatus({ model, status }: { model: ChatSidebarModel; status: IEngi
           >
             {selected === '' && <option value="">kernel default</option>}
             {models.map(m => (
-              <option key={m.name} value={m.name} title={m.description ?? m.repo_id}>
+              <option
+                key={m.name}
+                value={m.name}
+                title={m.description ?? m.repo_id}
+              >
                 {m.name}
-                {m.family === 'codellama' && m.nf4_gb ? ` (≈${m.nf4_gb} GB in 4-bit)` : ''}
+                {m.family === 'codellama' && m.nf4_gb
+                  ? ` (≈${m.nf4_gb} GB in 4-bit)`
+                  : ''}
               </option>
             ))}
           </select>
@@ -247,15 +321,25 @@ function Messages({
     end.current?.scrollIntoView?.({ block: 'end' });
   }, [entries.length, last?.content.length]);
   return (
-    <div className="jp-CodeLlama-messages" role="log" aria-live="polite" aria-label="Conversation">
+    <div
+      className="jp-CodeLlama-messages"
+      role="log"
+      aria-live="polite"
+      aria-label="Conversation"
+    >
       {entries.length === 0 && (
         <p className="jp-CodeLlama-empty">
-          Ask about this notebook: the model runs in its kernel and can see its cells, outputs,
-          errors and variables.
+          Ask about this notebook: the model runs in its kernel and can see its
+          cells, outputs, errors and variables.
         </p>
       )}
       {entries.map(entry => (
-        <Message key={entry.id} entry={entry} rendermime={rendermime} actions={actions} />
+        <Message
+          key={entry.id}
+          entry={entry}
+          rendermime={rendermime}
+          actions={actions}
+        />
       ))}
       <div ref={end} />
     </div>
@@ -276,18 +360,32 @@ function Message({
       <div className="jp-CodeLlama-message jp-mod-user">
         <div className="jp-CodeLlama-userText">{entry.content}</div>
         {entry.context && entry.context.length > 0 && (
-          <div className="jp-CodeLlama-sentContext">with {entry.context.join(', ')}</div>
+          <div className="jp-CodeLlama-sentContext">
+            with {entry.context.join(', ')}
+          </div>
         )}
       </div>
     );
   }
   return (
-    <div className="jp-CodeLlama-message jp-mod-assistant" data-state={entry.state}>
+    <div
+      className="jp-CodeLlama-message jp-mod-assistant"
+      data-state={entry.state}
+    >
       {(entry.content || entry.state !== 'error') && (
-        <Markdown text={entry.content} final={entry.state !== 'streaming'} rendermime={rendermime} actions={actions} />
+        <Markdown
+          text={entry.content}
+          final={entry.state !== 'streaming'}
+          rendermime={rendermime}
+          actions={actions}
+        />
       )}
-      {entry.state === 'streaming' && !entry.content && <div className="jp-CodeLlama-thinking">Thinking…</div>}
-      {entry.state === 'cancelled' && <div className="jp-CodeLlama-note">Stopped.</div>}
+      {entry.state === 'streaming' && !entry.content && (
+        <div className="jp-CodeLlama-thinking">Thinking…</div>
+      )}
+      {entry.state === 'cancelled' && (
+        <div className="jp-CodeLlama-note">Stopped.</div>
+      )}
       {entry.state === 'error' && (
         <div className="jp-CodeLlama-error" role="alert">
           {entry.error}
@@ -296,7 +394,9 @@ function Message({
       {entry.state === 'done' && entry.stats && (
         <div className="jp-CodeLlama-note">
           {entry.stats.generatedTokens} tokens
-          {entry.stats.tokensPerS ? ` · ${entry.stats.tokensPerS.toFixed(1)} tok/s` : ''}
+          {entry.stats.tokensPerS
+            ? ` · ${entry.stats.tokensPerS.toFixed(1)} tok/s`
+            : ''}
         </div>
       )}
     </div>
@@ -332,7 +432,11 @@ function Markdown({
 function ContextBar({ model }: { model: ChatSidebarModel }): JSX.Element {
   return (
     <div className="jp-CodeLlama-contextBar">
-      <div className="jp-CodeLlama-chips" role="group" aria-label="Context sent with the question">
+      <div
+        className="jp-CodeLlama-chips"
+        role="group"
+        aria-label="Context sent with the question"
+      >
         {CONTEXT_KEYS.map(key => (
           <button
             key={key}
@@ -351,10 +455,14 @@ function ContextBar({ model }: { model: ChatSidebarModel }): JSX.Element {
         className="jp-CodeLlama-linkButton"
         aria-expanded={!!model.preview.preview || !!model.preview.error}
         onClick={() =>
-          model.preview.preview || model.preview.error ? model.closePreview() : void model.refreshPreview()
+          model.preview.preview || model.preview.error
+            ? model.closePreview()
+            : void model.refreshPreview()
         }
       >
-        {model.preview.preview || model.preview.error ? 'Hide context' : 'Preview context'}
+        {model.preview.preview || model.preview.error
+          ? 'Hide context'
+          : 'Preview context'}
       </button>
     </div>
   );
@@ -378,18 +486,23 @@ function Preview({ model }: { model: ChatSidebarModel }): JSX.Element | null {
   return (
     <div className="jp-CodeLlama-preview" aria-label="Context preview">
       <div className="jp-CodeLlama-previewSummary">
-        {preview.tokens} prompt tokens of a {preview.window}-token window (context {preview.used} of{' '}
-        {preview.budget})
+        {preview.tokens} prompt tokens of a {preview.window}-token window
+        (context {preview.used} of {preview.budget})
       </div>
       {preview.included.length > 0 && (
         <div className="jp-CodeLlama-previewItems">
           Included:{' '}
-          {preview.included.map(i => `${i.label} (${i.tokens}${i.truncated ? ', truncated' : ''})`).join(', ')}
+          {preview.included
+            .map(
+              i => `${i.label} (${i.tokens}${i.truncated ? ', truncated' : ''})`
+            )
+            .join(', ')}
         </div>
       )}
       {preview.cut.length > 0 && (
         <div className="jp-CodeLlama-previewItems jp-mod-cut">
-          Left out: {preview.cut.map(i => `${i.label} (${i.tokens})`).join(', ')}
+          Left out:{' '}
+          {preview.cut.map(i => `${i.label} (${i.tokens})`).join(', ')}
         </div>
       )}
       {preview.notes.map(note => (

@@ -25,7 +25,11 @@ export function lineDiff(before: string, after: string): IDiffLine[] {
     head++;
   }
   let tail = 0;
-  while (tail < a.length - head && tail < b.length - head && a[a.length - 1 - tail] === b[b.length - 1 - tail]) {
+  while (
+    tail < a.length - head &&
+    tail < b.length - head &&
+    a[a.length - 1 - tail] === b[b.length - 1 - tail]
+  ) {
     tail++;
   }
   const same = (text: string): IDiffLine => ({ kind: 'same', text });
@@ -37,7 +41,10 @@ export function lineDiff(before: string, after: string): IDiffLine[] {
 }
 
 /** How many lines a diff adds and removes. */
-export function diffStats(lines: IDiffLine[]): { added: number; removed: number } {
+export function diffStats(lines: IDiffLine[]): {
+  added: number;
+  removed: number;
+} {
   return {
     added: lines.filter(l => l.kind === 'added').length,
     removed: lines.filter(l => l.kind === 'removed').length
@@ -80,10 +87,16 @@ function middle(a: string[], b: string[]): IDiffLine[] {
     ];
   }
   // lcs[i][j]: the longest common subsequence of a[i..] and b[j..].
-  const lcs = Array.from({ length: a.length + 1 }, () => new Uint32Array(b.length + 1));
+  const lcs = Array.from(
+    { length: a.length + 1 },
+    () => new Uint32Array(b.length + 1)
+  );
   for (let i = a.length - 1; i >= 0; i--) {
     for (let j = b.length - 1; j >= 0; j--) {
-      lcs[i][j] = a[i] === b[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
+      lcs[i][j] =
+        a[i] === b[j]
+          ? lcs[i + 1][j + 1] + 1
+          : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
     }
   }
   const out: IDiffLine[] = [];
@@ -94,7 +107,10 @@ function middle(a: string[], b: string[]): IDiffLine[] {
       out.push({ kind: 'same', text: a[i] });
       i++;
       j++;
-    } else if (i < a.length && (j === b.length || lcs[i + 1][j] >= lcs[i][j + 1])) {
+    } else if (
+      i < a.length &&
+      (j === b.length || lcs[i + 1][j] >= lcs[i][j + 1])
+    ) {
       out.push({ kind: 'removed', text: a[i++] });
     } else {
       out.push({ kind: 'added', text: b[j++] });

@@ -22,7 +22,11 @@ export interface ICellSource {
 
 /** What the edit needs from the kernel link. */
 export interface IEditClient {
-  request(type: 'edit', body: IEditRequest, options?: IRequestOptions): IPendingRequest<'edit'>;
+  request(
+    type: 'edit',
+    body: IEditRequest,
+    options?: IRequestOptions
+  ): IPendingRequest<'edit'>;
 }
 
 export type EditState =
@@ -133,7 +137,9 @@ export class CellEdit implements IDisposable {
     this._set('streaming', '');
     pending.done.then(
       result => this._pending === pending && this._finish(result),
-      error => this._pending === pending && this._set('error', String(error.message ?? error))
+      error =>
+        this._pending === pending &&
+        this._set('error', String(error.message ?? error))
     );
   }
 
@@ -156,7 +162,8 @@ export class CellEdit implements IDisposable {
       return false;
     }
     if (this._cell.getSource() !== this._original) {
-      this._message = 'The cell changed since the edit was asked for: ask again (Edit).';
+      this._message =
+        'The cell changed since the edit was asked for: ask again (Edit).';
       this._stateChanged.emit(this._state);
       return false;
     }
@@ -192,7 +199,11 @@ export class CellEdit implements IDisposable {
       return;
     }
     this._show(result.source);
-    const note = result.note ?? (result.changed ? '' : 'No change proposed: the cell would stay as it is.');
+    const note =
+      result.note ??
+      (result.changed
+        ? ''
+        : 'No change proposed: the cell would stay as it is.');
     this._set('ready', note);
   }
 

@@ -7,7 +7,11 @@ import { Widget } from '@lumino/widgets';
 import { diffStats, IDiffLine } from './diff';
 import type { CellEdit, EditState } from './model';
 
-const MARKS: Record<IDiffLine['kind'], string> = { same: ' ', added: '+', removed: '-' };
+const MARKS: Record<IDiffLine['kind'], string> = {
+  same: ' ',
+  added: '+',
+  removed: '-'
+};
 
 export class CellEditView extends Widget {
   constructor(readonly edit: CellEdit) {
@@ -16,17 +20,33 @@ export class CellEditView extends Widget {
     this.node.setAttribute('role', 'region');
     this.node.setAttribute('aria-label', 'Code Llama edit');
     const bar = Private.element('div', 'jp-CodeLlama-editBar');
-    this._input = Private.element('input', 'jp-CodeLlama-editInstruction jp-mod-styled');
+    this._input = Private.element(
+      'input',
+      'jp-CodeLlama-editInstruction jp-mod-styled'
+    );
     this._input.type = 'text';
-    this._input.placeholder = 'Describe the change, e.g. "add type hints"; Enter sends';
+    this._input.placeholder =
+      'Describe the change, e.g. "add type hints"; Enter sends';
     this._input.setAttribute('aria-label', 'Edit instruction');
     this._input.value = edit.instruction;
     bar.append(
       this._input,
-      this._button('Edit', 'Send the instruction (again)', () => edit.ask(this._input.value)),
+      this._button('Edit', 'Send the instruction (again)', () =>
+        edit.ask(this._input.value)
+      ),
       this._button('Stop', 'Stop writing the proposal', () => edit.stop()),
-      this._button('Accept', 'Put the proposal in the cell (one undo step; nothing runs)', () => edit.accept(), 'jp-mod-accept'),
-      this._button('Reject', 'Leave the cell as it is (Escape)', () => edit.reject(), 'jp-mod-reject')
+      this._button(
+        'Accept',
+        'Put the proposal in the cell (one undo step; nothing runs)',
+        () => edit.accept(),
+        'jp-mod-accept'
+      ),
+      this._button(
+        'Reject',
+        'Leave the cell as it is (Escape)',
+        () => edit.reject(),
+        'jp-mod-reject'
+      )
     );
     this._status = Private.element('div', 'jp-CodeLlama-editStatus');
     this._status.setAttribute('role', 'status');
@@ -72,8 +92,16 @@ export class CellEditView extends Widget {
     super.dispose();
   }
 
-  private _button(label: string, title: string, action: () => void, extra = ''): HTMLButtonElement {
-    const button = Private.element('button', `jp-CodeLlama-button jp-mod-styled ${extra}`.trim());
+  private _button(
+    label: string,
+    title: string,
+    action: () => void,
+    extra = ''
+  ): HTMLButtonElement {
+    const button = Private.element(
+      'button',
+      `jp-CodeLlama-button jp-mod-styled ${extra}`.trim()
+    );
     button.type = 'button';
     button.textContent = label;
     button.title = title;
@@ -97,7 +125,10 @@ export class CellEditView extends Widget {
 
   private _renderDiff(lines: IDiffLine[]): void {
     const rows = lines.map(line => {
-      const row = Private.element('div', `jp-CodeLlama-diffLine jp-mod-${line.kind}`);
+      const row = Private.element(
+        'div',
+        `jp-CodeLlama-diffLine jp-mod-${line.kind}`
+      );
       row.dataset.kind = line.kind;
       const mark = Private.element('span', 'jp-CodeLlama-diffMark');
       mark.textContent = MARKS[line.kind];
@@ -118,7 +149,10 @@ export class CellEditView extends Widget {
 }
 
 namespace Private {
-  export function element<K extends keyof HTMLElementTagNameMap>(tag: K, className: string): HTMLElementTagNameMap[K] {
+  export function element<K extends keyof HTMLElementTagNameMap>(
+    tag: K,
+    className: string
+  ): HTMLElementTagNameMap[K] {
     const node = document.createElement(tag);
     node.className = className;
     return node;
@@ -134,7 +168,9 @@ namespace Private {
       case 'streaming':
         return `Code Llama is rewriting ${where}… ${counts}`;
       case 'ready':
-        return [edit.changed ? `Proposed: ${counts}.` : '', edit.message].filter(Boolean).join(' ');
+        return [edit.changed ? `Proposed: ${counts}.` : '', edit.message]
+          .filter(Boolean)
+          .join(' ');
       default:
         return edit.message;
     }

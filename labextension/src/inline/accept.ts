@@ -46,7 +46,11 @@ export interface ISuggestionHolder {
  * of the suggestion after it ('' when it was all taken), or null when no suggestion of ours
  * continues at the cursor (nothing is inserted then).
  */
-export function acceptPart(editor: IAcceptEditor, holder: ISuggestionHolder, unit: AcceptUnit): string | null {
+export function acceptPart(
+  editor: IAcceptEditor,
+  holder: ISuggestionHolder,
+  unit: AcceptUnit
+): string | null {
   const cursor = editor.cursor;
   // Split as the provider's requests are split, so that the held suggestion is found.
   const [prefix, suffix] = splitAtCharOffset(editor.source, cursor);

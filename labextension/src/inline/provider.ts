@@ -44,10 +44,15 @@ export interface IEditorTarget {
 }
 
 /** Finds the kernel link and the notebook around an inline completion request. */
-export type TargetResolver = (context: IInlineCompletionContext) => IEditorTarget | null;
+export type TargetResolver = (
+  context: IInlineCompletionContext
+) => IEditorTarget | null;
 
 /** Code points of `text` up to `offset` (JupyterLab counts characters, not UTF-16 units). */
-export function splitAtCharOffset(text: string, offset: number): [string, string] {
+export function splitAtCharOffset(
+  text: string,
+  offset: number
+): [string, string] {
   const chars = Array.from(text);
   return [chars.slice(0, offset).join(''), chars.slice(offset).join('')];
 }
@@ -154,7 +159,8 @@ export class CodeLlamaInlineProvider implements IInlineCompletionProvider {
       },
       maxTimeMs: {
         title: 'Time limit per suggestion (ms)',
-        description: 'Generation stops after this long; what came so far is shown.',
+        description:
+          'Generation stops after this long; what came so far is shown.',
         type: 'number',
         minimum: 100
       },
@@ -176,16 +182,21 @@ export class CodeLlamaInlineProvider implements IInlineCompletionProvider {
         title: 'Suggest on a new line after a comment or ":"',
         type: 'boolean'
       },
-      notebookContext: { title: 'Send the other cells as context', type: 'boolean' },
+      notebookContext: {
+        title: 'Send the other cells as context',
+        type: 'boolean'
+      },
       variables: { title: 'Send live variables as context', type: 'boolean' },
       prewarm: {
         title: 'Prefill the context when a cell gets the focus',
-        description: 'Makes the first suggestion in a cell faster; uses the model briefly.',
+        description:
+          'Makes the first suggestion in a cell faster; uses the model briefly.',
         type: 'boolean'
       },
       prefetch: {
         title: 'Prepare the next suggestion after one is accepted',
-        description: 'Asks for the continuation in the background, so that it shows at once.',
+        description:
+          'Asks for the continuation in the background, so that it shows at once.',
         type: 'boolean'
       }
     }
@@ -223,14 +234,22 @@ export class CodeLlamaInlineProvider implements IInlineCompletionProvider {
       return { items: [{ insertText: rest }] };
     }
     const settings = this._settings;
-    if (!explicit && autoTriggerBlock({ prefix, suffix, cellType: target.cellType }, settings)) {
+    if (
+      !explicit &&
+      autoTriggerBlock({ prefix, suffix, cellType: target.cellType }, settings)
+    ) {
       return { items: [] };
     }
     const client = target.client;
     if (!Private.ready(client)) {
-      return explicit ? Private.errorList(Private.notReadyMessage(client)) : { items: [] };
+      return explicit
+        ? Private.errorList(Private.notReadyMessage(client))
+        : { items: [] };
     }
-    const answer = this._ask(client, this._body(target, prefix, suffix, explicit));
+    const answer = this._ask(
+      client,
+      this._body(target, prefix, suffix, explicit)
+    );
     this._current = answer;
 
     // Wait for something worth showing: visible text, the end, or an error.
@@ -258,7 +277,9 @@ export class CodeLlamaInlineProvider implements IInlineCompletionProvider {
     return { items: [{ insertText: answer.shown, isIncomplete: true, token }] };
   }
 
-  async *stream(token: string): AsyncGenerator<{ response: IInlineCompletionItem }> {
+  async *stream(
+    token: string
+  ): AsyncGenerator<{ response: IInlineCompletionItem }> {
     const answer = this._streams.get(token);
     if (!answer) {
       return;
@@ -297,7 +318,11 @@ export class CodeLlamaInlineProvider implements IInlineCompletionProvider {
    * (the user typed or accepted its start), or null. `finished`: only a suggestion that came
    * to its end (a streaming one is still growing).
    */
-  remaining(prefix: string, suffix: string, options: { finished?: boolean } = {}): string | null {
+  remaining(
+    prefix: string,
+    suffix: string,
+    options: { finished?: boolean } = {}
+  ): string | null {
     const shown = this._shown;
     if (!shown || (options.finished && !shown.finished)) {
       return null;
@@ -319,19 +344,37 @@ export class CodeLlamaInlineProvider implements IInlineCompletionProvider {
    * continuation now, in the background, with exactly the request that will come next.
    * `resolve` gives the editor's target (only called then: it reads the whole notebook).
    */
-  edited(resolve: () => IEditorTarget | null, prefix: string, suffix: string): void {
+  edited(
+    resolve: () => IEditorTarget | null,
+    prefix: string,
+    suffix: string
+  ): void {
     const shown = this._shown;
-    if (!shown?.finished || suffix !== shown.suffix || prefix !== shown.prefix + shown.text) {
+    if (
+      !shown?.finished ||
+      suffix !== shown.suffix ||
+      prefix !== shown.prefix + shown.text
+    ) {
       return;
     }
     this._shown = null; // taken: the next suggestion replaces it
     const next = nextRequest(prefix, suffix, this._settings);
-    const target = this._enabled && this._settings.prefetch && next ? resolve() : null;
+    const target =
+      this._enabled && this._settings.prefetch && next ? resolve() : null;
     const client = target?.client;
-    if (!target || !client || target.cellType !== 'code' || !next || !Private.ready(client)) {
+    if (
+      !target ||
+      !client ||
+      target.cellType !== 'code' ||
+      !next ||
+      !Private.ready(client)
+    ) {
       return;
     }
-    const body = { ...this._body(target, prefix, suffix, next.explicit), prefetch: true };
+    const body = {
+      ...this._body(target, prefix, suffix, next.explicit),
+      prefetch: true
+    };
     client.request('complete', body).done.catch(() => undefined);
   }
 
@@ -375,13 +418,23 @@ export class CodeLlamaInlineProvider implements IInlineCompletionProvider {
         this._lastResult = result;
         answer.finish(result.text, result);
       },
-      error => answer.fail(error instanceof CodeLlamaError ? error : new CodeLlamaError('internal', String(error)))
+      error =>
+        answer.fail(
+          error instanceof CodeLlamaError
+            ? error
+            : new CodeLlamaError('internal', String(error))
+        )
     );
     return answer;
   }
 
   /** The request for a suggestion at (prefix, suffix): one builder, so a prefetch sends the same. */
-  private _body(target: IEditorTarget, prefix: string, suffix: string, explicit: boolean): ICompleteRequest {
+  private _body(
+    target: IEditorTarget,
+    prefix: string,
+    suffix: string,
+    explicit: boolean
+  ): ICompleteRequest {
     const settings = this._settings;
     return {
       prefix,
@@ -395,13 +448,23 @@ export class CodeLlamaInlineProvider implements IInlineCompletionProvider {
     };
   }
 
-  private _show(answer: PendingAnswer, prefix: string, suffix: string, text: string, finished: boolean): void {
+  private _show(
+    answer: PendingAnswer,
+    prefix: string,
+    suffix: string,
+    text: string,
+    finished: boolean
+  ): void {
     this._shown = text ? { prefix, suffix, text, finished } : null;
     this._shownAnswer = answer;
   }
 
   /** A streamed answer grew or ended: what is shown of it, if it is still the one on screen. */
-  private _showUpdate(answer: PendingAnswer, text: string, finished: boolean): void {
+  private _showUpdate(
+    answer: PendingAnswer,
+    text: string,
+    finished: boolean
+  ): void {
     const shown = this._shown;
     if (shown && this._shownAnswer === answer) {
       this._show(answer, shown.prefix, shown.suffix, text, finished);
@@ -409,7 +472,11 @@ export class CodeLlamaInlineProvider implements IInlineCompletionProvider {
   }
 
   private _cellContext(target: IEditorTarget): Partial<ICompleteRequest> {
-    if (!this._settings.notebookContext || !target.cells || target.current === undefined) {
+    if (
+      !this._settings.notebookContext ||
+      !target.cells ||
+      target.current === undefined
+    ) {
       return {};
     }
     return { cells: target.cells, current: target.current };
@@ -463,7 +530,9 @@ namespace Private {
     return explicit ? { multiline: true } : {};
   }
 
-  export function errorList(message: string): IInlineCompletionList<IInlineCompletionItem> {
+  export function errorList(
+    message: string
+  ): IInlineCompletionList<IInlineCompletionItem> {
     return { items: [{ insertText: '', error: { message } }] };
   }
 

@@ -107,18 +107,16 @@ export interface ITriggerInput {
 
 /** Why an automatic trigger is refused, or null when it may go ahead. */
 export type BlockReason =
-  | 'not-code'
-  | 'empty'
-  | 'comment'
-  | 'string'
-  | 'text-right-of-cursor'
-  | null;
+  'not-code' | 'empty' | 'comment' | 'string' | 'text-right-of-cursor' | null;
 
 /**
  * Whether typing may trigger a suggestion here. An explicit request (Alt+\) ignores every rule
  * but the cell type.
  */
-export function autoTriggerBlock(input: ITriggerInput, settings: IInlineSettings): BlockReason {
+export function autoTriggerBlock(
+  input: ITriggerInput,
+  settings: IInlineSettings
+): BlockReason {
   if (input.cellType !== 'code') {
     return 'not-code';
   }
@@ -149,9 +147,15 @@ export function currentLine(prefix: string): string {
  * asks (automatically) after an edit unless the cursor's line is blank up to it; there our
  * new-line trigger asks (explicitly) after a comment or a `:`. A prefetch must send the same.
  */
-export function nextRequest(prefix: string, suffix: string, settings: IInlineSettings): { explicit: boolean } | null {
+export function nextRequest(
+  prefix: string,
+  suffix: string,
+  settings: IInlineSettings
+): { explicit: boolean } | null {
   if (currentLine(prefix).trim() === '') {
-    return settings.triggerOnNewLine && newLineTrigger(prefix, suffix) ? { explicit: true } : null;
+    return settings.triggerOnNewLine && newLineTrigger(prefix, suffix)
+      ? { explicit: true }
+      : null;
   }
   if (autoTriggerBlock({ prefix, suffix, cellType: 'code' }, settings)) {
     return null;
@@ -214,18 +218,25 @@ export function newLineTrigger(prefix: string, suffix: string): boolean {
 }
 
 /** Merge stored settings over the defaults, ignoring values of the wrong type. */
-export function readSettings(raw: { [key: string]: unknown } | null | undefined): IInlineSettings {
+export function readSettings(
+  raw: { [key: string]: unknown } | null | undefined
+): IInlineSettings {
   const out: IInlineSettings = { ...DEFAULT_INLINE_SETTINGS };
   if (!raw) {
     return out;
   }
-  for (const key of Object.keys(DEFAULT_INLINE_SETTINGS) as (keyof IInlineSettings)[]) {
+  for (const key of Object.keys(
+    DEFAULT_INLINE_SETTINGS
+  ) as (keyof IInlineSettings)[]) {
     const value = raw[key];
     const fallback = DEFAULT_INLINE_SETTINGS[key];
     if (typeof value !== typeof fallback) {
       continue;
     }
-    if (key === 'multiline' && !['auto', 'always', 'never'].includes(value as string)) {
+    if (
+      key === 'multiline' &&
+      !['auto', 'always', 'never'].includes(value as string)
+    ) {
       continue;
     }
     if (typeof value === 'number' && (!Number.isFinite(value) || value < 0)) {

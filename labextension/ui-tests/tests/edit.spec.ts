@@ -4,39 +4,63 @@ import * as path from 'path';
 
 import { logBrowserErrors, openNotebook, TEST_SETTINGS } from './helpers';
 
-const SCREENSHOTS = path.resolve(__dirname, '..', '..', '..', 'docs', 'screenshots');
+const SCREENSHOTS = path.resolve(
+  __dirname,
+  '..',
+  '..',
+  '..',
+  'docs',
+  'screenshots'
+);
 const CELL = 'def area(r):\n    return 3.14 * r * r\n\nprint(area(2))';
 const BOX = '.jp-CodeLlama-edit';
 
-test.use({ autoGoto: true, mockSettings: TEST_SETTINGS, viewport: { width: 1280, height: 800 } });
+test.use({
+  autoGoto: true,
+  mockSettings: TEST_SETTINGS,
+  viewport: { width: 1280, height: 800 }
+});
 test.beforeEach(({ page }) => logBrowserErrors(page));
 
 /** The first cell's source and execution count, from its model. */
-async function firstCell(page: IJupyterLabPageFixture): Promise<{ source: string; count: number | null }> {
+async function firstCell(
+  page: IJupyterLabPageFixture
+): Promise<{ source: string; count: number | null }> {
   return page.evaluate(() => {
-    const cell = (window as any).jupyterapp.shell.currentWidget.content.widgets[0].model;
+    const cell = (window as any).jupyterapp.shell.currentWidget.content
+      .widgets[0].model;
     return { source: cell.sharedModel.getSource(), count: cell.executionCount };
   });
 }
 
 /** Record whether a diff line other than context ever shows while the proposal streams. */
-async function watchForStreamedDiff(page: IJupyterLabPageFixture): Promise<void> {
+async function watchForStreamedDiff(
+  page: IJupyterLabPageFixture
+): Promise<void> {
   await page.evaluate(() => {
     const seen = () =>
-      document.querySelector('.jp-CodeLlama-edit[data-state="streaming"] .jp-CodeLlama-diffLine:not(.jp-mod-same)');
+      document.querySelector(
+        '.jp-CodeLlama-edit[data-state="streaming"] .jp-CodeLlama-diffLine:not(.jp-mod-same)'
+      );
     (window as any).sawStreamedDiff = false;
     new MutationObserver((_, observer) => {
       if (seen()) {
         (window as any).sawStreamedDiff = true;
         observer.disconnect();
       }
-    }).observe(document.body, { subtree: true, childList: true, attributes: true });
+    }).observe(document.body, {
+      subtree: true,
+      childList: true,
+      attributes: true
+    });
   });
 }
 
 /** Type the instruction in the edit box, send it, and wait for the kernel's final proposal. */
 async function ask(box: Locator, instruction: string): Promise<void> {
-  await box.getByRole('textbox', { name: 'Edit instruction' }).fill(instruction);
+  await box
+    .getByRole('textbox', { name: 'Edit instruction' })
+    .fill(instruction);
   await box.getByRole('textbox', { name: 'Edit instruction' }).press('Enter');
   await expect(box).toHaveAttribute('data-state', 'ready', { timeout: 180000 });
 }
@@ -44,7 +68,9 @@ async function ask(box: Locator, instruction: string): Promise<void> {
 /** The proposal as the diff shows it: its lines that are not removed. */
 async function proposal(box: Locator): Promise<string> {
   const lines = await box
-    .locator('.jp-CodeLlama-diffLine:not(.jp-mod-removed) .jp-CodeLlama-diffText')
+    .locator(
+      '.jp-CodeLlama-diffLine:not(.jp-mod-removed) .jp-CodeLlama-diffText'
+    )
     .allTextContents();
   return lines.join('\n');
 }
@@ -56,7 +82,11 @@ test('an edit streams a diff; Reject changes nothing, Accept is one undo step, t
   await openNotebook(page, 'edit.ipynb');
   // Set, not typed: the editor would indent the last line.
   await page.evaluate(source => {
-    (window as any).jupyterapp.shell.currentWidget.content.widgets[0].model.sharedModel.setSource(source);
+    (
+      window as any
+    ).jupyterapp.shell.currentWidget.content.widgets[0].model.sharedModel.setSource(
+      source
+    );
   }, CELL);
   expect(await firstCell(page)).toEqual({ source: CELL, count: null });
 
@@ -65,18 +95,28 @@ test('an edit streams a diff; Reject changes nothing, Accept is one undo step, t
   await page.keyboard.press('Alt+Shift+I');
   const box = page.locator(BOX);
   await expect(box).toBeVisible();
-  await expect(box.getByRole('textbox', { name: 'Edit instruction' })).toBeFocused();
+  await expect(
+    box.getByRole('textbox', { name: 'Edit instruction' })
+  ).toBeFocused();
   await watchForStreamedDiff(page);
   await ask(box, 'use r ** 2 instead of r * r');
   expect(await page.evaluate(() => (window as any).sawStreamedDiff)).toBe(true);
-  await expect(box.locator('.jp-CodeLlama-diffLine.jp-mod-added').first()).toBeVisible();
+  await expect(
+    box.locator('.jp-CodeLlama-diffLine.jp-mod-added').first()
+  ).toBeVisible();
   expect((await firstCell(page)).source).toBe(CELL); // nothing changes before Accept
 
   await page.mouse.move(0, 0);
-  await page.locator('.jp-Cell').first().screenshot({ path: path.join(SCREENSHOTS, 'edit-light.png') });
+  await page
+    .locator('.jp-Cell')
+    .first()
+    .screenshot({ path: path.join(SCREENSHOTS, 'edit-light.png') });
   await page.theme.setDarkTheme();
   await page.mouse.move(0, 0);
-  await page.locator('.jp-Cell').first().screenshot({ path: path.join(SCREENSHOTS, 'edit-dark.png') });
+  await page
+    .locator('.jp-Cell')
+    .first()
+    .screenshot({ path: path.join(SCREENSHOTS, 'edit-dark.png') });
   await page.theme.setLightTheme();
 
   // Escape rejects: the cell is byte for byte as it was, and did not run.
@@ -88,8 +128,13 @@ test('an edit streams a diff; Reject changes nothing, Accept is one undo step, t
   await page.notebook.runCell(0);
   await expect(page.locator('.jp-OutputArea-output')).toHaveText('12.56');
   await page.notebook.selectCells(0); // running it made the next cell active
-  await page.locator('.jp-Cell .jp-InputArea-editor').first().click({ button: 'right' });
-  await page.getByRole('menuitem', { name: 'Edit Cell with Code Llama…' }).click();
+  await page
+    .locator('.jp-Cell .jp-InputArea-editor')
+    .first()
+    .click({ button: 'right' });
+  await page
+    .getByRole('menuitem', { name: 'Edit Cell with Code Llama…' })
+    .click();
   await ask(box, 'use r ** 2 instead of r * r');
   const proposed = await proposal(box);
   expect(proposed).not.toBe(CELL);
@@ -110,7 +155,9 @@ test('an edit streams a diff; Reject changes nothing, Accept is one undo step, t
   await page.keyboard.press('Home');
   await page.keyboard.press('Shift+End');
   await page.keyboard.press('Alt+Shift+I');
-  await expect(box.locator('.jp-CodeLlama-editStatus')).toHaveText('What should change in the selection?');
+  await expect(box.locator('.jp-CodeLlama-editStatus')).toHaveText(
+    'What should change in the selection?'
+  );
   await ask(box, 'use r ** 2 instead of r * r');
   const part = await proposal(box);
   expect(part.startsWith('def area(r):\n    ')).toBe(true);

@@ -19,27 +19,44 @@ export function logBrowserErrors(page: IJupyterLabPageFixture): void {
 }
 
 /** A new notebook whose kernel is idle (Shift+Enter is dropped while the kernel starts). */
-export async function openNotebook(page: IJupyterLabPageFixture, name: string): Promise<void> {
+export async function openNotebook(
+  page: IJupyterLabPageFixture,
+  name: string
+): Promise<void> {
   await page.notebook.createNew(name);
-  await page.waitForSelector('#jp-main-statusbar >> text=Idle', { timeout: 60000 });
+  await page.waitForSelector('#jp-main-statusbar >> text=Idle', {
+    timeout: 60000
+  });
 }
 
 /** Show the chat sidebar and return it. */
-export async function openSidebar(page: IJupyterLabPageFixture): Promise<Locator> {
-  await page.evaluate(() => (window as any).jupyterapp.commands.execute('codellama:open-chat'));
+export async function openSidebar(
+  page: IJupyterLabPageFixture
+): Promise<Locator> {
+  await page.evaluate(() =>
+    (window as any).jupyterapp.commands.execute('codellama:open-chat')
+  );
   const sidebar = page.locator(SIDEBAR);
   await expect(sidebar).toBeVisible();
   return sidebar;
 }
 
 /** From a fresh kernel: click the sidebar's button that runs %load_ext, wait for the link. */
-export async function loadExtensionFromSidebar(sidebar: Locator): Promise<void> {
-  const button = sidebar.getByRole('button', { name: 'Load jupyter-codellama in the kernel' });
+export async function loadExtensionFromSidebar(
+  sidebar: Locator
+): Promise<void> {
+  const button = sidebar.getByRole('button', {
+    name: 'Load jupyter-codellama in the kernel'
+  });
   await expect(button).toBeVisible({ timeout: 30000 });
   await button.click();
-  await expect(sidebar.locator('.jp-CodeLlama-chat')).toHaveAttribute('data-link-state', 'ready', {
-    timeout: 60000
-  });
+  await expect(sidebar.locator('.jp-CodeLlama-chat')).toHaveAttribute(
+    'data-link-state',
+    'ready',
+    {
+      timeout: 60000
+    }
+  );
 }
 
 /** Type a question and send it with Enter. */
@@ -54,9 +71,14 @@ export function lastAnswer(sidebar: Locator): Locator {
 }
 
 /** Wait until the last answer is no longer streaming; returns its final state. */
-export async function waitForAnswer(sidebar: Locator, timeout = 120000): Promise<string> {
+export async function waitForAnswer(
+  sidebar: Locator,
+  timeout = 120000
+): Promise<string> {
   const answer = lastAnswer(sidebar);
-  await expect(answer).not.toHaveAttribute('data-state', 'streaming', { timeout });
+  await expect(answer).not.toHaveAttribute('data-state', 'streaming', {
+    timeout
+  });
   return (await answer.getAttribute('data-state')) ?? '';
 }
 
@@ -65,8 +87,14 @@ export function statusText(sidebar: Locator): Locator {
 }
 
 /** Restart the notebook's kernel through JupyterLab's own command and dialog. */
-export async function restartKernel(page: IJupyterLabPageFixture): Promise<void> {
-  void page.evaluate(() => (window as any).jupyterapp.commands.execute('notebook:restart-kernel'));
+export async function restartKernel(
+  page: IJupyterLabPageFixture
+): Promise<void> {
+  void page.evaluate(() =>
+    (window as any).jupyterapp.commands.execute('notebook:restart-kernel')
+  );
   await page.locator('.jp-Dialog .jp-Dialog-button.jp-mod-accept').click();
-  await page.waitForSelector('#jp-main-statusbar >> text=Idle', { timeout: 60000 });
+  await page.waitForSelector('#jp-main-statusbar >> text=Idle', {
+    timeout: 60000
+  });
 }

@@ -15,13 +15,18 @@ test.beforeEach(({ page }) => logBrowserErrors(page));
 
 /** Ghost text shown by the Code Llama provider. */
 function ghost(page: IJupyterLabPageFixture): Locator {
-  return page.locator('.jp-GhostText[data-provided-by="jupyter-codellama:inline"]');
+  return page.locator(
+    '.jp-GhostText[data-provided-by="jupyter-codellama:inline"]'
+  );
 }
 
 /** The ghost text once it has stopped streaming (the streaming indicator is gone). */
 async function settledGhost(page: IJupyterLabPageFixture): Promise<string> {
   await expect(ghost(page)).toHaveText(/\S/, { timeout: 60000 });
-  await expect(page.locator('.jp-GhostText-streamingIndicator')).toHaveCount(0, { timeout: 60000 });
+  await expect(page.locator('.jp-GhostText-streamingIndicator')).toHaveCount(
+    0,
+    { timeout: 60000 }
+  );
   // Line breaks are <br> elements: textContent has the suggestion without them.
   return (await ghost(page).textContent()) ?? '';
 }
@@ -31,28 +36,47 @@ async function loadModel(page: IJupyterLabPageFixture): Promise<void> {
   const sidebar = await openSidebar(page);
   await loadExtensionFromSidebar(sidebar);
   await sidebar.getByRole('button', { name: 'Load', exact: true }).click();
-  await expect(statusText(sidebar)).toContainText('embedded', { timeout: 120000 });
+  await expect(statusText(sidebar)).toContainText('embedded', {
+    timeout: 120000
+  });
 }
 
 /** The source of cell `index`, read from the model (Galata's getter leaves edit mode). */
-async function cellSource(page: IJupyterLabPageFixture, index: number): Promise<string> {
+async function cellSource(
+  page: IJupyterLabPageFixture,
+  index: number
+): Promise<string> {
   return page.evaluate(
-    i => (window as any).jupyterapp.shell.currentWidget.content.widgets[i].model.sharedModel.getSource(),
+    i =>
+      (window as any).jupyterapp.shell.currentWidget.content.widgets[
+        i
+      ].model.sharedModel.getSource(),
     index
   );
 }
 
 /** Put the cursor at the end of cell `index` and type `text` at a person's pace. */
-async function typeInCell(page: IJupyterLabPageFixture, index: number, text: string): Promise<void> {
+async function typeInCell(
+  page: IJupyterLabPageFixture,
+  index: number,
+  text: string
+): Promise<void> {
   await page.notebook.enterCellEditingMode(index);
   await page.keyboard.press('Control+End');
   await page.keyboard.type(text, { delay: 60 });
 }
 
 /** A notebook whose first cell defines circle_area, the model loaded, and an empty second cell. */
-async function circleNotebook(page: IJupyterLabPageFixture, name: string): Promise<void> {
+async function circleNotebook(
+  page: IJupyterLabPageFixture,
+  name: string
+): Promise<void> {
   await openNotebook(page, name);
-  await page.notebook.setCell(0, 'code', 'import math\n\n\ndef circle_area(radius):\nreturn math.pi * radius ** 2');
+  await page.notebook.setCell(
+    0,
+    'code',
+    'import math\n\n\ndef circle_area(radius):\nreturn math.pi * radius ** 2'
+  );
   await loadModel(page);
   await page.notebook.addCell('code', '');
 }
@@ -83,7 +107,9 @@ test('typing in a code cell shows ghost text, Tab accepts it, typing through kee
 
   // The sidebar shows the recent latency of inline completions.
   const sidebar = page.locator('#jupyter-codellama-chat');
-  await expect(sidebar.locator('.jp-CodeLlama-latency')).toContainText('ms median');
+  await expect(sidebar.locator('.jp-CodeLlama-latency')).toContainText(
+    'ms median'
+  );
 });
 
 test('a markdown cell gets no suggestions; in a code cell, a new line after a comment does', async ({
@@ -97,11 +123,17 @@ test('a markdown cell gets no suggestions; in a code cell, a new line after a co
   // Long enough for a suggestion to come back several times over (see the code cell below).
   await page.waitForTimeout(4000);
   await expect(page.locator('.jp-GhostText')).toHaveCount(0);
-  expect(await cellSource(page, 0)).toBe('The circle area function returns the area of');
+  expect(await cellSource(page, 0)).toBe(
+    'The circle area function returns the area of'
+  );
 
   // JupyterLab does not trigger on a blank line by itself; after a comment, we do.
   await page.notebook.addCell('code', '');
-  await typeInCell(page, 1, 'import math\n# print the area of a circle of radius 2\n');
+  await typeInCell(
+    page,
+    1,
+    'import math\n# print the area of a circle of radius 2\n'
+  );
   const suggestion = await settledGhost(page);
   expect(suggestion.trim().length).toBeGreaterThan(0);
   await page.keyboard.press('Tab');
@@ -125,7 +157,8 @@ test('accept-word and accept-line insert exactly the next word and the next line
   const sent = recordSent(page);
   await circleNotebook(page, 'inline-parts.ipynb');
   // A comment, then a new line: a suggestion of several lines (greedy, so always the same).
-  const typed = '# compute the area and the circumference of a circle of radius 2\n';
+  const typed =
+    '# compute the area and the circumference of a circle of radius 2\n';
   await typeInCell(page, 1, typed);
   await settledGhost(page);
   const shown = await ghostText(page);
@@ -149,7 +182,8 @@ test('accept-word and accept-line insert exactly the next word and the next line
 
   // Tab takes what is left: the cell holds exactly the suggestion that was first shown, and the
   // continuation is asked for in the background at once.
-  const prefetches = () => sent.filter(frame => frame.includes('"prefetch":true')).length;
+  const prefetches = () =>
+    sent.filter(frame => frame.includes('"prefetch":true')).length;
   expect(prefetches()).toBe(0); // accepting in parts left some of the suggestion each time
   await page.keyboard.press('Tab');
   await expect.poll(() => cellSource(page, 1)).toBe(typed + shown);
@@ -159,6 +193,8 @@ test('accept-word and accept-line insert exactly the next word and the next line
 /** What the page sends over the websockets it opens from now on (the kernel's among them). */
 function recordSent(page: IJupyterLabPageFixture): string[] {
   const frames: string[] = [];
-  page.on('websocket', socket => socket.on('framesent', frame => frames.push(String(frame.payload))));
+  page.on('websocket', socket =>
+    socket.on('framesent', frame => frames.push(String(frame.payload)))
+  );
   return frames;
 }

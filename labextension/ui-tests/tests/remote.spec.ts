@@ -26,15 +26,20 @@ let server: ChildProcess | undefined;
 let served: { url: string; model: string };
 
 function startServer(): Promise<{ url: string; model: string }> {
-  server = spawn(path.join(venv, 'bin', 'python'), ['-m', 'jupyter_codellama.testing.serve'], {
-    cwd: root,
-    env: {
-      ...process.env,
-      JUPYTER_CODELLAMA_CACHE:
-        process.env.JUPYTER_CODELLAMA_CACHE || path.join(root, '.cache', 'jupyter_codellama')
-    },
-    stdio: ['pipe', 'pipe', 'inherit']
-  });
+  server = spawn(
+    path.join(venv, 'bin', 'python'),
+    ['-m', 'jupyter_codellama.testing.serve'],
+    {
+      cwd: root,
+      env: {
+        ...process.env,
+        JUPYTER_CODELLAMA_CACHE:
+          process.env.JUPYTER_CODELLAMA_CACHE ||
+          path.join(root, '.cache', 'jupyter_codellama')
+      },
+      stdio: ['pipe', 'pipe', 'inherit']
+    }
+  );
   return new Promise((resolve, reject) => {
     let out = '';
     server!.stdout!.on('data', chunk => {
@@ -43,13 +48,18 @@ function startServer(): Promise<{ url: string; model: string }> {
         resolve(JSON.parse(out.split('\n')[0]));
       }
     });
-    server!.on('exit', code => reject(new Error(`transformers serve exited (${code})`)));
+    server!.on('exit', code =>
+      reject(new Error(`transformers serve exited (${code})`))
+    );
   });
 }
 
 test.use({
   autoGoto: true,
-  mockSettings: { ...TEST_SETTINGS, 'jupyter-codellama:chat': { temperature: 0, maxNewTokens: 4 } }
+  mockSettings: {
+    ...TEST_SETTINGS,
+    'jupyter-codellama:chat': { temperature: 0, maxNewTokens: 4 }
+  }
 });
 test.beforeEach(({ page }) => logBrowserErrors(page));
 
@@ -63,18 +73,26 @@ test.afterAll(() => {
   server?.kill();
 });
 
-test('the sidebar answers through a remote server: only the load line changes', async ({ page }) => {
+test('the sidebar answers through a remote server: only the load line changes', async ({
+  page
+}) => {
   test.setTimeout(300000);
   await openNotebook(page, 'remote.ipynb');
   const sidebar = await openSidebar(page);
   await loadExtensionFromSidebar(sidebar);
 
-  await page.notebook.setCell(0, 'code', `%codellama load --endpoint ${served.url} ${served.model}`);
+  await page.notebook.setCell(
+    0,
+    'code',
+    `%codellama load --endpoint ${served.url} ${served.model}`
+  );
   await page.notebook.runCell(0);
   const host = served.url.replace(/\/v1$/, '');
   await expect(statusText(sidebar)).toContainText(host, { timeout: 60000 });
 
   await ask(sidebar, 'Say hello.');
   expect(await waitForAnswer(sidebar, 240000)).toBe('done');
-  await expect(lastAnswer(sidebar).locator('.jp-CodeLlama-answer')).not.toBeEmpty();
+  await expect(
+    lastAnswer(sidebar).locator('.jp-CodeLlama-answer')
+  ).not.toBeEmpty();
 });
