@@ -87,7 +87,12 @@ class _Link(EngineUser):
         # Jobs submitted and not yet done, by request id: closing the comm cancels them.
         self._jobs: dict[str, Any] = {}
         self.closed = False
-        self._handlers: dict[str, Callable[[str, Mapping], None]] = {}
+        self._handlers = self._handler_table()
+        assert set(self._handlers) == set(REQUEST_TYPES), "every request type of the schema has a handler"
+
+    def _handler_table(self) -> dict[str, Callable[[str, Mapping], None]]:
+        """Request type → handler; :class:`CommSession` has one for every type."""
+        return {}
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -220,16 +225,8 @@ class _Link(EngineUser):
 class CommSession(_Link):
     """Handles the messages of one front-end connection: one handler per request type."""
 
-    def __init__(
-        self,
-        send: Send,
-        *,
-        engine=None,
-        namespace: Callable[[], Mapping] | None = None,
-        judge: Callable[[list], list] | None = None,
-    ) -> None:
-        super().__init__(send, engine=engine, namespace=namespace, judge=judge)
-        self._handlers: dict[str, Callable[[str, Mapping], None]] = {
+    def _handler_table(self) -> dict[str, Callable[[str, Mapping], None]]:
+        return {
             "hello": self._on_hello,
             "status": self._on_status,
             "load": self._on_load,
@@ -243,7 +240,6 @@ class CommSession(_Link):
             "prewarm": self._on_prewarm,
             "context-preview": self._on_context_preview,
         }
-        assert set(self._handlers) == set(REQUEST_TYPES), "every request type of the schema has a handler"
 
     # -- requests --------------------------------------------------------------------------------
 
