@@ -95,7 +95,10 @@ def complete_fields(cells: list[dict], index: int, prefix: str, suffix: str, max
     }
 
 
-def replay(session, replies: Replies, targets, *, max_chars: int, pace_s: float, max_new_tokens: int) -> list[dict]:
+def replay(
+    session, replies: Replies, targets, *, max_chars: int, pace_s: float, max_new_tokens: int, forget=None
+) -> list[dict]:
+    """Type the cells; ``forget()`` runs before each request (clears the prefix cache: no reuse)."""
     records, typed_total, n = [], 0, 0
     for cells, index in targets:
         source = cells[index]["source"]
@@ -107,6 +110,8 @@ def replay(session, replies: Replies, targets, *, max_chars: int, pace_s: float,
             request_id = f"k{n}"
             n += 1
             pause = end == len(source) or source[end - 1] == "\n"
+            if forget is not None:
+                forget()
             sent = time.perf_counter()
             fields = complete_fields(cells, index, prefix, "", max_new_tokens)
             session.handle({**fields, "suffix": suffix, "request_id": request_id})
@@ -230,12 +235,14 @@ def run_acceptances(args) -> tuple[list[dict], list[dict]]:
         engine.shutdown()
 
 
-def run(args, prefix_cache_mb: int, max_chars: int):
+def run(args, reuse: bool, max_chars: int):
     from jupyter_codellama.comm import CommSession
     from jupyter_codellama.config import CodeLlama
     from jupyter_codellama.engine.engine import Engine
 
-    engine = Engine(CodeLlama(model=args.model, quantization=args.quantization, prefix_cache_mb=prefix_cache_mb))
+    # The CPU engine keeps a minimum of cached positions whatever prefix_cache_mb says: without
+    # reuse, the cache is cleared before every request instead.
+    engine = Engine(CodeLlama(model=args.model, quantization=args.quantization))
     engine.load().wait()
     replies = Replies()
     session = CommSession(replies, engine=engine, namespace=lambda: {})
@@ -248,6 +255,7 @@ def run(args, prefix_cache_mb: int, max_chars: int):
             max_chars=max_chars,
             pace_s=args.pace_ms / 1000,
             max_new_tokens=args.max_new_tokens,
+            forget=None if reuse else engine.clear_prefix_cache,
         ), engine.status()
     finally:
         session.close()
@@ -273,8 +281,8 @@ def main() -> None:
 
     import torch
 
-    with_reuse, status = run(args, 512, args.chars)
-    without, _ = run(args, 0, args.chars_no_reuse)
+    with_reuse, status = run(args, True, args.chars)
+    without, _ = run(args, False, args.chars_no_reuse)
     a, b = summarize("with KV reuse", with_reuse), summarize("without reuse", without)
     print(
         f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
