@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 
 from .prompts import Cell, ContextSettings, NotebookContext
 from .prompts.chat import ChatMessage
+from .prompts.notebook_context import CellRun
 from .prompts.requests import ChatRequest, EditRequest, ExplainRequest, FixRequest, InfillRequest
 from .protocol import BadRequest
 
@@ -88,7 +89,7 @@ def cell_spec(data: Mapping, kernel: KernelView, default_max: int, kind: type[Ce
     others = [c for i, c in enumerate(context.cells) if i != context.current]
     common = {
         "source": cell_source(cell),
-        "label": "the active cell",
+        "label": _label(cell),
         "history": history,
         "context": replace(context, cells=others, current=None),
         "namespace": _namespace(context, kernel),
@@ -120,6 +121,14 @@ def infill_spec(data: Mapping, kernel: KernelView) -> InfillRequest:
         namespace=_namespace(context, kernel),
         max_new_tokens=get(data, "max_new_tokens", 64),
     )
+
+
+def _label(cell: Mapping) -> str:
+    """How the question names the cell, with what the kernel knows of its last run: a fix of a
+    cell edited since it ran explains an error its previous version raised."""
+    run = cell.get("run")
+    mark = run.mark if isinstance(run, CellRun) else ""
+    return f"the active cell, {mark}" if mark else "the active cell"
 
 
 def _edit_request(data: Mapping, common: dict) -> EditRequest:

@@ -109,3 +109,22 @@ def test_build_refuses_what_is_not_a_spec(embedded_engine):
     call = embedded_engine.run_with_model(lambda loaded: build({"messages": []}, loaded))
     with pytest.raises(TypeError, match="Not a request spec"):
         call.wait(timeout=60)
+
+
+def test_a_fix_of_a_cell_edited_since_it_ran_says_so(embedded_engine):
+    """The error on the page came from the cell's previous version: the question says so."""
+    from jupyter_codellama.prompts.notebook_context import CellRun
+
+    def judge(cells):
+        return [{**cell, "run": CellRun("edited", 2)} if i == 1 else cell for i, cell in enumerate(cells)]
+
+    sent = Recorder()
+    session = CommSession(sent, engine=embedded_engine, namespace=lambda: {}, judge=judge)
+    session.sent = sent
+    try:
+        fix = preview(session, "p-stale", **{"for": "fix", "cells": CELLS, "current": 1})
+        explain = preview(session, "p-fresh", **{"for": "explain", "cells": CELLS, "current": 0})
+    finally:
+        session.close()
+    assert "This notebook cell (the active cell, edited since it ran) raised an error." in fix
+    assert "(the active cell) does" in explain
