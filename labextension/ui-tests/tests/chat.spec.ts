@@ -1,4 +1,5 @@
-import { expect, test } from '@jupyterlab/galata';
+import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
+import type { Locator } from '@playwright/test';
 
 import {
   ask,
@@ -49,6 +50,25 @@ test('load the extension from the sidebar, ask, see streamed text, insert the co
   expect(await page.notebook.getCellTextInput(1)).toBe(code);
 });
 
+/** Open `notebook`, load the extension, ask for a long answer and wait until it streams. */
+async function startLongAnswer(
+  page: IJupyterLabPageFixture,
+  notebook: string
+): Promise<{ sidebar: Locator; first: Locator }> {
+  await openNotebook(page, notebook);
+  const sidebar = await openSidebar(page);
+  await loadExtensionFromSidebar(sidebar);
+  await ask(
+    sidebar,
+    'Write a long essay about the history of the Python language.'
+  );
+  const first = lastAnswer(sidebar);
+  await expect(first.locator('.jp-CodeLlama-answer')).not.toBeEmpty({
+    timeout: 90000
+  });
+  return { sidebar, first };
+}
+
 test.describe('restart', () => {
   // Galata's kernels mock answers JupyterLab's restart POST with 201 (a creation), which
   // JupyterLab rejects: talk to the real server API here.
@@ -57,18 +77,7 @@ test.describe('restart', () => {
   test('stop an answer midway, restart the kernel, and keep chatting', async ({
     page
   }) => {
-    await openNotebook(page, 'restart.ipynb');
-    const sidebar = await openSidebar(page);
-    await loadExtensionFromSidebar(sidebar);
-
-    await ask(
-      sidebar,
-      'Write a long essay about the history of the Python language.'
-    );
-    const first = lastAnswer(sidebar);
-    await expect(first.locator('.jp-CodeLlama-answer')).not.toBeEmpty({
-      timeout: 90000
-    });
+    const { sidebar, first } = await startLongAnswer(page, 'restart.ipynb');
     await sidebar.getByRole('button', { name: 'Stop' }).click();
     expect(await waitForAnswer(sidebar, 15000)).toBe('cancelled');
     await expect(first).toContainText('Stopped.');
@@ -109,18 +118,7 @@ test.describe('restart mid-answer', () => {
   test('restart the kernel while an answer streams: it ends with a message, no spinner stays', async ({
     page
   }) => {
-    await openNotebook(page, 'restart-mid.ipynb');
-    const sidebar = await openSidebar(page);
-    await loadExtensionFromSidebar(sidebar);
-
-    await ask(
-      sidebar,
-      'Write a long essay about the history of the Python language.'
-    );
-    const first = lastAnswer(sidebar);
-    await expect(first.locator('.jp-CodeLlama-answer')).not.toBeEmpty({
-      timeout: 90000
-    });
+    const { sidebar, first } = await startLongAnswer(page, 'restart-mid.ipynb');
     await expect(first).toHaveAttribute('data-state', 'streaming');
 
     await restartKernel(page);
