@@ -1,17 +1,13 @@
 import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
 import type { Locator } from '@playwright/test';
-import * as path from 'path';
 
-import { logBrowserErrors, openNotebook, TEST_SETTINGS } from './helpers';
+import {
+  logBrowserErrors,
+  openNotebook,
+  screenshotPath,
+  TEST_SETTINGS
+} from './helpers';
 
-const SCREENSHOTS = path.resolve(
-  __dirname,
-  '..',
-  '..',
-  '..',
-  'docs',
-  'screenshots'
-);
 const CELL = 'def area(r):\n    return 3.14 * r * r\n\nprint(area(2))';
 const BOX = '.jp-CodeLlama-edit';
 
@@ -110,13 +106,13 @@ test('an edit streams a diff; Reject changes nothing, Accept is one undo step, t
   await page
     .locator('.jp-Cell')
     .first()
-    .screenshot({ path: path.join(SCREENSHOTS, 'edit-light.png') });
+    .screenshot({ path: screenshotPath('edit-light.png') });
   await page.theme.setDarkTheme();
   await page.mouse.move(0, 0);
   await page
     .locator('.jp-Cell')
     .first()
-    .screenshot({ path: path.join(SCREENSHOTS, 'edit-dark.png') });
+    .screenshot({ path: screenshotPath('edit-dark.png') });
   await page.theme.setLightTheme();
 
   // Escape rejects: the cell is byte for byte as it was, and did not run.

@@ -1,5 +1,6 @@
 import { expect, galata, IJupyterLabPageFixture } from '@jupyterlab/galata';
 import type { Locator } from '@playwright/test';
+import * as path from 'path';
 
 export const SIDEBAR = '#jupyter-codellama-chat';
 
@@ -8,6 +9,11 @@ export const TEST_SETTINGS = {
   ...galata.DEFAULT_SETTINGS,
   'jupyter-codellama:chat': { temperature: 0, maxNewTokens: 120 }
 };
+
+/** Where the UI tests put the README's screenshot `name`. */
+export function screenshotPath(name: string): string {
+  return path.resolve(__dirname, '..', '..', '..', 'docs', 'screenshots', name);
+}
 
 /** Print the browser's errors in the test log. */
 export function logBrowserErrors(page: IJupyterLabPageFixture): void {

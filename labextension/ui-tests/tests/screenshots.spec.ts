@@ -1,5 +1,4 @@
 import { expect, test } from '@jupyterlab/galata';
-import * as path from 'path';
 
 import {
   ask,
@@ -8,18 +7,10 @@ import {
   logBrowserErrors,
   openNotebook,
   openSidebar,
+  screenshotPath,
   TEST_SETTINGS,
   waitForAnswer
 } from './helpers';
-
-const SCREENSHOTS = path.resolve(
-  __dirname,
-  '..',
-  '..',
-  '..',
-  'docs',
-  'screenshots'
-);
 
 test.use({
   autoGoto: true,
@@ -95,8 +86,8 @@ test('fix an error from the cell context menu; the sidebar in light and dark the
     .scrollIntoViewIfNeeded();
 
   await page.mouse.move(0, 0);
-  await page.screenshot({ path: path.join(SCREENSHOTS, 'chat-light.png') });
+  await page.screenshot({ path: screenshotPath('chat-light.png') });
   await page.theme.setDarkTheme();
   await page.mouse.move(0, 0);
-  await page.screenshot({ path: path.join(SCREENSHOTS, 'chat-dark.png') });
+  await page.screenshot({ path: screenshotPath('chat-dark.png') });
 });
