@@ -199,12 +199,14 @@ class ShapedOurs:
     """Our C engine (jupyter_codellama.engine.native), greedy, prefix reuse by cropping its cache."""
 
     name = "ours"
+    #: the kernel's activations (--activations): "int8" (the default) or "fp32"
+    activations = "int8"
 
     def __init__(self, gguf: Path, threads: int, n_ctx: int):
         from jupyter_codellama.engine.native import NativeModel
 
         self.gguf = gguf
-        self.model = NativeModel.open(gguf, n_threads=threads)
+        self.model = NativeModel.open(gguf, n_threads=threads, activations=self.activations)
 
     def set_threads(self, n: int) -> None:
         if hasattr(self.model, "pick_threads"):  # 0 ("auto"): the free cores, decided per request
@@ -217,7 +219,7 @@ class ShapedOurs:
             from jupyter_codellama.engine.native import NativeModel
 
             self.model.close()
-            self.model = NativeModel.open(self.gguf, n_threads=n)
+            self.model = NativeModel.open(self.gguf, n_threads=n, activations=self.activations)
 
     def decode(self, ids, n):
         dec = self.model.decoder(self.model.new_cache())
@@ -577,12 +579,14 @@ def main() -> None:
     g.add_argument("--kinds", default="Q4_0,Q4_K_M", help="comma-separated file kinds")
     g.add_argument("--busy", action="store_true", help="also measure beside a busy-looping process")
     g.add_argument("--no-ours", action="store_true", help="llama.cpp figures only")
+    g.add_argument("--activations", choices=("int8", "fp32"), default="int8", help="our kernel's activations")
     g.add_argument("--no-rss", action="store_true", help="skip the memory subprocesses")
     g.add_argument("--json", metavar="PATH", help="also write every measurement to this JSON file")
     g.add_argument(
         "--rss-probe", nargs=5, metavar=("ENGINE", "GGUF", "THREADS", "N_CTX", "IDS_JSON"), help=argparse.SUPPRESS
     )
     args = p.parse_args()
+    ShapedOurs.activations = args.activations
     if args.rss_probe:
         return rss_probe(*args.rss_probe)
     if args.shaped:

@@ -86,6 +86,13 @@ class CodeLlama(Configurable):
         "models with quantization 'auto', '4bit' or '8bit'.",
     ).tag(config=True)
     cpu_threads = Int(0, help="Threads of the CPU kernel; 0 uses every core this process may run on.").tag(config=True)
+    cpu_activations = CaselessStrEnum(
+        ["int8", "fp32"],
+        "int8",
+        help="How the CPU kernel multiplies 4-bit/8-bit weights: 'int8' rounds each activation "
+        "vector to int8 in blocks of 32 first, as llama.cpp does (faster); 'fp32' keeps it exact "
+        "(results within float rounding of a float64 forward pass, slower).",
+    ).tag(config=True)
 
     endpoint = Unicode(
         help="An OpenAI-compatible server (vLLM, TGI, llama-server, transformers serve) to generate "

@@ -153,7 +153,12 @@ def _capabilities(spec: ModelSpec, tokenizer, context_length: int) -> ModelSpec:
 
 
 def load_native(
-    options: LoadOptions, spec: ModelSpec, report: ProgressCallback, *, n_threads: int | None = None
+    options: LoadOptions,
+    spec: ModelSpec,
+    report: ProgressCallback,
+    *,
+    n_threads: int | None = None,
+    activations: str = "int8",
 ) -> LoadedModel:
     """Load ``spec`` for the CPU kernel; raise :class:`ModelLoadError` with advice."""
     from .kernels import KernelUnavailable
@@ -166,6 +171,7 @@ def load_native(
         model = NativeModel.open(
             gguf,
             n_threads=n_threads,
+            activations=activations,
             cache_dir=options.cache_dir or None,
             progress=lambda f: report("packing the weights (first use only)", 0.4 + 0.4 * f),
         )

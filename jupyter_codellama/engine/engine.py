@@ -320,7 +320,8 @@ def _backend_choice(config) -> dict[str, Any]:
     """The load's backend and CPU threads from the configuration."""
     backend = str(getattr(config, "cpu_backend", "auto") or "auto").lower()
     threads = int(getattr(config, "cpu_threads", 0) or 0) or None
-    return {"backend": backend, "n_threads": threads}
+    activations = str(getattr(config, "cpu_activations", "int8") or "int8").lower()
+    return {"backend": backend, "n_threads": threads, "activations": activations}
 
 
 def _safe_callback(callback: Callable[[str], None] | None, request_id: str) -> Callable[[str], None] | None:

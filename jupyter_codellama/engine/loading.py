@@ -675,10 +675,12 @@ def load_model(
     *,
     backend: str = "auto",
     n_threads: int | None = None,
+    activations: str = "int8",
 ) -> LoadedModel:
     """Load tokenizer and weights as ``options`` say; raise :class:`ModelLoadError` with advice.
 
     ``backend``: 'auto' (the CPU kernel where it applies, else PyTorch), 'kernel' or 'torch'.
+    ``activations``: the CPU kernel's 'int8' or 'fp32' activations (see NativeModel).
     """
     report = progress or (lambda _stage, _fraction: None)
     started = time.perf_counter()
@@ -692,7 +694,7 @@ def load_model(
     if use_kernel(options, device, spec, backend):
         from .cpu_loading import load_native
 
-        return load_native(options, spec, report, n_threads=n_threads)
+        return load_native(options, spec, report, n_threads=n_threads, activations=activations)
     if spec.repo_id.lower().endswith(".gguf"):
         raise ModelLoadError(
             f"{spec.name} is a GGUF file: it runs on the CPU kernel (device='cpu', quantization "

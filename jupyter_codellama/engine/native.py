@@ -282,6 +282,8 @@ class _Model(ctypes.Structure):
         ("attn_scale", ctypes.c_float),
         ("rope_pairs", ctypes.c_int32),
         ("max_pos", ctypes.c_int32),
+        ("act_q8", ctypes.c_int32),
+        ("pad", ctypes.c_int32),
         ("embed", layout.Wt),
         ("lm_head", layout.Wt),
         ("out_norm", ctypes.c_void_p),
@@ -325,7 +327,9 @@ def _bind(lib) -> None:
     lib.jcl_dequant_row.restype = None
     lib.jcl_dequant_row.argtypes = [ctypes.POINTER(layout.Wt), ctypes.c_int, ctypes.c_void_p]
     lib.jcl_matvec.restype = None
-    lib.jcl_matvec.argtypes = [ctypes.POINTER(layout.Wt), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+    lib.jcl_matvec.argtypes = [ctypes.POINTER(layout.Wt), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    lib.jcl_round_rows.restype = None
+    lib.jcl_round_rows.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
 
 
 def default_threads() -> int:
@@ -371,8 +375,13 @@ class NativeModel:
         variant: str | None = None,
         cache_dir=None,
         max_positions: int | None = None,
+        activations: str = "int8",
     ) -> None:
+        if activations not in ("int8", "fp32"):
+            raise ValueError(f"activations must be 'int8' or 'fp32', not {activations!r}")
         self.info, self.hyper, self.pack_file = info, info.hyper, pack
+        #: round activations to int8 before quantized weights (quants.h), as llama.cpp does
+        self.act_q8 = activations == "int8"
         self.variant = variant or kernels.best_variant()
         self.lib = kernels.load_library(self.variant, cache_dir)
         _bind(self.lib)
@@ -398,12 +407,21 @@ class NativeModel:
         cache_dir=None,
         progress=None,
         max_positions: int | None = None,
+        activations: str = "int8",
     ) -> "NativeModel":
         gguf = Path(path).expanduser().resolve()
         if not gguf.is_file():
             raise FileNotFoundError(f"no GGUF file at {gguf}")
         info, pack = open_pack(gguf, cache_dir, progress)
-        return cls(info, pack, n_threads=n_threads, variant=variant, cache_dir=cache_dir, max_positions=max_positions)
+        return cls(
+            info,
+            pack,
+            n_threads=n_threads,
+            variant=variant,
+            cache_dir=cache_dir,
+            max_positions=max_positions,
+            activations=activations,
+        )
 
     def _wt(self, name: str) -> layout.Wt:
         t = self.info.tensors[name]
@@ -449,6 +467,7 @@ class NativeModel:
             attn_scale=float(h.head_dim**-0.5),
             rope_pairs=1,
             max_pos=self.max_positions,
+            act_q8=int(self.act_q8),
             embed=self._wt("token_embd.weight"),
             lm_head=self._wt(head),
             out_norm=self._f32("output_norm.weight"),
@@ -577,6 +596,7 @@ class ChunkForward:
 
     def matmul(self, x: torch.Tensor, wt: layout.Wt) -> torch.Tensor:
         """x [n, K] @ W.T → [n, N]."""
+        x = self.rounded(x, wt)
         N, K = wt.N, wt.K
         out = torch.empty(x.shape[0], N)
         rows = max(4, min(N, _BLOCK_FLOATS // K))
@@ -587,6 +607,15 @@ class ChunkForward:
             self.lib.jcl_dequant_rows(ref, r0, r1, buf.data_ptr(), self.threads)
             out[:, r0:r1] = torch.mm(x, buf[: r1 - r0].T)
         return out
+
+    def rounded(self, x: torch.Tensor, wt: layout.Wt) -> torch.Tensor:
+        """x as the kernel multiplies ``wt`` by it: rounded to int8 blocks (x~, quants.h) when the
+        model rounds activations and the weight is quantized, else x itself."""
+        if not (self.m.act_q8 and layout.is_quantized(wt.type)):
+            return x
+        x = x.contiguous().clone()
+        self.lib.jcl_round_rows(x.data_ptr(), x.shape[0], x.shape[1])
+        return x
 
     def rms(self, x: torch.Tensor, weight_ptr: int) -> torch.Tensor:
         w = self.m.vector(weight_ptr, x.shape[-1])
@@ -651,7 +680,13 @@ class ChunkForward:
             x = self.layer(l, x, pos0)
         if logits is not None:
             last = self.rms(x[-1:], self.m.struct.out_norm)[0].contiguous()
-            self.lib.jcl_matvec(ctypes.byref(self.m.struct.lm_head), last.data_ptr(), logits.data_ptr(), self.threads)
+            self.lib.jcl_matvec(
+                ctypes.byref(self.m.struct.lm_head),
+                last.data_ptr(),
+                logits.data_ptr(),
+                self.threads,
+                int(self.m.act_q8),
+            )
 
 
 # ---------------------------------------------------------------------------------------------

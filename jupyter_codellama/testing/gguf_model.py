@@ -148,18 +148,39 @@ def _rms(x, w, eps):
     return w * (x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt())
 
 
-def reference_logits(weights: dict[str, np.ndarray], shape: TinyShape, ids: Sequence[int]):
-    """float64 logits [len(ids), vocab] of a causal forward over ``ids`` from position 0."""
+def round_q8(x):
+    """x~ of the kernel's int8 activations (quants.h): each run of 32 rounded to int8 with the
+    scale max|x| / 127, in float32 with the kernel's very operations, returned as float64."""
     import torch
 
-    W = {k: torch.from_numpy(v).double() for k, v in weights.items()}
+    blocks = x.float().reshape(*x.shape[:-1], -1, 32)
+    d = blocks.abs().amax(-1, keepdim=True) / 127.0
+    q = torch.where(d == 0, torch.zeros_like(blocks), torch.round(blocks / d))
+    return (q * d).reshape(x.shape).double()
+
+
+def reference_logits(
+    weights: dict[str, np.ndarray],
+    shape: TinyShape,
+    ids: Sequence[int],
+    rounded: Callable[[str], bool] | None = None,
+):
+    """float64 logits [len(ids), vocab] of a causal forward over ``ids`` from position 0.
+
+    ``rounded(name)``: whether the input of weight ``name`` is rounded to int8 blocks first
+    (:func:`round_q8`), as the kernel does for quantized weights with int8 activations.
+    """
+    import torch
+
+    W0 = {k: torch.from_numpy(v).double() for k, v in weights.items()}
+    W = {k: _Weight(v, k, rounded) for k, v in W0.items()}
     T, hd = len(ids), shape.head_dim
-    x = W["token_embd.weight"][torch.tensor(list(ids))]
+    x = W0["token_embd.weight"][torch.tensor(list(ids))]
     pos = torch.arange(T)
     mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
     for i in range(shape.n_layers):
         p = f"blk.{i}."
-        h = _rms(x, W[p + "attn_norm.weight"], shape.eps)
+        h = _rms(x, W0[p + "attn_norm.weight"], shape.eps)
         q = _rope_pairs((h @ W[p + "attn_q.weight"].T).view(T, shape.n_heads, hd), pos, shape.rope_theta)
         k = _rope_pairs((h @ W[p + "attn_k.weight"].T).view(T, shape.n_kv, hd), pos, shape.rope_theta)
         v = (h @ W[p + "attn_v.weight"].T).view(T, shape.n_kv, hd)
@@ -168,19 +189,53 @@ def reference_logits(weights: dict[str, np.ndarray], shape: TinyShape, ids: Sequ
         att = torch.einsum("thd,shd->hts", q, k) / hd**0.5 + mask
         o = torch.einsum("hts,shd->thd", att.softmax(-1), v).reshape(T, -1)
         x = x + o @ W[p + "attn_output.weight"].T
-        h = _rms(x, W[p + "ffn_norm.weight"], shape.eps)
+        h = _rms(x, W0[p + "ffn_norm.weight"], shape.eps)
         g = h @ W[p + "ffn_gate.weight"].T
         x = x + (torch.nn.functional.silu(g) * (h @ W[p + "ffn_up.weight"].T)) @ W[p + "ffn_down.weight"].T
     head = W.get("output.weight", W["token_embd.weight"])
-    return _rms(x, W["output_norm.weight"], shape.eps) @ head.T
+    return _rms(x, W0["output_norm.weight"], shape.eps) @ head.T
 
 
-def reference_greedy(weights, shape: TinyShape, ids: Sequence[int], n: int) -> list[int]:
+class _Weight:
+    """A weight matrix in the reference: ``x @ w.T`` rounds x first where the kernel would."""
+
+    def __init__(self, w, name: str, rounded: Callable[[str], bool] | None) -> None:
+        self.w, self.round = w, bool(rounded and rounded(name))
+
+    @property
+    def T(self) -> "_Weight":
+        return self
+
+    def __rmatmul__(self, x):
+        return (round_q8(x) if self.round else x) @ self.w.T
+
+
+def reference_greedy(
+    weights, shape: TinyShape, ids: Sequence[int], n: int, rounded: Callable[[str], bool] | None = None
+) -> list[int]:
     """``n`` greedy tokens after ``ids`` by the float64 reference (full recompute each step)."""
     seq = list(ids)
     out = []
     for _ in range(n):
-        tok = int(reference_logits(weights, shape, seq)[-1].argmax())
+        tok = int(reference_logits(weights, shape, seq, rounded)[-1].argmax())
         out.append(tok)
         seq.append(tok)
     return out
+
+
+def rounding_of(kinds: dict[str, str]) -> Callable[[str], bool]:
+    """The kernel's int8-activation rule for a file whose tensors have these GGML type names:
+    the input of every quantized weight is rounded (for ``reference_logits(rounded=)``)."""
+    return lambda name: kinds.get(name, "F32") not in ("F32", "F16")
+
+
+def agreement(model, ids: Sequence[int], answer: Sequence[int]) -> float:
+    """Teacher forcing: the share of ``answer``'s tokens that are ``model``'s argmax when fed the
+    tokens before them. Quantization is judged this way: one early near tie that tips the other
+    way would make every later greedy token differ."""
+    dec = model.decoder(model.new_cache(), chunk=5)
+    logits, same = dec.prefill(list(ids)), 0
+    for tok in answer:
+        same += int(logits.argmax()) == tok
+        logits = dec.step(tok)
+    return same / len(answer)

@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ("llama.c", "quants.c", "kquants.c")
+SOURCES = ("llama.c", "quants.c", "kquants.c", "q8.c", "kquants_q8.c")
 _COMMON = ["-O3", "-fPIC", "-shared", "-fopenmp", "-ffp-contract=off", "-std=gnu11"]
 _VARIANT_FLAGS = {"avx2": ["-mavx2", "-mfma", "-mf16c"], "generic": []}
 

@@ -23,6 +23,8 @@ typedef struct {
   float eps, attn_scale;
   int32_t rope_pairs;   /* 1: rotate adjacent pairs (GGUF's q/k row order), 0: halves (HF's) */
   int32_t max_pos;
+  int32_t act_q8;       /* 1: round activations to int8 before quantized weights (quants.h) */
+  int32_t pad;
   Wt embed, lm_head;
   const float* out_norm;
   const float* cos_t;   /* [max_pos, head_dim / 2] */
@@ -36,7 +38,7 @@ typedef struct {
   int32_t cap, pad;
 } KV;
 
-int jcl_abi_version(void) { return 1; }
+int jcl_abi_version(void) { return 2; }
 int jcl_model_size(void) { return (int)sizeof(Model); }
 int jcl_layer_size(void) { return (int)sizeof(Layer); }
 int jcl_kv_size(void) { return (int)sizeof(KV); }
@@ -69,13 +71,60 @@ static void add_into(float* x, const float* y, int n) {
   for (int i = 0; i < n; i++) x[i] += y[i];
 }
 
+/* One thread's view of an activation vector x, for every weight that multiplies it: the sums
+   xs, and with act_q8 its int8 blocks and the rounded floats x~ (the fp32 kernels of quantized
+   types without an int8 kernel read x~). Each thread keeps its own copy, so no barrier. */
+typedef struct {
+  const float* x;
+  float *xt, *xs, *d;
+  int8_t* q;
+  int16_t* s16;
+  int q8;
+} Act;
+
+/* Floats of one thread's Act storage for vectors up to `widest` (a multiple of 32). */
+#define ACT_W(w) (((w) + 31) / 32 * 32)
+#define ACT_FLOATS(widest) ((size_t)ACT_W(widest) * 45 / 32 + JCL_AUX_FLOATS(ACT_W(widest)))
+
+/* Thread `t`'s Act in the storage `mem` (ACT_FLOATS(widest) floats per thread). */
+static Act act_at(float* mem, int t, int widest, int q8) {
+  Act a;
+  float* base = mem + (size_t)t * ACT_FLOATS(widest);
+  widest = ACT_W(widest);
+  a.x = NULL;
+  a.q8 = q8;
+  a.xt = base;
+  a.xs = a.xt + widest;
+  a.d = a.xs + JCL_AUX_FLOATS(widest);
+  a.q = (int8_t*)(a.d + widest / 32);             /* widest bytes: widest / 4 floats */
+  a.s16 = (int16_t*)(a.d + widest / 32 + widest / 4);  /* widest / 16 int16: widest / 32 floats */
+  return a;
+}
+
+static void act_set(Act* a, const float* x, int K) {
+  a->x = x;
+  if (a->q8) jcl_x_q8(x, K, a->q, a->d, a->s16, a->xt);
+  jcl_x_aux(a->q8 ? a->xt : x, K, a->xs);
+}
+
+static inline int is_quant(int type) { return type != GT_F32 && type != GT_F16; }
+
+static inline void act_dot_group4(const Wt* w, int g, const Act* a, float out[4]) {
+  if (a->q8 && jcl_q8_supported(w->type)) {
+    const XQ xq = {a->q, a->d, a->s16};
+    jcl_q8_group4(w, g, &xq, 1, out);
+  } else {
+    jcl_dot_group4(w, g, a->q8 && is_quant(w->type) ? a->xt : a->x, a->xs, out);
+  }
+}
+
 /* y = w x for all rows (an orphaned `omp for`, call inside the parallel region; no barrier). */
-static void matvec_nowait(const Wt* w, const float* x, const float* xs, float* y) {
+static void matvec_nowait(const Wt* w, const Act* a, float* y) {
   const int N = w->N, groups = (N + 3) / 4;
 #pragma omp for schedule(dynamic, DYN_CHUNK) nowait
   for (int g = 0; g < groups; g++) {
     float o[4];
-    jcl_dot_group4(w, g, x, xs, o);
+    act_dot_group4(w, g, a, o);
     for (int j = 0; j < 4 && 4 * g + j < N; j++) y[4 * g + j] = o[j];
   }
 }
@@ -239,23 +288,23 @@ static void rope_and_store(const Model* m, const KV* kv, int l, float* Q, float*
 
 typedef struct { float *x, *xb, *ao, *q, *kv, *hb, *att; } StepBuf;
 
-static void step_attention(const Model* m, const KV* kv, int l, StepBuf* b, int pos, float* xs) {
+static void step_attention(const Model* m, const KV* kv, int l, StepBuf* b, int pos, Act* a) {
   const Layer* L = &m->layers[l];
 #pragma omp single
   rmsnorm(b->xb, b->x, L->attn_norm, m->dim, m->eps);
-  jcl_x_aux(b->xb, m->dim, xs);
-  matvec_nowait(&L->q, b->xb, xs, b->q);
-  matvec_nowait(&L->k, b->xb, xs, b->kv);
-  matvec_nowait(&L->v, b->xb, xs, b->kv + L->k.N);
+  act_set(a, b->xb, m->dim);
+  matvec_nowait(&L->q, a, b->q);
+  matvec_nowait(&L->k, a, b->kv);
+  matvec_nowait(&L->v, a, b->kv + L->k.N);
 #pragma omp barrier
   rope_and_store(m, kv, l, b->q, b->kv, 1, pos);
   attention_all(m, kv, l, b->q, b->ao, 1, pos, b->att);
-  jcl_x_aux(b->ao, m->n_heads * m->head_dim, xs);
-  matvec_nowait(&L->o, b->ao, xs, b->xb);
+  act_set(a, b->ao, m->n_heads * m->head_dim);
+  matvec_nowait(&L->o, a, b->xb);
 #pragma omp barrier
 }
 
-static void step_mlp(const Model* m, int l, StepBuf* b, float* xs) {
+static void step_mlp(const Model* m, int l, StepBuf* b, Act* a) {
   const Layer* L = &m->layers[l];
   const int hidden = m->hidden;
 #pragma omp single
@@ -263,16 +312,16 @@ static void step_mlp(const Model* m, int l, StepBuf* b, float* xs) {
     add_into(b->x, b->xb, m->dim);
     rmsnorm(b->xb, b->x, L->ffn_norm, m->dim, m->eps);
   }
-  jcl_x_aux(b->xb, m->dim, xs);
+  act_set(a, b->xb, m->dim);
 #pragma omp for schedule(dynamic, DYN_CHUNK)
   for (int g = 0; g < (hidden + 3) / 4; g++) {
     float gv[4], uv[4];
-    jcl_dot_group4(&L->gate, g, b->xb, xs, gv);
-    jcl_dot_group4(&L->up, g, b->xb, xs, uv);
+    act_dot_group4(&L->gate, g, a, gv);
+    act_dot_group4(&L->up, g, a, uv);
     for (int j = 0; j < 4 && 4 * g + j < hidden; j++) b->hb[4 * g + j] = silu(gv[j]) * uv[j];
   }
-  jcl_x_aux(b->hb, hidden, xs);
-  matvec_nowait(&L->down, b->hb, xs, b->xb);
+  act_set(a, b->hb, hidden);
+  matvec_nowait(&L->down, a, b->xb);
 #pragma omp barrier
 #pragma omp single
   add_into(b->x, b->xb, m->dim);
@@ -280,27 +329,26 @@ static void step_mlp(const Model* m, int l, StepBuf* b, float* xs) {
 
 static int forward_one(const Model* m, const KV* kv, int token, int pos, float* logits) {
   const int dim = m->dim, qd = m->n_heads * m->head_dim, kvd = 2 * m->n_kv * m->head_dim;
+  const int widest = dim > m->hidden ? (dim > qd ? dim : qd) : (m->hidden > qd ? m->hidden : qd);
   const size_t floats = (size_t)2 * dim + 2 * qd + kvd + m->hidden + (size_t)m->n_heads * (pos + 1);
-  float* mem = malloc(sizeof(float) * floats);
+  float* mem = malloc(sizeof(float) * (floats + ACT_FLOATS(widest) * (size_t)m->n_threads));
   if (!mem) return -2;
   StepBuf b = {mem, mem + dim, mem + 2 * dim, mem + 2 * dim + qd, mem + 2 * dim + 2 * qd,
                mem + 2 * dim + 2 * qd + kvd, mem + 2 * dim + 2 * qd + kvd + m->hidden};
   jcl_dequant_row(&m->embed, token, b.x);
-  const int widest = dim > m->hidden ? (dim > qd ? dim : qd) : (m->hidden > qd ? m->hidden : qd);
 #pragma omp parallel num_threads(m->n_threads)
   {
-    float* xs = malloc(sizeof(float) * JCL_AUX_FLOATS(widest));
+    Act a = act_at(mem + floats, omp_get_thread_num(), widest, m->act_q8);
     for (int l = 0; l < m->n_layers; l++) {
-      step_attention(m, kv, l, &b, pos, xs);
-      step_mlp(m, l, &b, xs);
+      step_attention(m, kv, l, &b, pos, &a);
+      step_mlp(m, l, &b, &a);
     }
     if (logits) {
 #pragma omp single
       rmsnorm(b.xb, b.x, m->out_norm, dim, m->eps);
-      jcl_x_aux(b.xb, dim, xs);
-      matvec_nowait(&m->lm_head, b.xb, xs, logits);
+      act_set(&a, b.xb, dim);
+      matvec_nowait(&m->lm_head, &a, logits);
     }
-    free(xs);
   }
   free(mem);
   return 0;
@@ -377,6 +425,16 @@ static inline float lanes_sum(const float* p) {
    the partial sums. */
 #define MATMUL_SCRATCH(n) ((size_t)4 * SEG + (size_t)32 * (n))
 
+/* The n activation vectors of a chunk as the weights read them: X itself (row stride ldx), and
+   with act_q8 their int8 blocks xq[j] and rounded floats XT (row stride K). Shared by the
+   threads (written in a worksharing loop before the products). */
+typedef struct {
+  const float* X;
+  int ldx, K, q8;
+  const float* XT;
+  const XQ* xq;
+} BatchAct;
+
 /* Rows r0..r0+R-1 of w times the n tokens into Y (Y[j*ldy + r0 + i]), one segment at a time. */
 static void group_times_tokens(const Wt* w, int r0, int R, const float* X, int ldx, int n,
                                float* Y, int ldy, float* scratch) {
@@ -400,8 +458,21 @@ static void group_times_tokens(const Wt* w, int r0, int R, const float* X, int l
 
 /* Y[j*ldy + r] = (row r of w) . X_j for all rows and n tokens (an orphaned `omp for`).
    scratch: MATMUL_SCRATCH(n) floats of this thread. */
-static void matmul_n(const Wt* w, const float* X, int ldx, int n, float* Y, int ldy, float* scratch) {
+static void matmul_n(const Wt* w, const BatchAct* a, int n, float* Y, int ldy, float* scratch) {
   const int N = w->N;
+  if (a->q8 && jcl_q8_supported(w->type)) {
+#pragma omp for schedule(dynamic, 1)
+    for (int g = 0; g < (N + 3) / 4; g++) {
+      float* o = scratch;  /* [n][4] */
+      jcl_q8_group4(w, g, a->xq, n, o);
+      for (int j = 0; j < n; j++)
+        for (int i = 0; i < 4 && 4 * g + i < N; i++) Y[(size_t)j * ldy + 4 * g + i] = o[4 * j + i];
+    }
+    return;
+  }
+  const int rounded = a->q8 && is_quant(w->type);
+  const float* X = rounded ? a->XT : a->X;
+  const int ldx = rounded ? a->K : a->ldx;
 #pragma omp for schedule(dynamic, 1)
   for (int g = 0; g < (N + 3) / 4; g++) {
     const int r0 = 4 * g, R = N - r0 < 4 ? N - r0 : 4;
@@ -409,7 +480,19 @@ static void matmul_n(const Wt* w, const float* X, int ldx, int n, float* Y, int 
   }
 }
 
-typedef struct { float *X, *XB, *AO, *Q, *KV, *HB, *UP, *ATT, *WB; } BatchBuf;
+typedef struct { float *X, *XB, *AO, *Q, *KV, *HB, *UP, *ATT, *WB, *XT; int8_t* Q8; float* D; int16_t* S16; XQ* XQS; } BatchBuf;
+
+/* Token j's activation row x (K wide) rounded into the chunk's int8 buffers (act_q8 only). */
+static void batch_round(const Model* m, BatchBuf* b, int j, const float* x, int K) {
+  if (!m->act_q8) return;
+  const size_t w = ACT_W(K);
+  b->XQS[j] = (XQ){b->Q8 + j * w, b->D + j * (w / 32), b->S16 + j * (w / 16)};
+  jcl_x_q8(x, K, b->Q8 + j * w, b->D + j * (w / 32), b->S16 + j * (w / 16), b->XT + j * (size_t)K);
+}
+
+static BatchAct batch_act(const Model* m, const BatchBuf* b, const float* X, int ldx, int K) {
+  return (BatchAct){X, ldx, K, m->act_q8, b->XT, b->XQS};
+}
 
 static void batch_layer(const Model* m, const KV* kv, int l, BatchBuf* b, int n, int pos0) {
   const Layer* L = &m->layers[l];
@@ -417,27 +500,39 @@ static void batch_layer(const Model* m, const KV* kv, int l, BatchBuf* b, int n,
   const int kvd = 2 * m->n_kv * m->head_dim;
   float* wbuf = b->WB + (size_t)omp_get_thread_num() * MATMUL_SCRATCH(n);
 #pragma omp for schedule(static)
-  for (int j = 0; j < n; j++) rmsnorm(b->XB + (size_t)j * dim, b->X + (size_t)j * dim, L->attn_norm, dim, m->eps);
-  matmul_n(&L->q, b->XB, dim, n, b->Q, qd, wbuf);
-  matmul_n(&L->k, b->XB, dim, n, b->KV, kvd, wbuf);
-  matmul_n(&L->v, b->XB, dim, n, b->KV + L->k.N, kvd, wbuf);
+  for (int j = 0; j < n; j++) {
+    rmsnorm(b->XB + (size_t)j * dim, b->X + (size_t)j * dim, L->attn_norm, dim, m->eps);
+    batch_round(m, b, j, b->XB + (size_t)j * dim, dim);
+  }
+  BatchAct a = batch_act(m, b, b->XB, dim, dim);
+  matmul_n(&L->q, &a, n, b->Q, qd, wbuf);
+  matmul_n(&L->k, &a, n, b->KV, kvd, wbuf);
+  matmul_n(&L->v, &a, n, b->KV + L->k.N, kvd, wbuf);
   rope_and_store(m, kv, l, b->Q, b->KV, n, pos0);
   attention_all(m, kv, l, b->Q, b->AO, n, pos0, b->ATT);
-  matmul_n(&L->o, b->AO, qd, n, b->XB, dim, wbuf);
+#pragma omp for schedule(static)
+  for (int j = 0; j < n; j++) batch_round(m, b, j, b->AO + (size_t)j * qd, qd);
+  a = batch_act(m, b, b->AO, qd, qd);
+  matmul_n(&L->o, &a, n, b->XB, dim, wbuf);
 #pragma omp for schedule(static)
   for (int j = 0; j < n; j++) {
     add_into(b->X + (size_t)j * dim, b->XB + (size_t)j * dim, dim);
     rmsnorm(b->XB + (size_t)j * dim, b->X + (size_t)j * dim, L->ffn_norm, dim, m->eps);
+    batch_round(m, b, j, b->XB + (size_t)j * dim, dim);
   }
-  matmul_n(&L->gate, b->XB, dim, n, b->HB, hidden, wbuf);
-  matmul_n(&L->up, b->XB, dim, n, b->UP, hidden, wbuf);
+  a = batch_act(m, b, b->XB, dim, dim);
+  matmul_n(&L->gate, &a, n, b->HB, hidden, wbuf);
+  matmul_n(&L->up, &a, n, b->UP, hidden, wbuf);
 #pragma omp for schedule(static)
-  for (int j = 0; j < n; j++)
+  for (int j = 0; j < n; j++) {
     for (int r = 0; r < hidden; r++) {
       float* h = b->HB + (size_t)j * hidden + r;
       *h = silu(*h) * b->UP[(size_t)j * hidden + r];
     }
-  matmul_n(&L->down, b->HB, hidden, n, b->XB, dim, wbuf);
+    batch_round(m, b, j, b->HB + (size_t)j * hidden, hidden);
+  }
+  a = batch_act(m, b, b->HB, hidden, hidden);
+  matmul_n(&L->down, &a, n, b->XB, dim, wbuf);
 #pragma omp for schedule(static)
   for (int j = 0; j < n; j++) add_into(b->X + (size_t)j * dim, b->XB + (size_t)j * dim, dim);
 }
@@ -446,24 +541,35 @@ static int forward_batch(const Model* m, const KV* kv, const int* tokens, int n,
   const int dim = m->dim, hidden = m->hidden, qd = m->n_heads * m->head_dim;
   const int kvd = 2 * m->n_kv * m->head_dim, Tmax = pos0 + n;
   const size_t per_token = (size_t)2 * dim + 2 * qd + kvd + 2 * hidden;
+  const int widest = dim > hidden ? (dim > qd ? dim : qd) : (hidden > qd ? hidden : qd);
   const size_t floats = per_token * n + (size_t)m->n_heads * n * Tmax + MATMUL_SCRATCH(n) * m->n_threads;
-  float* mem = malloc(sizeof(float) * floats);
+  /* act_q8: x~ (widest floats), then int8 q, scales and sums (ACT_FLOATS covers them), per token */
+  const size_t act = m->act_q8 ? ACT_FLOATS(widest) * n : 0;
+  /* the XQ array last, at an 8-byte boundary (it holds pointers) */
+  const size_t xqs_at = (floats + act + ACT_FLOATS(dim) * m->n_threads + 1) / 2 * 2;
+  float* mem = malloc(sizeof(float) * xqs_at + sizeof(XQ) * n);
   if (!mem) return -2;
   BatchBuf b;
   b.X = mem; b.XB = b.X + (size_t)n * dim; b.AO = b.XB + (size_t)n * dim; b.Q = b.AO + (size_t)n * qd;
   b.KV = b.Q + (size_t)n * qd; b.HB = b.KV + (size_t)n * kvd; b.UP = b.HB + (size_t)n * hidden;
   b.ATT = b.UP + (size_t)n * hidden; b.WB = b.ATT + (size_t)m->n_heads * n * Tmax;
+  const size_t w = ACT_W(widest);
+  b.XT = mem + floats;
+  b.Q8 = (int8_t*)(b.XT + w * n);
+  b.D = (float*)(b.Q8 + w * n);
+  b.S16 = (int16_t*)(b.D + w / 32 * n);
+  b.XQS = (XQ*)(mem + xqs_at);
+  float* heads = mem + floats + act;  /* each thread's Act for the logits */
   for (int j = 0; j < n; j++) jcl_dequant_row(&m->embed, tokens[j], b.X + (size_t)j * dim);
 #pragma omp parallel num_threads(m->n_threads)
   {
     for (int l = 0; l < m->n_layers; l++) batch_layer(m, kv, l, &b, n, pos0);
     if (logits) {
-      float* xs = malloc(sizeof(float) * JCL_AUX_FLOATS(dim));
+      Act a = act_at(heads, omp_get_thread_num(), dim, m->act_q8);
 #pragma omp single
       rmsnorm(b.XB, b.X + (size_t)(n - 1) * dim, m->out_norm, dim, m->eps);
-      jcl_x_aux(b.XB, dim, xs);
-      matvec_nowait(&m->lm_head, b.XB, xs, logits);
-      free(xs);
+      act_set(&a, b.XB, dim);
+      matvec_nowait(&m->lm_head, &a, logits);
     }
   }
   free(mem);
@@ -487,11 +593,13 @@ void jcl_dequant_rows(const Wt* w, int r0, int r1, float* out, int n_threads) {
   for (int r = r0; r < r1; r++) jcl_dequant_row(w, r, out + (size_t)(r - r0) * w->K);
 }
 
-/* y = w x (all rows), the decode kernel's dot products. */
-void jcl_matvec(const Wt* w, const float* x, float* y, int n_threads) {
-  float* xs = malloc(sizeof(float) * JCL_AUX_FLOATS(w->K));
-  jcl_x_aux(x, w->K, xs);
+/* y = w x (all rows), the decode kernel's dot products (x rounded first when q8 is set). */
+void jcl_matvec(const Wt* w, const float* x, float* y, int n_threads, int q8) {
+  float* mem = malloc(sizeof(float) * ACT_FLOATS(w->K));
+  if (!mem) return;
+  Act a = act_at(mem, 0, w->K, q8);
+  act_set(&a, x, w->K);
 #pragma omp parallel num_threads(n_threads)
-  matvec_nowait(w, x, xs, y);
-  free(xs);
+  matvec_nowait(w, &a, y);
+  free(mem);
 }

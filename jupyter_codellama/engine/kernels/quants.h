@@ -8,8 +8,9 @@
      stream, not four), and the 4 rows of a group share the activation loads.
    F32 and F16 weights are plain rows: row r at data + r * row_bytes (no padding).
 
-   Activations stay fp32 (the weights are dequantized exactly as gguf/llama.cpp do, then
-   multiplied in fp32), so results match a float reference on the dequantized weights closely.
+   Weights are dequantized exactly as gguf/llama.cpp do. Activations are fp32, or, when the model
+   rounds them (act_q8, the default), rounded to int8 in blocks of 32 before each product with a
+   quantized weight (below); either way results match a float reference doing the same closely.
 
    Two builds of every function: AVX2+FMA+F16C where the compiler targets them, plain C
    otherwise (the `generic` build); the same results up to summation order. */
@@ -67,5 +68,32 @@ void jcl_kq_dot_group4(const Wt* w, int g, const float* x, const float* xs, floa
 void jcl_kq_dequant_row(const Wt* w, int r, float* out);
 /* Super-blocks i0..i0+nb-1 of row r. */
 void jcl_kq_dequant_part(const Wt* w, int r, int i0, int nb, float* out);
+
+/* ---- int8 activations (q8.c, kquants_q8.c) ----
+   The activation vector that multiplies a quantized weight is rounded to int8 in blocks of 32,
+   as llama.cpp's Q8_0 does but with an fp32 scale: d = max|x| / 127 over the block and
+   q = nearbyint(x / d) (all 0 where d is 0). The rounded vector x~ = q * d is what every path
+   multiplies: the int8 kernels with exact integer sums per block, and the fp32 kernels (types
+   without an int8 kernel, the BLAS prompt path) on x~ itself, so all paths agree up to the order
+   of float sums. F32 and F16 weights always take x unrounded. */
+typedef struct {
+  const int8_t* q;      /* [K] */
+  const float* d;       /* [K / 32] block scales */
+  const int16_t* s16;   /* [K / 16] sums of q over each run of 16 */
+} XQ;
+
+/* Round x (K a multiple of 32) into q, d, s16; x~ into xt too unless it is NULL (xt may be x). */
+void jcl_x_q8(const float* x, int K, int8_t* q, float* d, int16_t* s16, float* xt);
+
+/* Whether `type` has an int8 kernel (otherwise its fp32 kernel runs on x~). */
+int jcl_q8_supported(int type);
+
+/* out[t*4 + j] = (row 4g+j of w) . x~_t for the n activation vectors x[0..n-1] (any n); rows past
+   N give whatever (the caller drops them). */
+void jcl_q8_group4(const Wt* w, int g, const XQ* x, int n, float* out);
+
+/* The K-quants' int8 kernels (kquants_q8.c); same contracts as above. */
+int jcl_kq_q8_supported(int type);
+void jcl_kq_q8_group4(const Wt* w, int g, const XQ* x, int n, float* out);
 
 #endif
