@@ -199,3 +199,115 @@ def test_through_quants_c_dispatch(tmp_path_factory, weights, variant):
         lib.jcl_test_dot_rows(ctypes.byref(wt), _ptr(x), _ptr(y))
         w64, x64 = deq.astype(np.float64), x.astype(np.float64)
         assert (np.abs(y - w64 @ x64) / (np.abs(w64) @ np.abs(x64))).max() <= DOT_TOL
+
+
+# ---- int8 activations (kquants_q8.c through q8.c's jcl_test_q8_rows) ----
+
+Q8_SOURCES = ("quants.c", "kquants.c", "q8.c", "kquants_q8.c")
+Q8_KINDS = [Q4_K, Q5_K, Q6_K]
+Q8_IDS = ["Q4_K", "Q5_K", "Q6_K"]
+Q8_TOKENS = (1, 2, 3, 5)
+
+
+@pytest.fixture(scope="module")
+def q8_libs(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("kq_q8")
+    built = {}
+
+    def get(variant):
+        if variant not in built:
+            try:
+                lib = load_library(variant, cache_dir=cache, sources=Q8_SOURCES)
+            except KernelUnavailable as exc:
+                pytest.skip(str(exc))
+            lib.jcl_test_q8_rows.argtypes = [ctypes.POINTER(Wt), f32p, ctypes.c_int, f32p]
+            lib.jcl_test_q8_rows.restype = ctypes.c_int
+            lib.jcl_q8_supported.argtypes = lib.jcl_kq_q8_supported.argtypes = [ctypes.c_int]
+            built[variant] = lib
+        return built[variant]
+
+    return get
+
+
+def _q8_rows(lib, kind, blocks, N, K, x):
+    """y [n, N] = W . x~_t through the int8 kernels (x [n, K])."""
+    packed = interleave(blocks, kind, K)
+    wt = make_wt(packed, kind, N, K)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    y = np.empty((x.shape[0], N), dtype=np.float32)
+    assert lib.jcl_test_q8_rows(ctypes.byref(wt), _ptr(x), x.shape[0], _ptr(y)) == 0
+    return y
+
+
+def _activations(rng, n, K):
+    x = rng.standard_normal((n, K)).astype(np.float32)
+    x[:, rng.integers(0, K, 4)] *= 30  # a few outliers, as activations have
+    return x
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("kind", Q8_KINDS, ids=Q8_IDS)
+def test_q8_rows_match_float64(q8_libs, weights, variant, kind):
+    """Every token of a chunk: W (as gguf dequantizes it) @ x~ (round_q8) in float64, and the
+    same as that token alone (token tiles change nothing beyond float order)."""
+    torch = pytest.importorskip("torch")
+    from jupyter_codellama.testing.gguf_model import round_q8
+
+    lib = q8_libs(variant)
+    assert lib.jcl_kq_q8_supported(kind) == 1 and lib.jcl_q8_supported(kind) == 1
+    rng = np.random.default_rng(300 + kind)
+    for N, K in SHAPES:
+        blocks, deq, _ = weights(kind, N, K)
+        w64 = deq.astype(np.float64)
+        for n in Q8_TOKENS:
+            x = _activations(rng, n, K)
+            got = _q8_rows(lib, kind, blocks, N, K, x)
+            xt = round_q8(torch.from_numpy(x)).numpy()
+            want, scale = xt @ w64.T, np.abs(xt) @ np.abs(w64).T
+            err = np.abs(got - want) / scale
+            assert err.max() <= DOT_TOL, (N, K, n, err.max())
+            alone = np.stack([_q8_rows(lib, kind, blocks, N, K, x[t : t + 1])[0] for t in range(n)])
+            assert (np.abs(got - alone) / scale).max() <= 1e-6, (N, K, n)
+
+
+@pytest.mark.skipif(not cpu_has_avx2(), reason="no AVX2/FMA/F16C on this CPU")
+@pytest.mark.parametrize("kind", Q8_KINDS, ids=Q8_IDS)
+def test_q8_avx2_agrees_with_generic(q8_libs, weights, kind):
+    avx2, generic = q8_libs("avx2"), q8_libs("generic")
+    rng = np.random.default_rng(400 + kind)
+    N, K = 262, 512
+    blocks, deq, _ = weights(kind, N, K)
+    x = _activations(rng, 3, K)
+    a = _q8_rows(avx2, kind, blocks, N, K, x)
+    b = _q8_rows(generic, kind, blocks, N, K, x)
+    scale = np.abs(x.astype(np.float64)) @ np.abs(deq.astype(np.float64)).T
+    assert (np.abs(a.astype(np.float64) - b) / scale).max() <= 2e-6
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("kind", Q8_KINDS, ids=Q8_IDS)
+def test_q8_rows_extreme_blocks(q8_libs, variant, kind):
+    """Every bit pattern of quants and scales, rows of all-ones bytes (the largest q and scales)
+    against activations of one magnitude (every q8 at +-127): the kernels' int16 sums stay exact."""
+    torch = pytest.importorskip("torch")
+    from jupyter_codellama.testing.gguf_model import round_q8
+
+    lib = q8_libs(variant)
+    rng = np.random.default_rng(500 + kind)
+    N, K = 8, 512
+    bb = {Q4_K: 144, Q5_K: 176, Q6_K: 210}[kind]
+    blocks = rng.integers(0, 256, (N, K // 256, bb), dtype=np.uint8)
+    blocks[:3] = 0xFF
+    half = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
+    for off in [208] if kind == Q6_K else [0, 2]:
+        blocks[:, :, off : off + 2] = half
+    blocks = blocks.reshape(N, -1)
+    deq = dequantize(blocks, QUANT[kind][1]).astype(np.float64)
+    x = np.stack([np.ones(K), -np.ones(K), rng.choice([-1.0, 1.0], K), rng.standard_normal(K), np.zeros(K)]).astype(
+        np.float32
+    )
+    got = _q8_rows(lib, kind, blocks, N, K, x)
+    xt = round_q8(torch.from_numpy(x)).numpy()
+    want, scale = xt @ deq.T, np.abs(xt) @ np.abs(deq).T
+    assert np.all(got[-1] == 0)
+    assert (np.abs(got - want)[:-1] / scale[:-1]).max() <= DOT_TOL

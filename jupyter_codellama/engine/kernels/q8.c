@@ -1,5 +1,5 @@
 /* int8 activations (see quants.h): the rounding of an activation vector, and the int8 kernels of
-   Q4_0 (the K-quants' are in kquants_q8.c; the other types run their fp32 kernels on x~).
+   Q4_0 (the K-quants' are in kquants_q8.c; Q4_1 and Q8_0 run their fp32 kernels on x~).
 
    Why: with fp32 activations a 4-bit weight costs a conversion to float and a float multiply per
    element, which keeps a decode step compute-bound on one or two cores and makes a short prompt

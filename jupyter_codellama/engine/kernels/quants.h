@@ -92,7 +92,7 @@ int jcl_q8_supported(int type);
    N give whatever (the caller drops them). */
 void jcl_q8_group4(const Wt* w, int g, const XQ* x, int n, float* out);
 
-/* The K-quants' int8 kernels (kquants_q8.c); same contracts as above. */
+/* The K-quants' int8 kernels (kquants_q8.c: Q4_K, Q5_K, Q6_K); same contracts as above. */
 int jcl_kq_q8_supported(int type);
 void jcl_kq_q8_group4(const Wt* w, int g, const XQ* x, int n, float* out);
 
