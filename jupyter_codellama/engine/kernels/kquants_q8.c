@@ -22,7 +22,7 @@
 #define Q5K_BYTES 176
 #define Q6K_BYTES 210
 /* Prefetch distance in super-block groups (a group's super-block is 4 blocks, 0.6-0.8 KB). */
-#define KQ8_AHEAD 4
+#define KQ8_AHEAD 12
 /* Tokens per tile: the unpacked quants of a row's super-block serve this many. */
 #define KQ8_TILE 4
 
