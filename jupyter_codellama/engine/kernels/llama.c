@@ -2,10 +2,13 @@
 
    jcl_forward runs n consecutive tokens at positions pos0..pos0+n-1, writes their keys and
    values into the KV buffers and returns the last token's logits:
-     n == 1  one decode step: every weight row is dotted with the activation in its own format
-             (jcl_dot_group4), 4 rows at a time;
-     n  > 1  a prompt chunk: each group of 4 weight rows is dequantized once into fp32 and
-             multiplied with all n activation vectors.
+     n == 1  one decode step: every weight row is dotted with the activation in its own format,
+             4 rows at a time;
+     n  > 1  a prompt chunk: each group of 4 weight rows is read once for all n activation
+             vectors.
+   With act_q8 (quants.h) each activation vector is first rounded to int8 blocks, and the
+   weight types with an int8 kernel (jcl_q8_group4) multiply those; the others run their fp32
+   kernels (jcl_dot_group4, or a dequantized segment times the chunk) on the rounded floats.
    Work is shared between threads in small dynamic chunks, so a thread that loses its core to
    another process delays only the chunk it holds, not a fixed share of every matrix. */
 #include "quants.h"
