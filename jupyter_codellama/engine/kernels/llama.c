@@ -47,7 +47,10 @@ int jcl_layer_size(void) { return (int)sizeof(Layer); }
 int jcl_kv_size(void) { return (int)sizeof(KV); }
 int jcl_has_avx2(void) { return JCL_AVX2; }
 
-#define DYN_CHUNK 4   /* groups of 4 rows a thread takes at a time */
+/* Groups of 4 rows a thread takes at a time in a decode step: small enough that a thread that
+   loses its core holds up little, large enough that the prefetches running ahead of a chunk's
+   end (into rows the other thread may take) are few. */
+#define DYN_CHUNK 16
 
 /* ---- small vector steps ------------------------------------------------------------------ */
 
