@@ -131,16 +131,7 @@ static inline __m256 kq_h2f_rows(const uint8_t* p, int bb) {
 /* kq_scale_min for the blocks at b and b + bb at once (one per 128-bit lane): 32 bytes, each
    row's 8 scales then 8 mins. The words are u0, u1, u2 of kq_scale_min. */
 static inline void kq_scale_min2(const uint8_t* b, int bb, uint8_t out[32]) {
-  const __m256i v = _mm256_loadu2_m128i((const __m128i*)(b + bb + 4), (const __m128i*)(b + 4));
-  const __m256i a = _mm256_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0)); /* u0 u2 u1 u2 */
-  const __m256i c = _mm256_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0)); /* u0 u0 u1 u1 */
-  const __m256i lo6 = _mm256_setr_epi32(0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F, 0x0F0F0F0F,
-                                        0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F, 0x0F0F0F0F);
-  const __m256i hi2 = _mm256_setr_epi32(0, 0x30303030, 0, 0x30303030, 0, 0x30303030, 0, 0x30303030);
-  const __m256i sh = _mm256_setr_epi32(0, 0, 0, 4, 0, 0, 0, 4);
-  const __m256i low = _mm256_and_si256(_mm256_srlv_epi32(a, sh), lo6);
-  const __m256i high = _mm256_and_si256(_mm256_srli_epi32(c, 2), hi2);
-  _mm256_store_si256((__m256i*)out, _mm256_or_si256(low, high));
+  _mm256_store_si256((__m256i*)out, jcl_kq_scale_min2(b, bb));
 }
 
 /* One Q4_K/Q5_K block row -> 256 halves (sub-block s at h + 32s): Q4_K q for even sub-blocks

@@ -62,20 +62,6 @@ static inline __m256 kq8_h2f_rows(const uint8_t* p, int bb) {
                                         (int)kq8_u32(p + 3 * bb)));
 }
 
-/* The 8 scales then 8 mins (6 bits each) of the Q4_K/Q5_K blocks at b and b + bb, one block per
-   128-bit lane (kquants.c's kq_scale_min2; the plain-C build's kq8_scale_min does one). */
-static inline __m256i kq8_scale_min2(const uint8_t* b, int bb) {
-  const __m256i v = _mm256_loadu2_m128i((const __m128i*)(b + bb + 4), (const __m128i*)(b + 4));
-  const __m256i a = _mm256_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0)); /* u0 u2 u1 u2 */
-  const __m256i c = _mm256_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0)); /* u0 u0 u1 u1 */
-  const __m256i lo6 = _mm256_setr_epi32(0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F, 0x0F0F0F0F,
-                                        0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F, 0x0F0F0F0F);
-  const __m256i hi2 = _mm256_setr_epi32(0, 0x30303030, 0, 0x30303030, 0, 0x30303030, 0, 0x30303030);
-  const __m256i sh = _mm256_setr_epi32(0, 0, 0, 4, 0, 0, 0, 4);
-  return _mm256_or_si256(_mm256_and_si256(_mm256_srlv_epi32(a, sh), lo6),
-                         _mm256_and_si256(_mm256_srli_epi32(c, 2), hi2));
-}
-
 /* Super-block i of the 4 rows: the scales (d*sc_s) * dx_s of each row and token into scl[j][t],
    and the mins terms, all 8 sub-blocks at once, into acc. madd with each m_s in both halves of
    its word pair gives m_s * (s16[2s] + s16[2s+1]) = m_s * S_s exactly. */
@@ -83,8 +69,8 @@ KQ8_INLINE void q45k_prep(const uint8_t* grp, int bb, const XQ* x, int i, float 
                           __m256 acc[4][KQ8_TILE], const int NT) {
   _Alignas(32) uint8_t sm[64];
   _Alignas(32) float dd[8];
-  _mm256_store_si256((__m256i*)sm, kq8_scale_min2(grp, bb));
-  _mm256_store_si256((__m256i*)(sm + 32), kq8_scale_min2(grp + 2 * bb, bb));
+  _mm256_store_si256((__m256i*)sm, jcl_kq_scale_min2(grp, bb));
+  _mm256_store_si256((__m256i*)(sm + 32), jcl_kq_scale_min2(grp + 2 * bb, bb));
   _mm256_store_ps(dd, kq8_h2f_rows(grp, bb));
   for (int j = 0; j < 4; j++) {
     const __m256i sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(sm + 16 * j)));

@@ -119,19 +119,6 @@ static void q40_q8_group4(const uint8_t* b, int nb, const XQ* x, int n, float* o
 #else
 /* ============================== plain C ============================== */
 
-static inline float q8_h2f(uint16_t h) {  /* exact for every input (see quants.c) */
-  const uint32_t em = h & 0x7FFFu, sign = (uint32_t)(h & 0x8000u) << 16;
-  const float sub = (float)(int32_t)em * 5.9604644775390625e-8f;
-  uint32_t sub_bits;
-  memcpy(&sub_bits, &sub, 4);
-  const uint32_t bits = em >= 0x7C00u ? (em << 13) | 0x7F800000u
-                      : em >= 0x0400u ? (em << 13) + ((uint32_t)(127 - 15) << 23) : sub_bits;
-  const uint32_t out_bits = bits | sign;
-  float f;
-  memcpy(&f, &out_bits, 4);
-  return f;
-}
-
 static void q8_block(const float* x, int8_t* q, float* d, int16_t* s16, float* xt) {
   float m = 0.f;
   for (int k = 0; k < 32; k++) m = fabsf(x[k]) > m ? fabsf(x[k]) : m;
@@ -162,7 +149,7 @@ static void q40_q8_group4(const uint8_t* b0, int nb, const XQ* x, int n, float* 
       float acc = 0.f;
       for (int i = 0; i < nb; i++, b += 4 * Q40_BYTES) {
         const int S = x[t].s16[2 * i] + x[t].s16[2 * i + 1];
-        acc += q8_h2f(q8_ld16(b)) * x[t].d[i] * (float)q40_block_dot(b + 2, x[t].q + 32 * i, S);
+        acc += jcl_h2f(q8_ld16(b)) * x[t].d[i] * (float)q40_block_dot(b + 2, x[t].q + 32 * i, S);
       }
       out[4 * t + j] = acc;
     }

@@ -79,8 +79,6 @@ static inline void zero_past_n(const Wt* w, int g, float out[4]) {
     for (int k_ = 0; k_ < (N); k_++)                                                               \
       _mm_prefetch((const char*)(P) + PF_AHEAD + 64 * k_, _MM_HINT_T0); }
 
-static inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
-
 static inline float hsum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -274,7 +272,7 @@ static void f32_group4(const Wt* w, int g, const float* x, float out[4]) {
 
 static void f16_group4(const Wt* w, int g, const float* x, float out[4]) {
   const int K = w->K;
-  PLAIN_GROUP4(uint16_t, F16_LOAD8, h2f)
+  PLAIN_GROUP4(uint16_t, F16_LOAD8, jcl_h2f)
 }
 
 /* ---- dequantization: the same operations as gguf (no fused multiply-add) ---- */
@@ -282,7 +280,7 @@ static void f16_group4(const Wt* w, int g, const float* x, float out[4]) {
 static void q40_row(const uint8_t* b, int nb, float* out) {
   const __m256i lo4 = _mm256_set1_epi32(0x0F), eight = _mm256_set1_epi32(8);
   for (int i = 0; i < nb; i++, b += 4 * Q40_BYTES, out += 32) {
-    const __m256 d = _mm256_set1_ps(h2f(ld16(b)));
+    const __m256 d = _mm256_set1_ps(jcl_h2f(ld16(b)));
     const __m256i t0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(b + 2)));
     const __m256i t1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(b + 10)));
 #define Q40_OUT(T) _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(T, eight)))
@@ -297,7 +295,7 @@ static void q40_row(const uint8_t* b, int nb, float* out) {
 static void q41_row(const uint8_t* b, int nb, float* out) {
   const __m256i lo4 = _mm256_set1_epi32(0x0F);
   for (int i = 0; i < nb; i++, b += 4 * Q41_BYTES, out += 32) {
-    const __m256 d = _mm256_set1_ps(h2f(ld16(b))), m = _mm256_set1_ps(h2f(ld16(b + 2)));
+    const __m256 d = _mm256_set1_ps(jcl_h2f(ld16(b))), m = _mm256_set1_ps(jcl_h2f(ld16(b + 2)));
     const __m256i t0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(b + 4)));
     const __m256i t1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(b + 12)));
 #define Q41_OUT(T) _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(T)), m)
@@ -311,7 +309,7 @@ static void q41_row(const uint8_t* b, int nb, float* out) {
 
 static void q80_row(const uint8_t* b, int nb, float* out) {
   for (int i = 0; i < nb; i++, b += 4 * Q80_BYTES, out += 32) {
-    const __m256 d = _mm256_set1_ps(h2f(ld16(b)));
+    const __m256 d = _mm256_set1_ps(jcl_h2f(ld16(b)));
     for (int k = 0; k < 32; k += 8) _mm256_storeu_ps(out + k, _mm256_mul_ps(Q8_CVT(b + 2 + k), d));
   }
 }
@@ -320,7 +318,7 @@ static void f16_row(const uint16_t* h, int K, float* out) {
   int k = 0;
   for (; k + 8 <= K; k += 8)
     _mm256_storeu_ps(out + k, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(h + k))));
-  for (; k < K; k++) out[k] = h2f(h[k]);
+  for (; k < K; k++) out[k] = jcl_h2f(h[k]);
 }
 
 #else
@@ -332,22 +330,6 @@ static void f16_row(const uint16_t* h, int K, float* out) {
 #else
 #define PREFETCH_STEP(P, N)
 #endif
-
-/* fp16 -> fp32, exact for every input: normals rebias the exponent, inf/NaN keep their
-   payload (NaNs stay signaling or quiet as they were, like numpy), subnormals and zero are
-   m * 2^-24, an exact float product. */
-static inline float h2f(uint16_t h) {
-  const uint32_t em = h & 0x7FFFu, sign = (uint32_t)(h & 0x8000u) << 16;
-  const float sub = (float)(int32_t)em * 5.9604644775390625e-8f;
-  uint32_t sub_bits;
-  memcpy(&sub_bits, &sub, 4);
-  const uint32_t bits = em >= 0x7C00u ? (em << 13) | 0x7F800000u
-                      : em >= 0x0400u ? (em << 13) + ((uint32_t)(127 - 15) << 23) : sub_bits;
-  const uint32_t out_bits = bits | sign;
-  float f;
-  memcpy(&f, &out_bits, 4);
-  return f;
-}
 
 /* 64 of them, the same conversion written as whole-array steps so that it vectorizes. */
 #define H2F_CHUNK 64
@@ -423,7 +405,7 @@ static void q40_group4(const uint8_t* b, int nb, const float* x, const float* xs
     const float S = xs[2 * i] + xs[2 * i + 1];
     for (int j = 0; j < 4; j++) {
       const uint8_t* r = b + j * Q40_BYTES;
-      const float d = h2f(ld16(r));
+      const float d = jcl_h2f(ld16(r));
       float v[32], p[8];
       nib_floats(r + 2, v);
       block_lanes(v, x, p);
@@ -444,8 +426,8 @@ static void q41_group4(const uint8_t* b, int nb, const float* x, const float* xs
       float v[32], p[8];
       nib_floats(r + 4, v);
       block_lanes(v, x, p);
-      add_scaled(acc[j], h2f(ld16(r)), p);
-      off[j] += h2f(ld16(r + 2)) * S;
+      add_scaled(acc[j], jcl_h2f(ld16(r)), p);
+      off[j] += jcl_h2f(ld16(r + 2)) * S;
     }
   }
   for (int j = 0; j < 4; j++) out[j] = sum8(acc[j]) + off[j];
@@ -460,7 +442,7 @@ static void q80_group4(const uint8_t* b, int nb, const float* x, float out[4]) {
       float v[32], p[8];
       i8_floats((const int8_t*)(r + 2), v);
       block_lanes(v, x, p);
-      add_scaled(acc[j], h2f(ld16(r)), p);
+      add_scaled(acc[j], jcl_h2f(ld16(r)), p);
     }
   }
   for (int j = 0; j < 4; j++) out[j] = sum8(acc[j]);
@@ -499,14 +481,14 @@ static void f16_group4(const Wt* w, int g, const float* x, float out[4]) {
     }
   for (int j = 0; j < 4; j++) {
     float s = sum8(acc[j]);
-    for (int t = k; t < K; t++) s += h2f(ld16((const uint8_t*)(r[j] + t))) * x[t];
+    for (int t = k; t < K; t++) s += jcl_h2f(ld16((const uint8_t*)(r[j] + t))) * x[t];
     out[j] = s;
   }
 }
 
 static void q40_row(const uint8_t* b, int nb, float* out) {
   for (int i = 0; i < nb; i++, b += 4 * Q40_BYTES, out += 32) {
-    const float d = h2f(ld16(b));
+    const float d = jcl_h2f(ld16(b));
     for (int l = 0; l < 16; l++) {
       out[l] = d * (float)((b[2 + l] & 15) - 8);
       out[l + 16] = d * (float)((b[2 + l] >> 4) - 8);
@@ -516,7 +498,7 @@ static void q40_row(const uint8_t* b, int nb, float* out) {
 
 static void q41_row(const uint8_t* b, int nb, float* out) {
   for (int i = 0; i < nb; i++, b += 4 * Q41_BYTES, out += 32) {
-    const float d = h2f(ld16(b)), m = h2f(ld16(b + 2));
+    const float d = jcl_h2f(ld16(b)), m = jcl_h2f(ld16(b + 2));
     for (int l = 0; l < 16; l++) {
       out[l] = d * (float)(b[4 + l] & 15) + m;
       out[l + 16] = d * (float)(b[4 + l] >> 4) + m;
@@ -526,7 +508,7 @@ static void q41_row(const uint8_t* b, int nb, float* out) {
 
 static void q80_row(const uint8_t* b, int nb, float* out) {
   for (int i = 0; i < nb; i++, b += 4 * Q80_BYTES, out += 32) {
-    const float d = h2f(ld16(b));
+    const float d = jcl_h2f(ld16(b));
     for (int l = 0; l < 32; l++) out[l] = (float)(int8_t)b[2 + l] * d;
   }
 }
@@ -534,7 +516,7 @@ static void q80_row(const uint8_t* b, int nb, float* out) {
 static void f16_row(const uint16_t* h, int K, float* out) {
   int k = 0;
   for (; k + H2F_CHUNK <= K; k += H2F_CHUNK) h2f_chunk(h + k, out + k);
-  for (; k < K; k++) out[k] = h2f(ld16((const uint8_t*)(h + k)));
+  for (; k < K; k++) out[k] = jcl_h2f(ld16((const uint8_t*)(h + k)));
 }
 
 #endif

@@ -29,6 +29,42 @@
 #define JCL_AVX2 0
 #endif
 
+/* fp16 -> fp32 (every build, every file). */
+#if JCL_AVX2
+static inline float jcl_h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+/* The 8 scales then 8 mins (6 bits each, packed in 12 bytes at offset 4 as gguf's
+   get_scale_min unpacks them) of the Q4_K/Q5_K blocks at b and b + bb, one block per 128-bit
+   lane (kquants.c and kquants_q8.c). */
+static inline __m256i jcl_kq_scale_min2(const uint8_t* b, int bb) {
+  const __m256i v = _mm256_loadu2_m128i((const __m128i*)(b + bb + 4), (const __m128i*)(b + 4));
+  const __m256i a = _mm256_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0)); /* u0 u2 u1 u2 */
+  const __m256i c = _mm256_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0)); /* u0 u0 u1 u1 */
+  const __m256i lo6 = _mm256_setr_epi32(0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F, 0x0F0F0F0F,
+                                        0x3F3F3F3F, 0x0F0F0F0F, 0x3F3F3F3F, 0x0F0F0F0F);
+  const __m256i hi2 = _mm256_setr_epi32(0, 0x30303030, 0, 0x30303030, 0, 0x30303030, 0, 0x30303030);
+  const __m256i sh = _mm256_setr_epi32(0, 0, 0, 4, 0, 0, 0, 4);
+  return _mm256_or_si256(_mm256_and_si256(_mm256_srlv_epi32(a, sh), lo6),
+                         _mm256_and_si256(_mm256_srli_epi32(c, 2), hi2));
+}
+#else
+/* fp16 -> fp32, exact for every input: normals rebias the exponent, inf/NaN keep their
+   payload (NaNs stay signaling or quiet as they were, like numpy), subnormals and zero are
+   m * 2^-24, an exact float product. */
+static inline float jcl_h2f(uint16_t h) {
+  const uint32_t em = h & 0x7FFFu, sign = (uint32_t)(h & 0x8000u) << 16;
+  const float sub = (float)(int32_t)em * 5.9604644775390625e-8f;
+  uint32_t sub_bits;
+  memcpy(&sub_bits, &sub, 4);
+  const uint32_t bits = em >= 0x7C00u ? (em << 13) | 0x7F800000u
+                      : em >= 0x0400u ? (em << 13) + ((uint32_t)(127 - 15) << 23) : sub_bits;
+  const uint32_t out_bits = bits | sign;
+  float f;
+  memcpy(&f, &out_bits, 4);
+  return f;
+}
+#endif
+
 /* GGML type numbers, as in the GGUF file. */
 enum { GT_F32 = 0, GT_F16 = 1, GT_Q4_0 = 2, GT_Q4_1 = 3, GT_Q8_0 = 8,
        GT_Q4_K = 12, GT_Q5_K = 13, GT_Q6_K = 14 };
