@@ -139,6 +139,19 @@ def test_long_prompt_chunks_through_blas_match_the_reference(tiny, kind, activat
         assert (logits - ref).abs().max().item() / ref.abs().max().item() < tolerance
 
 
+def test_an_unknown_activation_mode_gets_a_clear_error(tiny):
+    from traitlets import TraitError
+
+    from jupyter_codellama.config import CodeLlama
+
+    path, _ = tiny("Q4_0")
+    with pytest.raises(ValueError, match="'int8' or 'fp32'"):
+        _open(path, tiny.folder, activations="int4")
+    with pytest.raises(TraitError):
+        CodeLlama(cpu_activations="int4")
+    assert CodeLlama().cpu_activations == "int8"
+
+
 def test_threads_follow_the_free_cores(monkeypatch, tmp_path):
     from jupyter_codellama.engine import native
 
