@@ -201,12 +201,14 @@ class ShapedOurs:
     name = "ours"
     #: the kernel's activations (--activations): "int8" (the default) or "fp32"
     activations = "int8"
+    #: the kernel's KV cache (--kv-cache): "fp16" (the default) or "fp32"
+    kv_cache = "fp16"
 
     def __init__(self, gguf: Path, threads: int, n_ctx: int):
         from jupyter_codellama.engine.native import NativeModel
 
         self.gguf = gguf
-        self.model = NativeModel.open(gguf, n_threads=threads, activations=self.activations)
+        self.model = NativeModel.open(gguf, n_threads=threads, activations=self.activations, kv_cache=self.kv_cache)
 
     def set_threads(self, n: int) -> None:
         if hasattr(self.model, "pick_threads"):  # 0 ("auto"): the free cores, decided per request
@@ -219,7 +221,7 @@ class ShapedOurs:
             from jupyter_codellama.engine.native import NativeModel
 
             self.model.close()
-            self.model = NativeModel.open(self.gguf, n_threads=n, activations=self.activations)
+            self.model = NativeModel.open(self.gguf, n_threads=n, activations=self.activations, kv_cache=self.kv_cache)
 
     def decode(self, ids, n):
         dec = self.model.decoder(self.model.new_cache())
@@ -573,20 +575,21 @@ def main() -> None:
     p.add_argument("--prompt-tokens", type=int, default=None, help="default 1500; 512 with --shaped")
     p.add_argument("--repeats", type=int, default=None, help="default 5; 3 with --shaped")
     p.add_argument("--no-llama-cpp", action="store_true", help="our figures only")
+    p.add_argument("--activations", choices=("int8", "fp32"), default="int8", help="our kernel's activations")
+    p.add_argument("--kv-cache", choices=("fp16", "fp32"), default="fp16", help="our kernel's KV cache")
     g = p.add_argument_group("Code Llama-shaped GGUF (llama.cpp against engine.native)")
     g.add_argument("--shaped", metavar="SIZE", help="random-weight Code Llama GGUF of this size (7b)")
     g.add_argument("--layers", type=int, default=None, help="first N layers only (quick runs)")
     g.add_argument("--kinds", default="Q4_0,Q4_K_M", help="comma-separated file kinds")
     g.add_argument("--busy", action="store_true", help="also measure beside a busy-looping process")
     g.add_argument("--no-ours", action="store_true", help="llama.cpp figures only")
-    g.add_argument("--activations", choices=("int8", "fp32"), default="int8", help="our kernel's activations")
     g.add_argument("--no-rss", action="store_true", help="skip the memory subprocesses")
     g.add_argument("--json", metavar="PATH", help="also write every measurement to this JSON file")
     g.add_argument(
         "--rss-probe", nargs=5, metavar=("ENGINE", "GGUF", "THREADS", "N_CTX", "IDS_JSON"), help=argparse.SUPPRESS
     )
     args = p.parse_args()
-    ShapedOurs.activations = args.activations
+    ShapedOurs.activations, ShapedOurs.kv_cache = args.activations, args.kv_cache
     if args.rss_probe:
         return rss_probe(*args.rss_probe)
     if args.shaped:
@@ -598,13 +601,17 @@ def main() -> None:
 
     import torch
 
-    from jupyter_codellama.engine.loading import LoadOptions, find_embedded_gguf, load_model
+    from jupyter_codellama.engine.loading import KernelOptions, LoadOptions, find_embedded_gguf, load_model
 
     torch.set_num_threads(args.threads)
     loaded = load_model(LoadOptions(model="embedded"), backend="torch")
     gguf = find_embedded_gguf()
     t = time.perf_counter()
-    kernel = load_model(LoadOptions(model="embedded"), backend="kernel", n_threads=args.threads)
+    kernel = load_model(
+        LoadOptions(model="embedded"),
+        backend="kernel",
+        kernel=KernelOptions(n_threads=args.threads, activations=args.activations, kv_cache=args.kv_cache),
+    )
     prep_s = time.perf_counter() - t
     sides = [Ours(loaded, "ours, eager"), Ours(kernel, "ours, fast")]
     note = ""

@@ -93,6 +93,12 @@ class CodeLlama(Configurable):
         "vector to int8 in blocks of 32 first, as llama.cpp does (faster); 'fp32' keeps it exact "
         "(results within float rounding of a float64 forward pass, slower).",
     ).tag(config=True)
+    cpu_kv_cache = CaselessStrEnum(
+        ["fp16", "fp32"],
+        "fp16",
+        help="How the CPU kernel stores the attention keys and values: 'fp16' (half the memory and "
+        "faster on long contexts, as llama.cpp's default) or 'fp32' (exact).",
+    ).tag(config=True)
 
     endpoint = Unicode(
         help="An OpenAI-compatible server (vLLM, TGI, llama-server, transformers serve) to generate "

@@ -40,6 +40,7 @@ Q8_LOGIT_TOLERANCE = 2e-2
 #: the least share of the reference's greedy tokens the int8 kernel must agree with, teacher-forced
 Q8_AGREEMENT = 0.9
 VARIANTS = ["generic"] + (["avx2"] if kernels.cpu_has_avx2() else [])
+DEFAULT_VARIANT = VARIANTS[-1]
 BASIC = ["F32", "F16", "Q4_0", "Q4_1", "Q8_0"]
 K_TYPES = ["Q4_K", "Q5_K", "Q6_K"]
 
@@ -73,8 +74,15 @@ def tiny(tmp_path_factory):
     return get
 
 
-def _open(path, folder, variant="avx2" if kernels.cpu_has_avx2() else "generic", threads=2, activations="int8"):  # noqa: B008 - probed once
-    return NativeModel.open(path, n_threads=threads, variant=variant, cache_dir=folder, activations=activations)
+def _open(path, folder, variant=DEFAULT_VARIANT, threads=2, activations="int8", kv_cache="fp16"):
+    return NativeModel.open(
+        path, n_threads=threads, variant=variant, cache_dir=folder, activations=activations, kv_cache=kv_cache
+    )
+
+
+def _kv(activations: str) -> str:
+    """The exact mode keeps the KV cache fp32 too; the default one (int8) has the default fp16."""
+    return "fp32" if activations == "fp32" else "fp16"
 
 
 def _rounding(kind: str, activations: str = "int8"):
@@ -102,19 +110,20 @@ def _greedy(model: NativeModel, ids, n: int) -> list[int]:
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("kind", BASIC + K_TYPES)
 def test_every_weight_type_matches_a_float64_reference(tiny, kind, variant, activations):
-    """The reference rounds the activations exactly where the kernel does (int8), or nowhere."""
+    """The reference rounds the activations exactly where the kernel does (int8) and the keys and
+    values to fp16 (the default cache), or nowhere (the exact mode)."""
     if kind in K_TYPES:
         pytest.importorskip("kquants_ref")
     path, weights = tiny(kind)
-    model = _open(path, tiny.folder, variant, activations=activations)
-    rounded = _rounding(kind, activations)
-    ref = reference_logits(weights, SHAPE, IDS, rounded)[-1]
+    model = _open(path, tiny.folder, variant, activations=activations, kv_cache=_kv(activations))
+    rounded, half = _rounding(kind, activations), _kv(activations) == "fp16"
+    ref = reference_logits(weights, SHAPE, IDS, rounded, half)[-1]
     # Prefill in chunks of 5 (the batched kernel) and one token at a time (the decode kernel).
     for chunk in (5, 1):
         logits = model.decoder(model.new_cache(), chunk=chunk).prefill(IDS).double()
         err = (logits - ref).abs().max().item() / ref.abs().max().item()
         assert err < (LOGIT_TOLERANCE if activations == "fp32" else Q8_LOGIT_TOLERANCE), (kind, variant, chunk, err)
-    answer = reference_greedy(weights, SHAPE, IDS, 32, rounded)
+    answer = reference_greedy(weights, SHAPE, IDS, 32, rounded, half)
     if activations == "fp32":
         assert _greedy(model, IDS, 32) == answer
     else:  # a boundary step can flip a near tie of these random logits: the rest must agree
@@ -130,26 +139,84 @@ def test_long_prompt_chunks_through_blas_match_the_reference(tiny, kind, activat
     if kind in K_TYPES:
         pytest.importorskip("kquants_ref")
     path, weights = tiny(kind)
-    model = _open(path, tiny.folder, activations=activations)
+    model = _open(path, tiny.folder, activations=activations, kv_cache=_kv(activations))
     ids = (IDS * 8)[: BLAS_MIN_TOKENS + 40]
-    ref = reference_logits(weights, SHAPE, ids, _rounding(kind, activations))[-1]
+    ref = reference_logits(weights, SHAPE, ids, _rounding(kind, activations), _kv(activations) == "fp16")[-1]
     tolerance = LOGIT_TOLERANCE if activations == "fp32" else Q8_LOGIT_TOLERANCE
     for chunk in (BLAS_MIN_TOKENS, len(ids)):  # two BLAS chunks + a kernel tail; one BLAS chunk
         logits = model.decoder(model.new_cache(), chunk=chunk).prefill(ids).double()
         assert (logits - ref).abs().max().item() / ref.abs().max().item() < tolerance
 
 
-def test_an_unknown_activation_mode_gets_a_clear_error(tiny):
+def test_an_unknown_activation_or_kv_cache_mode_gets_a_clear_error(tiny):
     from traitlets import TraitError
 
     from jupyter_codellama.config import CodeLlama
+    from jupyter_codellama.engine.loading import KernelOptions
 
     path, _ = tiny("Q4_0")
     with pytest.raises(ValueError, match="'int8' or 'fp32'"):
         _open(path, tiny.folder, activations="int4")
-    with pytest.raises(TraitError):
-        CodeLlama(cpu_activations="int4")
-    assert CodeLlama().cpu_activations == "int8"
+    with pytest.raises(ValueError, match="'fp16' or 'fp32'"):
+        _open(path, tiny.folder, kv_cache="int8")
+    for setting in ("cpu_activations", "cpu_kv_cache"):
+        with pytest.raises(TraitError):
+            CodeLlama(**{setting: "int4"})
+    assert KernelOptions.from_config(CodeLlama()) == KernelOptions(None, "int8", "fp16")
+    assert KernelOptions.from_config(CodeLlama(cpu_kv_cache="FP32", cpu_threads=3)).kv_cache == "fp32"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_kernel_rounds_to_fp16_as_numpy_does(variant):
+    """Nearest even, subnormals, the largest finite half and overflow to infinity."""
+    lib = kernels.load_library(variant)
+    rng = np.random.default_rng(0)
+    halves = rng.integers(0, 0x7C00, 20_000, dtype=np.uint16).view(np.float16).astype(np.float32)
+    ties = (halves + np.nextafter(halves, np.float32(np.inf)).astype(np.float16).astype(np.float32)) / 2
+    edge = np.array([0.0, -0.0, 65504, 65519.99, 65520, -65520, 1e9, np.inf, -np.inf, 6e-8, 2.9e-8, 3e-8, 1e-30])
+    x = np.concatenate([halves, ties, -ties, rng.normal(0, 1, 20_000) * 10.0 ** rng.integers(-9, 5, 20_000), edge])
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    y = np.empty(x.size, dtype=np.uint16)
+    lib.jcl_f2h_rows(x.ctypes.data_as(ctypes.c_void_p), y.ctypes.data_as(ctypes.c_void_p), x.size)
+    with np.errstate(over="ignore"):  # numpy warns when it rounds to infinity, as asked
+        np.testing.assert_array_equal(y, x.astype(np.float16).view(np.uint16))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_fp16_kv_cache_holds_the_fp32_keys_and_values_rounded(tiny, variant):
+    """Layer 0's keys and values are the same numbers in both caches (the inputs are), so the fp16
+    cache must hold exactly the fp32 one's, rounded: from the kernel's short chunks and decode
+    steps, and from a long chunk's BLAS path."""
+    from jupyter_codellama.engine.native import BLAS_MIN_TOKENS
+
+    path, _ = tiny("Q8_0")
+    ids = (IDS * 8)[: BLAS_MIN_TOKENS + 8]
+    caches = {}
+    for kv in ("fp16", "fp32"):
+        model = _open(path, tiny.folder, variant, activations="fp32", kv_cache=kv)
+        for chunk in (5, len(ids)):
+            caches[kv, chunk] = model.new_cache()
+            model.decoder(caches[kv, chunk], chunk=chunk).prefill(ids)
+    for chunk in (5, len(ids)):
+        half, full = caches["fp16", chunk], caches["fp32", chunk]
+        assert half.k.dtype == torch.float16 and half.nbytes * 2 == full.nbytes
+        n = len(ids)
+        assert torch.equal(half.k[0, :, :n], full.k[0, :, :n].half())
+        assert torch.equal(half.v[0, :, :n], full.v[0, :, :n].half())
+
+
+def test_the_fp16_kv_cache_matches_a_reference_that_rounds_there(tiny):
+    """With exact activations, the only difference from the float64 forward is the fp16 cache:
+    the kernel stays as close to a reference that rounds keys and values there as in the exact
+    mode, and well away from one that does not."""
+    path, weights = tiny("Q8_0")
+    model = _open(path, tiny.folder, activations="fp32", kv_cache="fp16")
+    logits = model.decoder(model.new_cache(), chunk=5).prefill(IDS).double()
+    for half, ok in ((True, True), (False, False)):
+        ref = reference_logits(weights, SHAPE, IDS, None, half)[-1]
+        err = (logits - ref).abs().max().item() / ref.abs().max().item()
+        assert (err < LOGIT_TOLERANCE) == ok, (half, err)
+    assert _greedy(model, IDS, 32) == reference_greedy(weights, SHAPE, IDS, 32, None, True)
 
 
 def test_threads_follow_the_free_cores(monkeypatch, tmp_path):
@@ -167,9 +234,14 @@ def test_the_plain_c_build_gives_the_avx2_tokens(tiny):
     if not kernels.cpu_has_avx2():
         pytest.skip("no AVX2 here: only the plain C build runs")
     path, _ = tiny("Q4_0")
-    fast, plain = _open(path, tiny.folder, "avx2"), _open(path, tiny.folder, "generic")
+    exact = {"activations": "fp32", "kv_cache": "fp32"}
+    fast, plain = _open(path, tiny.folder, "avx2", **exact), _open(path, tiny.folder, "generic", **exact)
     assert fast.lib is not plain.lib
     assert _greedy(fast, IDS, 32) == _greedy(plain, IDS, 32)
+    # The defaults round activations and keys/values, where the builds' different orders of float
+    # sums can tip a value across a boundary: teacher-forced, the tokens still agree.
+    fast, plain = _open(path, tiny.folder, "avx2"), _open(path, tiny.folder, "generic")
+    assert agreement(plain, IDS, _greedy(fast, IDS, 32)) >= Q8_AGREEMENT
 
 
 def test_the_softmax_exp_is_within_2_ulp_of_expf():
@@ -280,7 +352,7 @@ def test_cancel_inside_a_long_blas_chunk_stops_between_layers(tiny):
 
 
 def test_the_prefix_cache_holds_a_long_prompt_of_a_big_model():
-    """A 7B's fp32 KV is 1 MB a token: the default 512 MB would keep no notebook-sized prompt."""
+    """A 7B's fp16 KV is 0.5 MB a token: the default 512 MB would keep no notebook-sized prompt."""
     from types import SimpleNamespace
 
     from jupyter_codellama.config import CodeLlama
@@ -288,8 +360,9 @@ def test_the_prefix_cache_holds_a_long_prompt_of_a_big_model():
     from jupyter_codellama.engine.native import Hyper
 
     hyper = Hyper(32, 4096, 11008, 32, 32, 128, 32016, 1e-5, 1e6, 16384)
-    loaded = SimpleNamespace(backend="kernel", model=SimpleNamespace(hyper=hyper))
-    assert _prefix_budget(CodeLlama(prefix_cache_mb=512), loaded) == (1 << 20) * MIN_CACHED_POSITIONS
+    assert hyper.kv_bytes_per_token(4) == 1 << 20
+    loaded = SimpleNamespace(backend="kernel", model=SimpleNamespace(kv_bytes_per_token=hyper.kv_bytes_per_token(2)))
+    assert _prefix_budget(CodeLlama(prefix_cache_mb=512), loaded) == (1 << 19) * MIN_CACHED_POSITIONS
     assert _prefix_budget(CodeLlama(prefix_cache_mb=4096), loaded) == 4096 << 20
     assert _prefix_budget(CodeLlama(prefix_cache_mb=512), SimpleNamespace(backend="torch", model=None)) == 512 << 20
 
@@ -298,7 +371,7 @@ def test_the_cache_crops_copies_and_grows_like_dynamic_cache(tiny):
     import copy
 
     path, _ = tiny("Q8_0")
-    model = _open(path, tiny.folder, activations="fp32")  # exact: any difference is the cache's
+    model = _open(path, tiny.folder, activations="fp32", kv_cache="fp32")  # exact: any difference is the cache's
     cache = model.new_cache()
     model.decoder(cache).prefill(IDS)
     assert cache.get_seq_length() == len(IDS)
@@ -373,7 +446,7 @@ def test_the_embedded_model_gives_the_tokens_of_the_pytorch_path(embedded_engine
     kernel = embedded_engine.loaded
     assert kernel.backend == "kernel" and embedded_engine.status()["backend"] == "kernel"
     assert kernel.model.act_q8
-    exact = NativeModel.open(find_embedded_gguf(), cache_dir=str(cache_dir), activations="fp32")
+    exact = NativeModel.open(find_embedded_gguf(), cache_dir=str(cache_dir), activations="fp32", kv_cache="fp32")
     torch_path = load_model(LoadOptions(model="embedded", quantization="none", cache_dir=str(cache_dir)))
     assert torch_path.backend == "torch"
     for prompt in PROMPTS:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jupyter_codellama.engine.generation import GenerationRequest, generate_stream
-from jupyter_codellama.engine.loading import LoadOptions, ModelNotAvailableError, load_model
+from jupyter_codellama.engine.loading import KernelOptions, LoadOptions, ModelNotAvailableError, load_model
 from jupyter_codellama.models import UnknownModelError, resolve_model
 from jupyter_codellama.testing.gguf_model import TinyShape, agreement, reference_greedy, rounding_of
 
@@ -59,7 +59,7 @@ def test_a_checkpoint_is_quantized_once_to_a_cached_4bit_gguf(shaped_model_dir, 
     )
     ids = loaded.tokenizer("def fibonacci(n):\n")["input_ids"]
     tokens = _greedy(loaded, ids)
-    exact = load_model(options, activations="fp32")
+    exact = load_model(options, kernel=KernelOptions(activations="fp32", kv_cache="fp32"))
     assert _greedy(exact, ids) == reference_greedy(weights, shape, ids, 24)
     # int8 activations (the default) round where the reference is told to; near ties aside, the
     # reference's greedy tokens are the kernel's own choices

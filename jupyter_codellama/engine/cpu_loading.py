@@ -23,6 +23,7 @@ from ..config import default_cache_dir
 from ..models import ModelSpec
 from .loading import (
     FIM_TOKENS,
+    KernelOptions,
     LoadedModel,
     LoadOptions,
     ModelLoadError,
@@ -157,8 +158,7 @@ def load_native(
     spec: ModelSpec,
     report: ProgressCallback,
     *,
-    n_threads: int | None = None,
-    activations: str = "int8",
+    kernel: KernelOptions,
 ) -> LoadedModel:
     """Load ``spec`` for the CPU kernel; raise :class:`ModelLoadError` with advice."""
     from .kernels import KernelUnavailable
@@ -170,8 +170,9 @@ def load_native(
     try:
         model = NativeModel.open(
             gguf,
-            n_threads=n_threads,
-            activations=activations,
+            n_threads=kernel.n_threads,
+            activations=kernel.activations,
+            kv_cache=kernel.kv_cache,
             cache_dir=options.cache_dir or None,
             progress=lambda f: report("packing the weights (first use only)", 0.4 + 0.4 * f),
         )

@@ -26,7 +26,7 @@ from ..config import CodeLlama, get_config
 from ..prompts.prompt import PromptTooLongError
 from .generation import GenerationRequest, GenerationResult, PrefixCache, generate_stream
 from .jobs import EngineError, Job, JobKind, LoadHandle, LoadJob, ModelCall, PromptSource
-from .loading import LoadedModel, LoadOptions, ModelLoadError, free_model, load_model
+from .loading import KernelOptions, LoadedModel, LoadOptions, ModelLoadError, free_model, load_model
 
 __all__ = ["Engine", "EngineError", "Job", "LoadHandle", "ModelCall", "get_engine", "prepare"]
 
@@ -303,25 +303,23 @@ class Engine:
 
 
 #: Prompt positions whose KV the prefix cache can always hold, whatever prefix_cache_mb says: a
-#: CPU-kernel 7B keeps 1 MB of fp32 KV a token, and an inline completion whose notebook context
+#: CPU-kernel 7B keeps 0.5 MB of fp16 KV a token, and an inline completion whose notebook context
 #: did not fit would be prefilled from scratch on every keystroke.
 MIN_CACHED_POSITIONS = 2048
 
 
 def _prefix_budget(config, loaded: LoadedModel) -> int:
     budget = int(config.prefix_cache_mb) << 20
-    hyper = getattr(loaded.model, "hyper", None)
-    if loaded.backend == "kernel" and hyper is not None:
-        budget = max(budget, hyper.kv_bytes_per_token * MIN_CACHED_POSITIONS)
+    per_token = getattr(loaded.model, "kv_bytes_per_token", None)
+    if loaded.backend == "kernel" and per_token:
+        budget = max(budget, per_token * MIN_CACHED_POSITIONS)
     return budget
 
 
 def _backend_choice(config) -> dict[str, Any]:
-    """The load's backend and CPU threads from the configuration."""
+    """The load's backend and CPU kernel options from the configuration."""
     backend = str(getattr(config, "cpu_backend", "auto") or "auto").lower()
-    threads = int(getattr(config, "cpu_threads", 0) or 0) or None
-    activations = str(getattr(config, "cpu_activations", "int8") or "int8").lower()
-    return {"backend": backend, "n_threads": threads, "activations": activations}
+    return {"backend": backend, "kernel": KernelOptions.from_config(config)}
 
 
 def _safe_callback(callback: Callable[[str], None] | None, request_id: str) -> Callable[[str], None] | None:

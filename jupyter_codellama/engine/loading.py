@@ -112,6 +112,24 @@ class LoadOptions:
                 parse_memory(value)
 
 
+@dataclass(frozen=True)
+class KernelOptions:
+    """How the CPU kernel runs a model: the ``cpu_threads``, ``cpu_activations`` and
+    ``cpu_kv_cache`` settings (see NativeModel)."""
+
+    n_threads: int | None = None
+    activations: str = "int8"
+    kv_cache: str = "fp16"
+
+    @classmethod
+    def from_config(cls, config) -> "KernelOptions":
+        return cls(
+            n_threads=int(getattr(config, "cpu_threads", 0) or 0) or None,
+            activations=str(getattr(config, "cpu_activations", "int8") or "int8").lower(),
+            kv_cache=str(getattr(config, "cpu_kv_cache", "fp16") or "fp16").lower(),
+        )
+
+
 @dataclass
 class DevicePlan:
     """Where the weights go: a device_map plus what it means for memory and speed."""
@@ -674,13 +692,12 @@ def load_model(
     progress: ProgressCallback | None = None,
     *,
     backend: str = "auto",
-    n_threads: int | None = None,
-    activations: str = "int8",
+    kernel: KernelOptions | None = None,
 ) -> LoadedModel:
     """Load tokenizer and weights as ``options`` say; raise :class:`ModelLoadError` with advice.
 
-    ``backend``: 'auto' (the CPU kernel where it applies, else PyTorch), 'kernel' or 'torch'.
-    ``activations``: the CPU kernel's 'int8' or 'fp32' activations (see NativeModel).
+    ``backend``: 'auto' (the CPU kernel where it applies, else PyTorch), 'kernel' or 'torch';
+    ``kernel``: how the CPU kernel runs the model, when it does.
     """
     report = progress or (lambda _stage, _fraction: None)
     started = time.perf_counter()
@@ -694,7 +711,7 @@ def load_model(
     if use_kernel(options, device, spec, backend):
         from .cpu_loading import load_native
 
-        return load_native(options, spec, report, n_threads=n_threads, activations=activations)
+        return load_native(options, spec, report, kernel=kernel or KernelOptions())
     if spec.repo_id.lower().endswith(".gguf"):
         raise ModelLoadError(
             f"{spec.name} is a GGUF file: it runs on the CPU kernel (device='cpu', quantization "

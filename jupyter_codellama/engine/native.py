@@ -62,9 +62,8 @@ class Hyper:
     rope_theta: float
     context_length: int
 
-    @property
-    def kv_bytes_per_token(self) -> int:
-        return 2 * self.n_layers * self.n_kv * self.head_dim * 4
+    def kv_bytes_per_token(self, element_bytes: int = 4) -> int:
+        return 2 * self.n_layers * self.n_kv * self.head_dim * element_bytes
 
 
 @dataclass
@@ -294,7 +293,7 @@ class _Model(ctypes.Structure):
 
 
 class _KV(ctypes.Structure):
-    _fields_ = [("k", ctypes.c_void_p), ("v", ctypes.c_void_p), ("cap", ctypes.c_int32), ("pad", ctypes.c_int32)]
+    _fields_ = [("k", ctypes.c_void_p), ("v", ctypes.c_void_p), ("cap", ctypes.c_int32), ("half", ctypes.c_int32)]
 
 
 def _bind(lib) -> None:
@@ -376,12 +375,17 @@ class NativeModel:
         cache_dir=None,
         max_positions: int | None = None,
         activations: str = "int8",
+        kv_cache: str = "fp16",
     ) -> None:
         if activations not in ("int8", "fp32"):
             raise ValueError(f"activations must be 'int8' or 'fp32', not {activations!r}")
+        if kv_cache not in ("fp16", "fp32"):
+            raise ValueError(f"kv_cache must be 'fp16' or 'fp32', not {kv_cache!r}")
         self.info, self.hyper, self.pack_file = info, info.hyper, pack
         #: round activations to int8 before quantized weights (quants.h), as llama.cpp does
         self.act_q8 = activations == "int8"
+        #: keys and values stored as fp16 (half the memory of fp32), as llama.cpp's default cache
+        self.kv_half = kv_cache == "fp16"
         self.variant = variant or kernels.best_variant()
         self.lib = kernels.load_library(self.variant, cache_dir)
         _bind(self.lib)
@@ -408,6 +412,7 @@ class NativeModel:
         progress=None,
         max_positions: int | None = None,
         activations: str = "int8",
+        kv_cache: str = "fp16",
     ) -> "NativeModel":
         gguf = Path(path).expanduser().resolve()
         if not gguf.is_file():
@@ -421,6 +426,7 @@ class NativeModel:
             cache_dir=cache_dir,
             max_positions=max_positions,
             activations=activations,
+            kv_cache=kv_cache,
         )
 
     def _wt(self, name: str) -> layout.Wt:
@@ -512,8 +518,12 @@ class NativeModel:
         mix = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items(), key=lambda item: -item[1]))
         return f"C kernel ({self.variant}, {self.n_threads} thread(s)): {mix}"
 
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return self.hyper.kv_bytes_per_token(2 if self.kv_half else 4)
+
     def new_cache(self) -> "KVCache":
-        return KVCache(self.hyper)
+        return KVCache(self.hyper, half=self.kv_half)
 
     def decoder(
         self, cache: "KVCache", *, chunk: int = PREFILL_CHUNK_TOKENS, should_stop: Callable[[], bool] | None = None
@@ -636,7 +646,7 @@ class ChunkForward:
         end = pos0 + n
         self.cache.k[l, :, pos0:end] = k.transpose(0, 1)
         self.cache.v[l, :, pos0:end] = v.transpose(0, 1)
-        keys, values = self.cache.k[l, :, :end], self.cache.v[l, :, :end]  # [n_kv, T, hd]
+        keys, values = self.cache.k[l, :, :end].float(), self.cache.v[l, :, :end].float()  # [n_kv, T, hd]
         group = h.n_heads // h.n_kv
         qh = q.transpose(0, 1).reshape(h.n_kv, group * n, h.head_dim)  # heads of a KV head together
         scores = torch.bmm(qh, keys.transpose(1, 2)) * (h.head_dim**-0.5)  # [n_kv, group*n, T]
@@ -694,11 +704,13 @@ class ChunkForward:
 
 
 class KVCache:
-    """Keys and values of one sequence, fp32 [n_layers, n_kv, capacity, head_dim], growing."""
+    """Keys and values of one sequence, [n_layers, n_kv, capacity, head_dim], growing: fp16
+    (``half``, rounded to nearest even as the kernel stores them) or fp32."""
 
-    def __init__(self, hyper: Hyper, capacity: int = 0) -> None:
+    def __init__(self, hyper: Hyper, capacity: int = 0, *, half: bool = True) -> None:
         self.hyper = hyper
         self.length = 0
+        self.dtype = torch.float16 if half else torch.float32
         self.k: Any = None  # the tensors come from _allocate, just below
         self.v: Any = None
         self.struct = _KV()
@@ -706,13 +718,14 @@ class KVCache:
 
     def _allocate(self, capacity: int) -> None:
         h = self.hyper
-        k = torch.empty(h.n_layers, h.n_kv, capacity, h.head_dim)
+        k = torch.empty(h.n_layers, h.n_kv, capacity, h.head_dim, dtype=self.dtype)
         v = torch.empty_like(k)
         if self.k is not None and self.length:
             k[:, :, : self.length] = self.k[:, :, : self.length]
             v[:, :, : self.length] = self.v[:, :, : self.length]
         self.k, self.v = k, v
         self.struct.k, self.struct.v, self.struct.cap = k.data_ptr(), v.data_ptr(), capacity
+        self.struct.half = int(self.dtype == torch.float16)
 
     @property
     def capacity(self) -> int:
@@ -741,10 +754,10 @@ class KVCache:
 
     @property
     def nbytes(self) -> int:
-        return 0 if self.k is None else 2 * self.k.numel() * 4
+        return 0 if self.k is None else 2 * self.k.numel() * self.k.element_size()
 
     def __deepcopy__(self, memo) -> "KVCache":
-        copy = KVCache(self.hyper, self.length + self.HEADROOM)  # the copy is about to grow
+        copy = KVCache(self.hyper, self.length + self.HEADROOM, half=self.dtype == torch.float16)  # about to grow
         copy.length = self.length
         copy.k[:, :, : self.length] = self.k[:, :, : self.length]
         copy.v[:, :, : self.length] = self.v[:, :, : self.length]

@@ -164,11 +164,14 @@ def reference_logits(
     shape: TinyShape,
     ids: Sequence[int],
     rounded: Callable[[str], bool] | None = None,
+    kv_half: bool = False,
 ):
     """float64 logits [len(ids), vocab] of a causal forward over ``ids`` from position 0.
 
     ``rounded(name)``: whether the input of weight ``name`` is rounded to int8 blocks first
     (:func:`round_q8`), as the kernel does for quantized weights with int8 activations.
+    ``kv_half``: keys (after rotation) and values rounded to fp16, from float32, as the kernel's
+    fp16 KV cache stores them.
     """
     import torch
 
@@ -184,6 +187,8 @@ def reference_logits(
         q = _rope_pairs((h @ W[p + "attn_q.weight"].T).view(T, shape.n_heads, hd), pos, shape.rope_theta)
         k = _rope_pairs((h @ W[p + "attn_k.weight"].T).view(T, shape.n_kv, hd), pos, shape.rope_theta)
         v = (h @ W[p + "attn_v.weight"].T).view(T, shape.n_kv, hd)
+        if kv_half:
+            k, v = k.float().half().double(), v.float().half().double()
         rep = shape.n_heads // shape.n_kv
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         att = torch.einsum("thd,shd->hts", q, k) / hd**0.5 + mask
@@ -211,13 +216,18 @@ class _Weight:
 
 
 def reference_greedy(
-    weights, shape: TinyShape, ids: Sequence[int], n: int, rounded: Callable[[str], bool] | None = None
+    weights,
+    shape: TinyShape,
+    ids: Sequence[int],
+    n: int,
+    rounded: Callable[[str], bool] | None = None,
+    kv_half: bool = False,
 ) -> list[int]:
     """``n`` greedy tokens after ``ids`` by the float64 reference (full recompute each step)."""
     seq = list(ids)
     out = []
     for _ in range(n):
-        tok = int(reference_logits(weights, shape, seq, rounded)[-1].argmax())
+        tok = int(reference_logits(weights, shape, seq, rounded, kv_half)[-1].argmax())
         out.append(tok)
         seq.append(tok)
     return out

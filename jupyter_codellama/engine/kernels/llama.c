@@ -36,12 +36,13 @@ typedef struct {
 } Model;
 
 typedef struct {
-  float* k;             /* [n_layers, n_kv, cap, head_dim] */
-  float* v;
-  int32_t cap, pad;
+  void* k;              /* [n_layers, n_kv, cap, head_dim], fp32 or fp16 (half) */
+  void* v;
+  int32_t cap;
+  int32_t half;         /* 1: keys and values stored as fp16, as llama.cpp's default cache */
 } KV;
 
-int jcl_abi_version(void) { return 2; }
+int jcl_abi_version(void) { return 3; }
 int jcl_model_size(void) { return (int)sizeof(Model); }
 int jcl_layer_size(void) { return (int)sizeof(Layer); }
 int jcl_kv_size(void) { return (int)sizeof(KV); }
@@ -146,40 +147,86 @@ static inline float hsum8(__m256 v) {
 }
 #endif
 
-/* out[t] = (q . K_t) * scale for `count` rows of K (row stride hd). */
-static void scores(const float* q, const float* K, int count, float scale, float* out, int hd) {
+/* Keys and values: rows of hd fp32, or of hd fp16 (half; half the memory and half the reads of
+   a long context's attention). HALF is a constant in each instance of the loops below. */
+#define KV_ALWAYS static inline __attribute__((always_inline))
+KV_ALWAYS float kv_at(const void* row, int c, const int HALF) {
+  return HALF ? jcl_h2f(((const uint16_t*)row)[c]) : ((const float*)row)[c];
+}
+#if JCL_AVX2
+KV_ALWAYS __m256 kv_load8(const void* row, int c, const int HALF) {
+  return HALF ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)((const uint16_t*)row + c)))
+              : _mm256_loadu_ps((const float*)row + c);
+}
+#endif
+
+/* out[t] = (q . K_t) * scale for `count` rows of K. */
+KV_ALWAYS void scores_t(const float* q, const void* K, int count, float scale, float* out, int hd, const int HALF) {
   for (int t = 0; t < count; t++) {
-    const float* k = K + (size_t)t * hd;
+    const void* k = (const char*)K + (size_t)t * hd * (HALF ? 2 : 4);
 #if JCL_AVX2
     __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
     int c = 0;
     for (; c + 16 <= hd; c += 16) {
-      a = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), _mm256_loadu_ps(k + c), a);
-      b = _mm256_fmadd_ps(_mm256_loadu_ps(q + c + 8), _mm256_loadu_ps(k + c + 8), b);
+      a = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), kv_load8(k, c, HALF), a);
+      b = _mm256_fmadd_ps(_mm256_loadu_ps(q + c + 8), kv_load8(k, c + 8, HALF), b);
     }
     float s = hsum8(_mm256_add_ps(a, b));
 #else
     float s = 0.f;
     int c = 0;
 #endif
-    for (; c < hd; c++) s += q[c] * k[c];
+    for (; c < hd; c++) s += q[c] * kv_at(k, c, HALF);
     out[t] = s * scale;
   }
 }
 
+static void scores(const float* q, const void* K, int count, float scale, float* out, int hd, int half) {
+  if (half) scores_t(q, K, count, scale, out, hd, 1);
+  else scores_t(q, K, count, scale, out, hd, 0);
+}
+
 /* o += sum_t p[t] * V_t for `count` rows of V. */
-static void mix(const float* p, const float* V, int count, float* o, int hd) {
+KV_ALWAYS void mix_t(const float* p, const void* V, int count, float* o, int hd, const int HALF) {
   for (int t = 0; t < count; t++) {
-    const float* v = V + (size_t)t * hd;
+    const void* v = (const char*)V + (size_t)t * hd * (HALF ? 2 : 4);
     int c = 0;
 #if JCL_AVX2
     const __m256 pt = _mm256_set1_ps(p[t]);
     for (; c + 8 <= hd; c += 8)
-      _mm256_storeu_ps(o + c, _mm256_fmadd_ps(pt, _mm256_loadu_ps(v + c), _mm256_loadu_ps(o + c)));
+      _mm256_storeu_ps(o + c, _mm256_fmadd_ps(pt, kv_load8(v, c, HALF), _mm256_loadu_ps(o + c)));
 #endif
-    for (; c < hd; c++) o[c] += p[t] * v[c];
+    for (; c < hd; c++) o[c] += p[t] * kv_at(v, c, HALF);
   }
 }
+
+static void mix(const float* p, const void* V, int count, float* o, int hd, int half) {
+  if (half) mix_t(p, V, count, o, hd, 1);
+  else mix_t(p, V, count, o, hd, 0);
+}
+
+/* Row `row` of a KV buffer (read by attention, written by kv_store), and a row stored there
+   (fp16: rounded to nearest even). */
+static inline void* kv_row(const void* base, int half, size_t row, int hd) {
+  return (char*)(uintptr_t)base + row * (size_t)hd * (half ? 2 : 4);
+}
+
+static void kv_store(void* dst, int half, const float* x, int hd) {
+  if (!half) {
+    memcpy(dst, x, sizeof(float) * hd);
+    return;
+  }
+  uint16_t* o = (uint16_t*)dst;
+  int c = 0;
+#if JCL_AVX2
+  for (; c + 8 <= hd; c += 8)
+    _mm_storeu_si128((__m128i*)(o + c), _mm256_cvtps_ph(_mm256_loadu_ps(x + c), _MM_FROUND_TO_NEAREST_INT));
+#endif
+  for (; c < hd; c++) o[c] = jcl_f2h(x[c]);
+}
+
+/* fp32 -> fp16 as the KV cache stores it, for the tests. */
+void jcl_f2h_rows(const float* x, uint16_t* y, int n) { kv_store(y, 1, x, n); }
 
 #if JCL_AVX2
 /* e^x for 8 floats (x <= 0 here): Cephes' range reduction and polynomial, within 2 ulp of expf
@@ -233,13 +280,13 @@ static void softmax(float* a, int T) {
    tokens at positions pos0.. ; K, V: that KV head's rows. Keys and values are walked in blocks of
    64 positions for all the queries at once, so each block is read from memory once. */
 static void attend(const float* Q, float* O, int ld, int h0, int h1, int n, int pos0,
-                   const float* K, const float* V, int hd, float scale, float* att) {
+                   const void* K, const void* V, int half, int hd, float scale, float* att) {
   const int Tmax = pos0 + n, TB = 64, nq = (h1 - h0) * n;
   for (int t0 = 0; t0 < Tmax; t0 += TB)
     for (int i = 0; i < nq; i++) {
       const int h = h0 + i / n, j = i % n, T = pos0 + j + 1, t1 = t0 + TB < T ? t0 + TB : T;
-      if (t0 < t1) scores(Q + (size_t)j * ld + (size_t)h * hd, K + (size_t)t0 * hd, t1 - t0, scale,
-                          att + (size_t)i * Tmax + t0, hd);
+      if (t0 < t1) scores(Q + (size_t)j * ld + (size_t)h * hd, kv_row(K, half, t0, hd), t1 - t0,
+                          scale, att + (size_t)i * Tmax + t0, hd, half);
     }
   for (int i = 0; i < nq; i++) {
     const int h = h0 + i / n, j = i % n;
@@ -249,8 +296,8 @@ static void attend(const float* Q, float* O, int ld, int h0, int h1, int n, int 
   for (int t0 = 0; t0 < Tmax; t0 += TB)
     for (int i = 0; i < nq; i++) {
       const int h = h0 + i / n, j = i % n, T = pos0 + j + 1, t1 = t0 + TB < T ? t0 + TB : T;
-      if (t0 < t1) mix(att + (size_t)i * Tmax + t0, V + (size_t)t0 * hd, t1 - t0,
-                       O + (size_t)j * ld + (size_t)h * hd, hd);
+      if (t0 < t1) mix(att + (size_t)i * Tmax + t0, kv_row(V, half, t0, hd), t1 - t0,
+                       O + (size_t)j * ld + (size_t)h * hd, hd, half);
     }
 }
 
@@ -265,9 +312,9 @@ static void attention_all(const Model* m, const KV* kv, int l, const float* Q, f
   for (int item = 0; item < nkv * slices; item++) {
     const int g = item / slices, sl = item % slices;
     const int h0 = g * group + sl * group / slices, h1 = g * group + (sl + 1) * group / slices;
-    const size_t base = ((size_t)l * nkv + g) * kv->cap * hd;
-    attend(Q, O, nh * hd, h0, h1, n, pos0, kv->k + base, kv->v + base, hd, m->attn_scale,
-           att + (size_t)h0 * n * Tmax);
+    const size_t base = ((size_t)l * nkv + g) * kv->cap;
+    attend(Q, O, nh * hd, h0, h1, n, pos0, kv_row(kv->k, kv->half, base, hd), kv_row(kv->v, kv->half, base, hd),
+           kv->half, hd, m->attn_scale, att + (size_t)h0 * n * Tmax);
   }
 }
 
@@ -283,9 +330,9 @@ static void rope_and_store(const Model* m, const KV* kv, int l, float* Q, float*
     for (int h = 0; h < nh; h++) rope(q + h * hd, c, s, hd, m->rope_pairs);
     for (int h = 0; h < nkv; h++) {
       rope(kvj + h * hd, c, s, hd, m->rope_pairs);
-      const size_t at = (((size_t)l * nkv + h) * kv->cap + pos0 + j) * hd;
-      memcpy(kv->k + at, kvj + h * hd, sizeof(float) * hd);
-      memcpy(kv->v + at, kvj + (nkv + h) * hd, sizeof(float) * hd);
+      const size_t at = ((size_t)l * nkv + h) * kv->cap + pos0 + j;
+      kv_store(kv_row(kv->k, kv->half, at, hd), kv->half, kvj + h * hd, hd);
+      kv_store(kv_row(kv->v, kv->half, at, hd), kv->half, kvj + (nkv + h) * hd, hd);
     }
   }
 }

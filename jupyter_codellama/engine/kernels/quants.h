@@ -29,9 +29,11 @@
 #define JCL_AVX2 0
 #endif
 
-/* fp16 -> fp32 (every build, every file). */
+/* fp16 <-> fp32 (every build, every file); fp32 -> fp16 rounds to nearest even, as F16C, numpy
+   and torch do. */
 #if JCL_AVX2
 static inline float jcl_h2f(uint16_t h) { return _cvtsh_ss(h); }
+static inline uint16_t jcl_f2h(float f) { return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT); }
 
 /* The 8 scales then 8 mins (6 bits each, packed in 12 bytes at offset 4 as gguf's
    get_scale_min unpacks them) of the Q4_K/Q5_K blocks at b and b + bb, one block per 128-bit
@@ -62,6 +64,28 @@ static inline float jcl_h2f(uint16_t h) {
   float f;
   memcpy(&f, &out_bits, 4);
   return f;
+}
+
+/* fp32 -> fp16, round to nearest even (F. Giesen's float_to_half_fast3_rtne): NaN becomes the
+   quiet NaN 0x7E00 (F16C keeps some payload bits; both are NaN), at least 65520 in magnitude
+   infinity; below 2^-14 the float add of 0.5 rounds the subnormal's bits in place. */
+static inline uint16_t jcl_f2h(float f) {
+  const uint32_t magic = (uint32_t)((127 - 15) + (23 - 10) + 1) << 23;
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  const uint32_t sign = (u >> 16) & 0x8000u;
+  u &= 0x7FFFFFFFu;
+  if (u >= (uint32_t)(127 + 16) << 23) return (uint16_t)(sign | (u > 0x7F800000u ? 0x7E00u : 0x7C00u));
+  if (u < (uint32_t)113 << 23) {
+    float a, b;
+    memcpy(&a, &u, 4);
+    memcpy(&b, &magic, 4);
+    a += b;
+    memcpy(&u, &a, 4);
+    return (uint16_t)(sign | (u - magic));
+  }
+  u += ((uint32_t)(15 - 127) << 23) + 0xFFFu + ((u >> 13) & 1u);
+  return (uint16_t)(sign | (u >> 13));
 }
 #endif
 
