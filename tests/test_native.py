@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -146,6 +147,47 @@ def test_long_prompt_chunks_through_blas_match_the_reference(tiny, kind, activat
     for chunk in (BLAS_MIN_TOKENS, len(ids)):  # two BLAS chunks + a kernel tail; one BLAS chunk
         logits = model.decoder(model.new_cache(), chunk=chunk).prefill(ids).double()
         assert (logits - ref).abs().max().item() / ref.abs().max().item() < tolerance
+
+
+def test_a_long_chunk_split_into_many_blocks_over_workers_gives_the_same_logits(tiny, monkeypatch):
+    """The BLAS path's row blocks go to whichever worker is free: tiny blocks, so that every
+    matmul is shared out, give the logits of one block per matmul."""
+    from jupyter_codellama.engine import native
+
+    path, _ = tiny("Q4_0")
+    ids = (IDS * 8)[: native.BLAS_MIN_TOKENS + 8]
+    model = _open(path, tiny.folder, threads=2)
+    whole = model.decoder(model.new_cache(), chunk=len(ids)).prefill(ids).clone()
+    monkeypatch.setattr(native, "_BLOCK_FLOATS", 8 * SHAPE.dim)
+    monkeypatch.setattr(native, "_WORKER_FLOATS_MIN", 4 * SHAPE.dim)
+    blocks = []
+    real = native.share_out
+    monkeypatch.setattr(native, "share_out", lambda items, *a: (blocks.append(len(items)), real(items, *a)))
+    split = model.decoder(model.new_cache(), chunk=len(ids)).prefill(ids)
+    assert max(blocks) > 8
+    torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_share_out_gives_each_item_once_and_more_to_the_faster_worker():
+    from jupyter_codellama.engine.native import share_out
+
+    done: list[tuple[int, str]] = []
+
+    def work(item, who):
+        if who == "slow":  # a worker whose core another process takes
+            time.sleep(0.02)
+        done.append((item, who))
+
+    share_out(range(60), work, ["slow", "fast"])
+    assert sorted(i for i, _ in done) == list(range(60))
+    assert sum(who == "fast" for _, who in done) > 40
+
+    def fail(item, who):
+        if item == 3:
+            raise RuntimeError("block 3 failed")
+
+    with pytest.raises(RuntimeError, match="block 3"):
+        share_out(range(50), fail, ["a", "b"])
 
 
 def test_an_unknown_activation_or_kv_cache_mode_gets_a_clear_error(tiny):

@@ -570,6 +570,8 @@ class NativeModel:
 BLAS_MIN_TOKENS = 32
 #: Floats of one dequantized weight block handed to BLAS (bounded memory, cache friendly).
 _BLOCK_FLOATS = 2 << 20
+#: ... shared by the workers, each block at least this size (BLAS is slow on thin matrices).
+_WORKER_FLOATS_MIN = 1 << 18
 
 
 def _libc_trim() -> Callable[[int], int] | None:
@@ -590,6 +592,39 @@ def release_free_heap() -> None:
         _MALLOC_TRIM(0)
 
 
+def share_out(items: Sequence, work: Callable[[Any, Any], None], buffers: Sequence) -> None:
+    """``work(item, buffers[w])`` for every item, on one thread per buffer (the caller's is the
+    first): each item goes to whichever thread is free next, so a thread whose core another
+    process takes does less. The first error is raised once every thread has stopped."""
+    pending = iter(items)
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker(buf) -> None:
+        with torch.inference_mode():  # thread-local: the chunk's tensors are inference tensors
+            while not errors:
+                with lock:
+                    item = next(pending, _DONE)
+                if item is _DONE:
+                    return
+                try:
+                    work(item, buf)
+                except BaseException as exc:  # noqa: BLE001 - re-raised below, Ctrl-C included
+                    errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(b,), daemon=True) for b in buffers[1:]]
+    for t in threads:
+        t.start()
+    worker(buffers[0])
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+_DONE = object()
+
+
 class ChunkForward:
     """One prompt chunk: the kernel's forward pass in torch ops, each weight matrix dequantized
     by the kernel in row blocks and multiplied by BLAS (each block decoded once per chunk)."""
@@ -600,22 +635,28 @@ class ChunkForward:
         self.should_stop = should_stop or (lambda: False)
         self.lib = model.lib
         self.threads = model.n_threads
-        # One block buffer for the whole chunk: allocating a block per matmul raised glibc's mmap
-        # threshold, after which the freed blocks stayed in the heap (resident) for good.
-        self.block = torch.empty(_BLOCK_FLOATS)
+        # One block buffer per worker for the whole chunk: allocating a block per matmul raised
+        # glibc's mmap threshold, after which the freed blocks stayed in the heap for good.
+        self.per_worker = max(_BLOCK_FLOATS // self.threads, _WORKER_FLOATS_MIN)
+        self.blocks = [torch.empty(self.per_worker) for _ in range(self.threads)]
 
     def matmul(self, x: torch.Tensor, wt: layout.Wt) -> torch.Tensor:
-        """x [n, K] @ W.T → [n, N]."""
+        """x [n, K] @ W.T → [n, N]: blocks of rows, each dequantized and multiplied by one worker
+        (single-threaded BLAS) as it comes free (:func:`share_out`). With BLAS's own threads, each
+        matmul waited for the slowest, and beside a busy process one of them always was."""
         x = self.rounded(x, wt)
         N, K = wt.N, wt.K
         out = torch.empty(x.shape[0], N)
-        rows = max(4, min(N, _BLOCK_FLOATS // K))
-        buf = self.block[: rows * K].view(rows, K) if rows * K <= _BLOCK_FLOATS else torch.empty(rows, K)
+        rows = max(4, min(N, self.per_worker // K) // 4 * 4)
         ref = ctypes.byref(wt)
-        for r0 in range(0, N, rows):
+
+        def block(r0: int, buf: torch.Tensor) -> None:
             r1 = min(N, r0 + rows)
-            self.lib.jcl_dequant_rows(ref, r0, r1, buf.data_ptr(), self.threads)
-            out[:, r0:r1] = torch.mm(x, buf[: r1 - r0].T)
+            w = buf[: (r1 - r0) * K].view(r1 - r0, K) if (r1 - r0) * K <= buf.numel() else torch.empty(r1 - r0, K)
+            self.lib.jcl_dequant_rows(ref, r0, r1, w.data_ptr(), 1)
+            out[:, r0:r1] = torch.mm(x, w.T)
+
+        share_out(range(0, N, rows), block, self.blocks)
         return out
 
     def rounded(self, x: torch.Tensor, wt: layout.Wt) -> torch.Tensor:
@@ -646,14 +687,19 @@ class ChunkForward:
         end = pos0 + n
         self.cache.k[l, :, pos0:end] = k.transpose(0, 1)
         self.cache.v[l, :, pos0:end] = v.transpose(0, 1)
-        keys, values = self.cache.k[l, :, :end].float(), self.cache.v[l, :, :end].float()  # [n_kv, T, hd]
         group = h.n_heads // h.n_kv
         qh = q.transpose(0, 1).reshape(h.n_kv, group * n, h.head_dim)  # heads of a KV head together
-        scores = torch.bmm(qh, keys.transpose(1, 2)) * (h.head_dim**-0.5)  # [n_kv, group*n, T]
         visible = torch.arange(end)[None, :] <= (pos0 + torch.arange(n))[:, None]  # [n, T]
-        scores = scores.view(h.n_kv, group, n, end).masked_fill(~visible, float("-inf"))
-        probs = scores.softmax(-1).view(h.n_kv, group * n, end)
-        out = torch.bmm(probs, values).view(h.n_heads, n, h.head_dim)
+        out = torch.empty(h.n_kv, group * n, h.head_dim)
+
+        def kv_head(g: int, _buf) -> None:
+            keys, values = self.cache.k[l, g, :end].float(), self.cache.v[l, g, :end].float()  # [T, hd]
+            scores = (qh[g] @ keys.T) * (h.head_dim**-0.5)  # [group*n, T]
+            scores = scores.view(group, n, end).masked_fill(~visible, float("-inf"))
+            out[g] = scores.softmax(-1).view(group * n, end) @ values
+
+        share_out(range(h.n_kv), kv_head, self.blocks)
+        out = out.view(h.n_heads, n, h.head_dim)
         return out.transpose(0, 1).reshape(n, h.n_heads * h.head_dim)
 
     def layer(self, l: int, x: torch.Tensor, pos0: int) -> torch.Tensor:
@@ -668,9 +714,9 @@ class ChunkForward:
         return x + self.matmul(gate * self.matmul(xn, L.up), L.down)
 
     def run(self, tokens: list[int], logits: torch.Tensor | None) -> None:
-        # BLAS uses as many threads as the kernel would (the configured or free cores).
+        # The matmuls run on self.threads workers, each single-threaded BLAS (matmul).
         previous = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
+        torch.set_num_threads(1)
         try:
             self._run(tokens, logits)
         finally:
