@@ -641,14 +641,20 @@ class ChunkForward:
         self.blocks = [torch.empty(self.per_worker) for _ in range(self.threads)]
 
     def matmul(self, x: torch.Tensor, wt: layout.Wt) -> torch.Tensor:
-        """x [n, K] @ W.T → [n, N]: blocks of rows, each dequantized and multiplied by one worker
-        (single-threaded BLAS) as it comes free (:func:`share_out`). With BLAS's own threads, each
-        matmul waited for the slowest, and beside a busy process one of them always was."""
+        """x [n, K] @ W.T → [n, N]. A large matrix goes in blocks of rows, each dequantized and
+        multiplied by one worker (single-threaded BLAS) as it comes free (:func:`share_out`): with
+        BLAS's own threads, each matmul waited for the slowest, and beside a busy process one of
+        them always was. A small one (a small model's) is one block on BLAS's threads, as blocks
+        that small cost more in calls than they save."""
         x = self.rounded(x, wt)
         N, K = wt.N, wt.K
         out = torch.empty(x.shape[0], N)
-        rows = max(4, min(N, self.per_worker // K) // 4 * 4)
+        rows = max(4, self.per_worker // K // 4 * 4)
         ref = ctypes.byref(wt)
+        if self.threads == 1 or N <= 2 * self.threads * rows:
+            w = self.blocks[0][: N * K].view(N, K) if N * K <= self.per_worker else torch.empty(N, K)
+            self.lib.jcl_dequant_rows(ref, 0, N, w.data_ptr(), self.threads)
+            return torch.mm(x, w.T, out=out)
 
         def block(r0: int, buf: torch.Tensor) -> None:
             r1 = min(N, r0 + rows)
@@ -656,7 +662,11 @@ class ChunkForward:
             self.lib.jcl_dequant_rows(ref, r0, r1, w.data_ptr(), 1)
             out[:, r0:r1] = torch.mm(x, w.T)
 
-        share_out(range(0, N, rows), block, self.blocks)
+        torch.set_num_threads(1)  # each worker's BLAS on its own thread
+        try:
+            share_out(range(0, N, rows), block, self.blocks)
+        finally:
+            torch.set_num_threads(self.threads)
         return out
 
     def rounded(self, x: torch.Tensor, wt: layout.Wt) -> torch.Tensor:
@@ -687,19 +697,14 @@ class ChunkForward:
         end = pos0 + n
         self.cache.k[l, :, pos0:end] = k.transpose(0, 1)
         self.cache.v[l, :, pos0:end] = v.transpose(0, 1)
+        keys, values = self.cache.k[l, :, :end].float(), self.cache.v[l, :, :end].float()  # [n_kv, T, hd]
         group = h.n_heads // h.n_kv
         qh = q.transpose(0, 1).reshape(h.n_kv, group * n, h.head_dim)  # heads of a KV head together
+        scores = torch.bmm(qh, keys.transpose(1, 2)) * (h.head_dim**-0.5)  # [n_kv, group*n, T]
         visible = torch.arange(end)[None, :] <= (pos0 + torch.arange(n))[:, None]  # [n, T]
-        out = torch.empty(h.n_kv, group * n, h.head_dim)
-
-        def kv_head(g: int, _buf) -> None:
-            keys, values = self.cache.k[l, g, :end].float(), self.cache.v[l, g, :end].float()  # [T, hd]
-            scores = (qh[g] @ keys.T) * (h.head_dim**-0.5)  # [group*n, T]
-            scores = scores.view(group, n, end).masked_fill(~visible, float("-inf"))
-            out[g] = scores.softmax(-1).view(group * n, end) @ values
-
-        share_out(range(h.n_kv), kv_head, self.blocks)
-        out = out.view(h.n_heads, n, h.head_dim)
+        scores = scores.view(h.n_kv, group, n, end).masked_fill(~visible, float("-inf"))
+        probs = scores.softmax(-1).view(h.n_kv, group * n, end)
+        out = torch.bmm(probs, values).view(h.n_heads, n, h.head_dim)
         return out.transpose(0, 1).reshape(n, h.n_heads * h.head_dim)
 
     def layer(self, l: int, x: torch.Tensor, pos0: int) -> torch.Tensor:
@@ -714,9 +719,9 @@ class ChunkForward:
         return x + self.matmul(gate * self.matmul(xn, L.up), L.down)
 
     def run(self, tokens: list[int], logits: torch.Tensor | None) -> None:
-        # The matmuls run on self.threads workers, each single-threaded BLAS (matmul).
+        # BLAS uses as many threads as the kernel would (the configured or free cores).
         previous = torch.get_num_threads()
-        torch.set_num_threads(1)
+        torch.set_num_threads(self.threads)
         try:
             self._run(tokens, logits)
         finally:
