@@ -651,8 +651,8 @@ class ChunkForward:
         out = torch.empty(x.shape[0], N)
         rows = max(4, self.per_worker // K // 4 * 4)
         ref = ctypes.byref(wt)
-        if self.threads == 1 or N <= 2 * self.threads * rows:
-            w = self.blocks[0][: N * K].view(N, K) if N * K <= self.per_worker else torch.empty(N, K)
+        if N * K <= self.per_worker:
+            w = self.blocks[0][: N * K].view(N, K)
             self.lib.jcl_dequant_rows(ref, 0, N, w.data_ptr(), self.threads)
             return torch.mm(x, w.T, out=out)
 
